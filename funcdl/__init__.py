@@ -1,0 +1,13 @@
+"""funcdl: a JAX-accelerated functional deep-learning framework.
+
+    import funcdl as fdl
+    params = model.init(key, x); y = model.apply(params, x)
+
+Submodules: `autodiff` (funcdl's own reverse-mode autodiff), `ops` (one op namespace for both
+autodiffs), `gradcheck` (autodiff vs jax.grad vs finite differences), `nn`, `losses`, `optim`.
+"""
+__version__ = "0.1.0"
+
+from funcdl import autodiff, ops  # noqa: E402
+
+__all__ = ["__version__", "autodiff", "ops"]

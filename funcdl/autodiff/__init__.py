@@ -1,0 +1,9 @@
+"""funcdl's own small reverse-mode autodiff: a tape of `Tensor` nodes and one VJP table.
+
+`grad` / `value_and_grad` have jax's calling convention; the same function runs under
+`jax.grad`, which is how the two are cross-checked (`fdl.gradcheck`).
+"""
+from funcdl.autodiff.grad import grad, value_and_grad
+from funcdl.autodiff.tensor import Tensor, apply
+
+__all__ = ["Tensor", "apply", "grad", "value_and_grad"]

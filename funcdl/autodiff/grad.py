@@ -1,0 +1,94 @@
+"""`grad` and `value_and_grad`: jax's calling convention over funcdl's own tape."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcdl.autodiff.tensor import Tensor, backward_pass, check_float_array
+
+
+def _check_argnums(argnums):
+    if isinstance(argnums, int) and not isinstance(argnums, bool):
+        return (argnums,)
+    if isinstance(argnums, tuple) and argnums and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in argnums):
+        return argnums
+    raise TypeError(f"`argnums` must be an int or a non-empty tuple of ints, got {argnums!r}")
+
+
+def _unwrap(tree):
+    """The same pytree with every Tensor replaced by its value."""
+    return jax.tree_util.tree_map(lambda x: x.value if isinstance(x, Tensor) else x, tree)
+
+
+def _as_leaves(tree, argnum):
+    """Wrap every leaf of argument `argnum` in a fresh leaf Tensor, checking it is a float array."""
+    def wrap(path, leaf):
+        where = f"argument {argnum}{jax.tree_util.keystr(path)}"
+        return Tensor(check_float_array(leaf, where))
+    return jax.tree_util.tree_map_with_path(wrap, tree)
+
+
+def _check_output(out, has_aux):
+    if has_aux:
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError("with `has_aux=True`, the function must return a pair (output, aux), "
+                            f"got {type(out).__name__}")
+        out, aux = out
+    else:
+        aux = None
+    value = out.value if isinstance(out, Tensor) else out
+    if not isinstance(value, (float, np.ndarray, np.generic, jnp.ndarray)) or jnp.shape(value) != ():
+        shape = jnp.shape(value) if hasattr(value, "shape") else type(value).__name__
+        raise ValueError(f"the function's output must be a scalar (shape ()), got {shape}")
+    if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        raise TypeError(f"the function's output must be floating-point, got {jnp.result_type(value)}")
+    return out, value, aux
+
+
+def value_and_grad(f, argnums=0, has_aux=False):
+    """Like `jax.value_and_grad`, computed by funcdl's reverse-mode tape.
+
+    f: a function written with Python operators and `fdl.ops`, returning a scalar (or, with
+    `has_aux`, a pair (scalar, aux)). argnums: an int or tuple of ints; the gradient has the
+    structure, shapes and dtypes of those arguments (a tuple of them for a tuple `argnums`).
+    Returns a function `(*args, **kwargs) -> (value, grads)`, or `((value, aux), grads)`; aux
+    comes back as plain arrays. Works eagerly and inside `jax.jit`.
+    """
+    positions = _check_argnums(argnums)
+
+    @functools.wraps(f)
+    def value_and_grad_f(*args, **kwargs):
+        for i in positions:
+            if not -len(args) <= i < len(args):
+                raise ValueError(f"`argnums` {argnums!r} is out of range for a call with "
+                                 f"{len(args)} positional argument(s)")
+        args = list(args)
+        leaves = {i: _as_leaves(args[i], i) for i in positions}
+        for i, wrapped in leaves.items():
+            args[i] = wrapped
+        out, value, aux = _check_output(f(*args, **kwargs), has_aux)
+        grads = backward_pass(out, jnp.ones_like(value)) if isinstance(out, Tensor) else {}
+
+        def grad_of(leaf):
+            return grads[leaf] if leaf in grads else jnp.zeros_like(leaf.value)
+
+        per_arg = tuple(jax.tree_util.tree_map(grad_of, leaves[i]) for i in positions)
+        result = per_arg[0] if isinstance(argnums, int) else per_arg
+        value = jnp.asarray(value)
+        return ((value, _unwrap(aux)) if has_aux else value), result
+
+    return value_and_grad_f
+
+
+def grad(f, argnums=0, has_aux=False):
+    """Like `jax.grad`, computed by funcdl's reverse-mode tape (see `value_and_grad`)."""
+    value_and_grad_f = value_and_grad(f, argnums, has_aux)
+
+    @functools.wraps(f)
+    def grad_f(*args, **kwargs):
+        value_or_pair, grads = value_and_grad_f(*args, **kwargs)
+        return (grads, value_or_pair[1]) if has_aux else grads
+
+    return grad_f
