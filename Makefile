@@ -32,7 +32,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_autodiff.py
 
 golden: $(VENV)/.installed-bench
-	$(BIN)/python tests/golden/generate.py
+	for script in tests/golden/generate_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -166,6 +166,8 @@ def one_hot(labels, num_classes, dtype=jnp.float32):
     if isinstance(labels, Tensor) or not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         raise TypeError(f"`labels` must be an integer array, got {type(labels).__name__} of "
                         f"dtype {getattr(labels, 'dtype', None)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"`num_classes` must be an int, got {type(num_classes).__name__}")
+    if num_classes < 1:
+        raise ValueError(f"`num_classes` must be >= 1, got {num_classes}")
     return jax.nn.one_hot(labels, num_classes, dtype=dtype)

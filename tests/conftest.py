@@ -23,3 +23,6 @@ def allow_rank_promotion():
     """Allow numpy-style broadcasting between arrays of different rank for this test."""
     with jax.numpy_rank_promotion("allow"):
         yield
+
+# The golden-value generators need torch (the `bench` extra); `make test` installs only `test`.
+collect_ignore_glob = ["golden/*.py"]

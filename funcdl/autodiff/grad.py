@@ -39,11 +39,13 @@ def _check_output(out, has_aux):
     else:
         aux = None
     value = out.value if isinstance(out, Tensor) else out
-    if not isinstance(value, (float, np.ndarray, np.generic, jnp.ndarray)) or jnp.shape(value) != ():
-        shape = jnp.shape(value) if hasattr(value, "shape") else type(value).__name__
-        raise ValueError(f"the function's output must be a scalar (shape ()), got {shape}")
+    if isinstance(value, bool) or not isinstance(value, (float, np.ndarray, np.generic, jnp.ndarray)):
+        raise TypeError("the function's output must be a floating-point scalar array or Tensor, "
+                        f"got {type(value).__name__}")
     if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
         raise TypeError(f"the function's output must be floating-point, got {jnp.result_type(value)}")
+    if jnp.shape(value) != ():
+        raise ValueError(f"the function's output must be a scalar (shape ()), got {jnp.shape(value)}")
     return out, value, aux
 
 
@@ -64,6 +66,8 @@ def value_and_grad(f, argnums=0, has_aux=False):
             if not -len(args) <= i < len(args):
                 raise ValueError(f"`argnums` {argnums!r} is out of range for a call with "
                                  f"{len(args)} positional argument(s)")
+        if len({i % len(args) for i in positions}) != len(positions):
+            raise ValueError(f"`argnums` {argnums!r} names the same argument twice")
         args = list(args)
         leaves = {i: _as_leaves(args[i], i) for i in positions}
         for i, wrapped in leaves.items():

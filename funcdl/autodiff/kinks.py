@@ -11,15 +11,19 @@ Plain `jax.numpy` picks other subgradients at some points (`jnp.abs` has slope 1
 | relu(x)               | 0 at x = 0                                        |
 | leaky_relu(x, s)      | s at x = 0                                        |
 | clip(x, lo, hi)       | 1 at x = lo and x = hi (bounds inclusive)         |
+| binary_cross_entropy, d/dy | -logit(p), unclamped                          |
 | binary_cross_entropy  | (p - y) / max(p (1 - p), 1e-12), finite at 0 and 1 |
 """
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 BCE_LOG_CLAMP = -100.0  # PyTorch clamps log(p) and log(1 - p) at -100
-BCE_GRAD_EPS = 1e-12  # PyTorch's floor for p (1 - p) in the backward pass
+# PyTorch's floor for p (1 - p) in the backward pass: `constexpr float EPSILON = 1e-12` in C++,
+# i.e. float32(1e-12) = 9.99999996e-13 even for float64 inputs.
+BCE_GRAD_EPS = float(np.float32(1e-12))
 
 
 @jax.custom_jvp
@@ -58,6 +62,15 @@ def _leaky_relu_jvp(negative_slope, primals, tangents):
     return leaky_relu(x, negative_slope), jnp.where(x > 0, t, t * negative_slope)
 
 
+def clip_masks(x, lo, hi):
+    """Where the gradient of clip goes (PyTorch's clamp_backward_min_max): to x on [lo, hi],
+    to lo below it, to hi above it; when lo > hi the value is hi everywhere, and so is the
+    gradient."""
+    return ((x >= lo) & (x <= hi),
+            (x < lo) & (lo < hi),
+            (x > hi) | (hi < lo))
+
+
 @jax.custom_jvp
 def clip(x, lo, hi):
     """min(max(x, lo), hi); the gradient passes to x on [lo, hi] inclusive, else to the bound."""
@@ -67,7 +80,9 @@ def clip(x, lo, hi):
 @clip.defjvp
 def _clip_jvp(primals, tangents):
     (x, lo, hi), (tx, tlo, thi) = primals, tangents
-    return clip(x, lo, hi), jnp.where(x < lo, tlo, jnp.where(x > hi, thi, tx))
+    to_x, to_lo, to_hi = clip_masks(x, lo, hi)
+    t = jnp.where(to_x, tx, 0) + jnp.where(to_lo, tlo, 0) + jnp.where(to_hi, thi, 0)
+    return clip(x, lo, hi), t
 
 
 def bce_log_terms(p):
@@ -85,6 +100,10 @@ def binary_cross_entropy(p, y):
 @binary_cross_entropy.defjvp
 def _binary_cross_entropy_jvp(primals, tangents):
     (p, y), (tp, ty) = primals, tangents
-    log_p, log_1mp = bce_log_terms(p)
     dp = (p - y) / jnp.maximum(p * (1 - p), BCE_GRAD_EPS)
-    return binary_cross_entropy(p, y), tp * dp + ty * (log_1mp - log_p)
+    return binary_cross_entropy(p, y), tp * dp + ty * bce_target_derivative(p)
+
+
+def bce_target_derivative(p):
+    """d bce / d y = -logit(p), unclamped (+-inf at p = 0 and 1), as PyTorch."""
+    return jnp.log1p(-p) - jnp.log(p)

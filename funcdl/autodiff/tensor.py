@@ -43,9 +43,34 @@ _ELEMENTWISE = {"add", "subtract", "multiply", "divide", "power", "maximum", "mi
                 "clip", "binary_cross_entropy"}
 
 
-def _check_operands(name, values):
+def _check_concatenate(shapes, axis):
+    if any(len(s) != len(shapes[0]) for s in shapes) or not shapes[0]:
+        raise ValueError(f"`concatenate`: all operands must have the same rank >= 1, got shapes "
+                         f"{', '.join(map(str, shapes))}")
+    axis = axis % len(shapes[0])
+    others = {s[:axis] + s[axis + 1:] for s in shapes}
+    if len(others) > 1:
+        raise ValueError(f"`concatenate`: shapes {', '.join(map(str, shapes))} differ outside "
+                         f"axis {axis}")
+
+
+def _check_reshape(shape, new_shape):
+    size, known = int(np.prod(shape, dtype=np.int64)), [n for n in new_shape if n != -1]
+    inferred = len(known) < len(new_shape)
+    known_size = int(np.prod(known, dtype=np.int64))
+    if len(new_shape) - len(known) > 1 or (
+            known_size != size if not inferred else (known_size == 0 or size % known_size)):
+        raise ValueError(f"`reshape`: cannot reshape an array of shape {shape} (size {size}) "
+                         f"into shape {new_shape}")
+
+
+def _check_operands(name, values, params):
     if name in _ELEMENTWISE:
         _check_broadcast(name, *values)
+    elif name == "concatenate":
+        _check_concatenate([jnp.shape(x) for x in values], params.get("axis", 0))
+    elif name == "reshape":
+        _check_reshape(jnp.shape(values[0]), tuple(params["shape"]))
     elif name == "matmul":
         a, b = map(jnp.shape, values)
         if not a or not b:
@@ -62,7 +87,7 @@ def apply(name, *args, **params):
     This is the one seam between `fdl.ops` and the tape.
     """
     values = tuple(_value(a) for a in args)
-    _check_operands(name, values)
+    _check_operands(name, values, params)
     ans = PRIMITIVES[name].forward(*values, **params)
     if not any(isinstance(a, Tensor) for a in args):
         return ans

@@ -141,12 +141,12 @@ PRIMITIVES = {
     "where":    P(jnp.where,   (None,
                                 lambda g, ans, c, a, b: jnp.where(c, g, 0),
                                 lambda g, ans, c, a, b: jnp.where(c, 0, g))),
-    "clip":     P(kinks.clip,  (lambda g, ans, x, lo, hi: jnp.where((x >= lo) & (x <= hi), g, 0),
-                                lambda g, ans, x, lo, hi: jnp.where(x < lo, g, 0),
-                                lambda g, ans, x, lo, hi: jnp.where(x > hi, g, 0))),
+    "clip":     P(kinks.clip,  (lambda g, ans, x, lo, hi: jnp.where(kinks.clip_masks(x, lo, hi)[0], g, 0),
+                                lambda g, ans, x, lo, hi: jnp.where(kinks.clip_masks(x, lo, hi)[1], g, 0),
+                                lambda g, ans, x, lo, hi: jnp.where(kinks.clip_masks(x, lo, hi)[2], g, 0))),
     "binary_cross_entropy": P(kinks.binary_cross_entropy, (
         lambda g, ans, p, y: g * (p - y) / jnp.maximum(p * (1 - p), kinks.BCE_GRAD_EPS),
-        lambda g, ans, p, y: g * (lambda lp, l1p: l1p - lp)(*kinks.bce_log_terms(p)))),
+        lambda g, ans, p, y: g * kinks.bce_target_derivative(p))),
     # ---- reductions --------------------------------------------------------------------------
     "sum":  P(jnp.sum,  (lambda g, ans, x, axis=None, keepdims=False: _expand(g, x, axis, keepdims),)),
     "mean": P(jnp.mean, (lambda g, ans, x, axis=None, keepdims=False:
@@ -160,7 +160,7 @@ PRIMITIVES = {
     "log_softmax": P(_log_softmax,
                      (lambda g, ans, x, axis=-1: g - jnp.exp(ans) * jnp.sum(g, axis=axis, keepdims=True),)),
     # ---- shape -------------------------------------------------------------------------------
-    "reshape":   P(lambda x, shape: jnp.reshape(x, shape),
+    "reshape":   P(lambda x, shape: jnp.reshape(jnp.asarray(x), shape),
                    (lambda g, ans, x, shape: jnp.reshape(g, jnp.shape(x)),)),
     "transpose": P(lambda x, axes=None: jnp.transpose(x, axes),
                    (lambda g, ans, x, axes=None:

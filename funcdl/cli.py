@@ -1,0 +1,126 @@
+"""The `funcdl` command: `funcdl --version`, `funcdl gradcheck`.
+
+Each subcommand is a `run_<name>(options) -> exit code` registered in `build_parser`.
+"""
+import argparse
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import funcdl
+from funcdl import ops
+from funcdl.gradcheck import check_grads, format_reports
+
+
+def gradcheck_cases():
+    """{name: (f, args, argnums)}: every op of `fdl.ops` and every operator at least once.
+
+    Inputs are float64, drawn with a fixed seed away from every kink (|x| >= 0.2, maxima and
+    clip bounds at least 0.1 apart), so finite differences are valid everywhere.
+    """
+    rng = np.random.default_rng(0)
+
+    def away(*shape):  # |x| in [0.2, 1.2], random sign
+        return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 1.2, shape)
+
+    def positive(*shape):
+        return rng.uniform(0.5, 2.0, shape)
+
+    def total(y):  # a readout with fan-out, so the gradient is not a constant
+        return ops.sum(y * y)
+
+    x, y = away(2, 3), away(2, 3)
+    unary = {name: (lambda x, op=getattr(ops, name): total(op(x)), (x,), 0)
+             for name in ("exp", "square", "abs", "tanh", "sigmoid", "relu", "softplus")}
+    distinct = np.arange(24.0).reshape(2, 3, 4)[..., rng.permutation(4)] / 10  # no ties for max
+    labels = np.array([0, 2, 1, 2, 0])
+    mlp = {"w1": away(4, 8) / 2, "b1": away(8), "w2": away(8, 3), "b2": away(3)}
+    return {
+        **unary,
+        "log": (lambda x: total(ops.log(x)), (positive(2, 3),), 0),
+        "sqrt": (lambda x: total(ops.sqrt(x)), (positive(2, 3),), 0),
+        "leaky_relu": (lambda x: total(ops.leaky_relu(x, 0.1)), (x,), 0),
+        "binary_cross_entropy": (lambda p, t: ops.sum(ops.binary_cross_entropy(ops.sigmoid(p), t)),
+                                 (x, rng.uniform(0, 1, (2, 3))), (0, 1)),
+        "maximum": (lambda a, b: total(ops.maximum(a, b)), (x, y), (0, 1)),
+        "minimum": (lambda a, b: total(ops.minimum(a, b)), (x, y), (0, 1)),
+        "where": (lambda a, b: total(ops.where(a > 0, a * 2.0, b)), (x, y), (0, 1)),
+        "clip": (lambda a: total(ops.clip(a, -0.5, 0.9)), (np.array([-1.0, -0.3, 0.2, 1.1]),), 0),
+        "clip array bounds": (lambda a, lo, hi: total(ops.clip(a, lo, hi)),
+                              (np.array([-1.0, 0.0, 2.0]), np.full(3, -0.5), np.full(3, 0.5)), (0, 1, 2)),
+        "sum keepdims": (lambda a: total(ops.sum(a, axis=1, keepdims=True) * a), (x,), 0),
+        "mean axes": (lambda a: total(ops.mean(a, axis=(0, 2))), (away(2, 3, 4),), 0),
+        "max axis": (lambda a: total(ops.max(a, axis=2)), (distinct,), 0),
+        "logsumexp": (lambda a: total(ops.logsumexp(a, axis=-1)), (x,), 0),
+        "softmax": (lambda a: total(ops.softmax(a, axis=0) * y), (x,), 0),
+        "log_softmax": (lambda a: total(ops.log_softmax(a)), (x,), 0),
+        "matmul": (lambda a, b: total(ops.matmul(a, b)), (x, away(3, 4)), (0, 1)),
+        "matmul batch dims": (lambda a, b: total(a @ b), (away(2, 3, 4), away(2, 4, 2)), (0, 1)),
+        "matmul broadcast batch": (lambda a, b: total(a @ b), (away(2, 3, 4), away(4, 2)), (0, 1)),
+        "matmul vector": (lambda v, m: total(v @ m @ v), (away(3), away(3, 3)), (0, 1)),
+        "transpose": (lambda a: total(ops.transpose(a, (2, 0, 1)) * distinct.transpose(2, 0, 1)),
+                      (away(2, 3, 4),), 0),
+        "reshape .T": (lambda a: total((ops.reshape(a, (3, -1)) * a.T) @ a), (away(4, 3),), 0),
+        "concatenate": (lambda a, b: total(ops.concatenate([a, b, a], axis=1) * 1.5), (x, y), (0, 1)),
+        "indexing": (lambda a: total(a[1:, ::2]) + total(a[np.array([0, 0, 1])]) + total(a[..., 0]),
+                     (away(3, 4),), 0),
+        "operators": (lambda a, b: total(2.0 - a / b + a ** 3 - 1.5 ** a + (-a) * np.full((2, 3), 0.5)),
+                      (x, y), (0, 1)),
+        "power": (lambda a, b: total(a ** b + b ** 2), (positive(2, 3), y), (0, 1)),
+        "broadcasting ranks": (lambda a, b, c: total(a + b * c - c / (1.0 + a * a)),
+                               (away(3, 1), away(4), away(2, 1, 1)), (0, 1, 2)),
+        "broadcasting size 1": (lambda a, b: total(a * b), (away(2, 1, 3), away(1, 4, 1)), (0, 1)),
+        "mlp softmax cross-entropy": (_mlp_loss, (mlp, away(5, 4), labels), 0),
+    }
+
+
+def _mlp_loss(params, x, labels):
+    """Mean softmax cross-entropy of a 2-layer MLP: x `(batch, in)`, labels `(batch,)` ints."""
+    hidden = ops.tanh(x @ params["w1"] + params["b1"])
+    logits = ops.relu(hidden) @ params["w2"] + params["b2"]
+    targets = ops.one_hot(labels, 3, dtype=jnp.float64)
+    return -ops.mean(ops.sum(targets * ops.log_softmax(logits, axis=1), axis=1))
+
+
+def run_gradcheck(options):
+    """Check every built-in case; print one table. Exit code 0 if all pass, else 1."""
+    start = time.perf_counter()
+    reports = {}
+    # The cases broadcast between ranks on purpose, whatever the caller's configuration.
+    with jax.numpy_rank_promotion("allow"), jax.enable_x64(True):
+        for name, (f, args, argnums) in gradcheck_cases().items():
+            try:
+                reports[name] = check_grads(f, args, argnums=argnums)
+            except AssertionError as failure:
+                reports[name] = failure.args[0]
+    print(format_reports(reports))
+    failed = [name for name, report in reports.items() if not report.passed]
+    leaves = sum(len(report.leaves) for report in reports.values())
+    print(f"\n{len(reports)} functions, {leaves} leaves: "
+          f"{'all passed' if not failed else 'FAILED: ' + ', '.join(failed)} "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 1 if failed else 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="funcdl", description="funcdl: a functional deep-learning framework on JAX.")
+    parser.add_argument("--version", action="version", version=f"funcdl {funcdl.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    gradcheck = commands.add_parser(
+        "gradcheck", help="check fdl.autodiff against jax.grad and finite differences",
+        description=run_gradcheck.__doc__)
+    gradcheck.set_defaults(run=run_gradcheck)
+    return parser
+
+
+def main(argv=None):
+    """Parse `argv` (default: sys.argv[1:]), run the subcommand, return its exit code.
+
+    argparse exits with code 2 on a usage error (e.g. an unknown subcommand).
+    """
+    options = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return options.run(options)

@@ -1,0 +1,18 @@
+"""Models as pure functions over parameter pytrees: ``Model(init, apply)`` and its layers.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcdl import nn
+    >>> model = nn.Sequential(nn.Linear(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(3))
+    >>> params = model.init(jax.random.key(0), jnp.zeros((8, 4)))
+    >>> model.apply(params, jnp.ones((8, 4)), key=jax.random.key(1), train=True).shape
+    (8, 3)
+
+``fdl.nn.init`` holds the initializers ``(key, shape, dtype) -> array``.
+"""
+from funcdl.nn import init
+from funcdl.nn.layers import (Dropout, Flatten, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
+                              Softmax, Tanh)
+from funcdl.nn.model import Model, Sequential
+
+__all__ = ["Model", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
+           "LogSoftmax", "Dropout", "Flatten", "init"]

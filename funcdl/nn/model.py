@@ -1,0 +1,172 @@
+"""`Model`, the pair of pure functions every layer is, and `Sequential`, which chains them.
+
+A model is two functions whose hyperparameters live in a closure (as `jax.example_libraries.
+stax`):
+
+- ``params = model.init(key, x)``: ``x`` is a sample input, an array or a
+  ``jax.ShapeDtypeStruct``; only its shape and dtype are read (``Sequential`` propagates shapes
+  with ``jax.eval_shape``), so initialising for a large batch costs nothing.
+- ``y = model.apply(params, x, *, key=None, train=False)``: written with ``fdl.ops`` and Python
+  operators only, so ``jax.grad`` and ``fdl.autodiff.grad`` both differentiate it (under the
+  latter the params, and maybe ``x``, are ``fdl.autodiff.Tensor``s).
+
+Errors name the layer. Each layer constructor names its two functions (``Linear(4).apply``);
+a layer's own messages start with that name (``"Linear(4): ..."``), and ``Sequential`` replaces
+the prefix with the layer's position: ``"Sequential layer 2 (Linear(4)): ..."``.
+"""
+import contextlib
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+
+class Model(NamedTuple):
+    """A layer or network as two pure functions over a params pytree."""
+    init: Callable[..., Any]  # (key, x) -> params
+    apply: Callable[..., Any]  # (params, x, *, key=None, train=False) -> y
+
+
+def named_model(name: str, init: Callable, apply: Callable) -> Model:
+    """`Model(init, apply)` whose functions carry the qualified names `name.init`, `name.apply`
+    (which `repr` and error messages show)."""
+    init.__qualname__, apply.__qualname__ = f"{name}.init", f"{name}.apply"
+    return Model(init, apply)
+
+
+def layer_name(layer) -> str:
+    """A short readable name: ``Linear(4)`` for funcdl's layers, the function's name otherwise."""
+    function = layer.apply if isinstance(layer, Model) else layer
+    name = getattr(function, "__qualname__", None) or repr(function)
+    return name.removesuffix(".apply").replace(".<locals>", "")
+
+
+def check_key(key, where: str, name: str = "key"):
+    """TypeError unless `key` is a PRNG key (`jax.random.key` or the raw `jax.random.PRNGKey`)."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return
+    elif dtype == np.uint32 and shape in ((2,), (4,)):
+        return
+    received = (type(key).__name__ if shape is None or dtype is None
+                else f"an array of shape {tuple(shape)} and dtype {dtype}")
+    raise TypeError(f"{where}: `{name}` must be a PRNG key (jax.random.key(seed) or "
+                    f"jax.random.PRNGKey(seed)), got {received}")
+
+
+def sample_struct(x, where: str) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of a sample input (array, NumPy array or `jax.ShapeDtypeStruct`)."""
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(f"{where}: sample input `x` must be an array or jax.ShapeDtypeStruct, "
+                        f"got {type(x).__name__}")
+    # canonicalize: a NumPy float64 sample is float32 to jax unless x64 is enabled.
+    return jax.ShapeDtypeStruct(tuple(x.shape), jax.dtypes.canonicalize_dtype(x.dtype))
+
+
+def check_input(x, where: str):
+    """TypeError unless `x` is array-like with a shape (an array or an `fdl.autodiff.Tensor`)."""
+    if not hasattr(x, "shape"):
+        raise TypeError(f"{where}: `x` must be an array or Tensor, got {type(x).__name__}")
+
+
+@contextlib.contextmanager
+def located(position: str, name: str):
+    """Re-raise a layer's TypeError/ValueError with its position: "Sequential layer 2 (Linear(4)):
+    ..." (the layer's own "Linear(4): " prefix is dropped, not repeated)."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        if type(error) not in (TypeError, ValueError):  # subclasses may need other arguments
+            raise
+        message = str(error).removeprefix(f"{name}: ")
+        raise type(error)(f"{position} ({name}): {message}") from error
+
+
+def check_no_params(params, where: str):
+    """A parameter-free layer's params must be `{}` (catches params of another architecture)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{where}: `params` must be {{}} (the layer has no parameters), "
+                        f"got {type(params).__name__}")
+    if params:
+        raise ValueError(f"{where}: `params` must be {{}} (the layer has no parameters), "
+                         f"got keys {sorted(params)}")
+
+
+def parameter_free(name: str, function: Callable) -> Model:
+    """A layer without parameters computing ``function(x)``; ``key`` and ``train`` are ignored.
+
+    init returns ``{}`` after checking, by shape propagation only, that ``function`` accepts
+    the sample input.
+    """
+    def init(key, x):
+        check_key(key, name)
+        jax.eval_shape(function, sample_struct(x, name))
+        return {}
+
+    def apply(params, x, *, key=None, train=False):
+        check_no_params(params, name)
+        return function(x)
+
+    return named_model(name, init, apply)
+
+
+def _as_model(layer, index: int) -> Model:
+    if isinstance(layer, Model):
+        return layer
+    if callable(layer):
+        return parameter_free(layer_name(layer), layer)
+    raise TypeError(f"Sequential: `layers[{index}]` must be a Model or a function x -> y, "
+                    f"got {type(layer).__name__}")
+
+
+def Sequential(*layers) -> Model:
+    """Layers applied one after another; the output of each is the input of the next.
+
+    layers: `Model`s, or plain functions ``x -> y`` (parameter-free layers, e.g. ``fdl.ops.relu``).
+    params: a list with one entry per layer (``{}`` for parameter-free layers).
+    apply splits ``key`` once per layer, ``jax.random.split(key, len(layers))``, and passes
+    each layer its key (``None`` stays ``None``) and ``train``. No layers: the identity.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcdl import nn, ops
+    >>> model = nn.Sequential(nn.Linear(8), ops.relu, nn.Linear(2))
+    >>> params = model.init(jax.random.key(0), jax.ShapeDtypeStruct((32, 4), jnp.float32))
+    >>> [jax.tree_util.tree_map(jnp.shape, p) for p in params]
+    [{'b': (8,), 'w': (4, 8)}, {}, {'b': (2,), 'w': (8, 2)}]
+    >>> model.apply(params, jnp.ones((32, 4))).shape
+    (32, 2)
+    """
+    models = [_as_model(layer, i) for i, layer in enumerate(layers)]
+    names = [layer_name(m) for m in models]
+    name = f"Sequential({', '.join(names)})"
+
+    def init(key, x):
+        check_key(key, name)
+        x = sample_struct(x, name)
+        keys = jax.random.split(key, len(models))
+        params = []
+        for i, (model, layer) in enumerate(zip(models, names)):
+            with located(f"Sequential layer {i}", layer):
+                params.append(model.init(keys[i], x))
+                # Shapes only: the layer is traced, never run on data.
+                x = jax.eval_shape(model.apply, params[i], x)
+        return params
+
+    def apply(params, x, *, key=None, train=False):
+        if not isinstance(params, (list, tuple)):
+            raise TypeError(f"{name}: `params` must be a list with one entry per layer "
+                            f"({len(models)}), got {type(params).__name__}")
+        if len(params) != len(models):
+            raise ValueError(f"{name}: `params` must have one entry per layer: expected "
+                             f"{len(models)} entries, got {len(params)}")
+        if key is not None:
+            check_key(key, name)
+            keys = jax.random.split(key, len(models))
+        for i, (model, layer) in enumerate(zip(models, names)):
+            with located(f"Sequential layer {i}", layer):
+                x = model.apply(params[i], x, key=None if key is None else keys[i], train=train)
+        return x
+
+    return named_model(name, init, apply)

@@ -1,0 +1,60 @@
+"""Hand-written optimizers as pure functions over pytrees, numerically matching `torch.optim`.
+
+    opt = fdl.optim.adam(lr=1e-3)
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    params = fdl.optim.apply_updates(params, updates)
+
+Only jax is used here (no other funcdl module, no optax). `alias` composes the transforms of
+`transforms`, `adaptive` and `clipping`; `schedules` holds learning-rate schedules `step -> lr`.
+"""
+from funcdl.optim import schedules
+from funcdl.optim.alias import adagrad, adam, adamw, momentum, rmsprop, sgd
+from funcdl.optim.base import EmptyState, Optimizer, apply_updates, chain, identity
+from funcdl.optim.clipping import clip_by_global_norm
+from funcdl.optim.adaptive import (
+    ScaleByAdagradState,
+    ScaleByAdamState,
+    ScaleByRmsState,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_rms,
+)
+from funcdl.optim.transforms import (
+    DecoupledWeightDecayState,
+    ScaleByLearningRateState,
+    TraceState,
+    add_decayed_weights,
+    decoupled_weight_decay,
+    scale_by_learning_rate,
+    trace,
+)
+
+__all__ = [
+    "Optimizer",
+    "EmptyState",
+    "chain",
+    "identity",
+    "apply_updates",
+    "sgd",
+    "momentum",
+    "adagrad",
+    "rmsprop",
+    "adam",
+    "adamw",
+    "clip_by_global_norm",
+    "add_decayed_weights",
+    "decoupled_weight_decay",
+    "trace",
+    "scale_by_adagrad",
+    "scale_by_rms",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "TraceState",
+    "ScaleByAdagradState",
+    "ScaleByRmsState",
+    "ScaleByAdamState",
+    "ScaleByLearningRateState",
+    "DecoupledWeightDecayState",
+    "schedules",
+]

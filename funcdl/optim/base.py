@@ -1,0 +1,148 @@
+"""The optimizer protocol: `Optimizer(init, update)`, `chain`, `identity` and `apply_updates`.
+
+An optimizer is a pair of pure functions over pytrees::
+
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    params = apply_updates(params, updates)
+
+`updates` are what gets added to the parameters (already negated and scaled by the learning
+rate), so `p_new = p + u`. Params are pytrees of floating-point arrays; grads have the params'
+structure, shapes and dtypes. Every leaf of every update keeps its param's shape and dtype.
+"""
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+Params = Any  # a pytree of floating-point arrays
+Updates = Any  # a pytree with the params' structure, shapes and dtypes
+State = Any  # a pytree of arrays (NamedTuples, tuples, None)
+Schedule = Callable[[jax.Array], jax.Array]  # number of updates already applied -> lr
+ScalarOrSchedule = Union[float, Schedule]
+
+
+class Optimizer(NamedTuple):
+    """A gradient transformation: `init(params) -> state`,
+    `update(grads, state, params=None) -> (updates, state)`."""
+
+    init: Callable[[Params], State]
+    update: Callable[..., tuple]
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that keeps nothing between steps."""
+
+
+def identity() -> Optimizer:
+    """The transformation that returns the gradients unchanged.
+
+    >>> import jax.numpy as jnp
+    >>> opt = identity()
+    >>> updates, _ = opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.zeros(2)}))
+    >>> updates["w"].tolist()
+    [1.0, 1.0]
+    """
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return updates, state
+
+    return Optimizer(init, update)
+
+
+def chain(*transforms: Optimizer) -> Optimizer:
+    """Apply `transforms` one after the other; the state is the tuple of their states.
+
+    `chain(clip_by_global_norm(1.0), adam(1e-3))` clips the gradients, then runs Adam on them.
+
+    >>> import jax.numpy as jnp
+    >>> from funcdl.optim import chain, clip_by_global_norm, sgd
+    >>> opt = chain(clip_by_global_norm(1.0), sgd(lr=0.5))
+    >>> params = {"w": jnp.zeros(2)}
+    >>> updates, state = opt.update({"w": jnp.array([3.0, 4.0])}, opt.init(params), params)
+    >>> # the gradient is clipped to norm 1, then scaled by -0.5
+    >>> [round(v, 4) for v in updates["w"].tolist()]
+    [-0.3, -0.4]
+    """
+
+    def init(params):
+        return tuple(transform.init(params) for transform in transforms)
+
+    def update(updates, state, params=None):
+        if len(state) != len(transforms):
+            raise ValueError(
+                f"`state` must hold one entry per transform ({len(transforms)}), "
+                f"got {len(state)}"
+            )
+        new_state = []
+        for transform, transform_state in zip(transforms, state):
+            updates, transform_state = transform.update(updates, transform_state, params)
+            new_state.append(transform_state)
+        return updates, tuple(new_state)
+
+    return Optimizer(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """`p + u` for every leaf, in the param's dtype.
+
+    >>> import jax.numpy as jnp
+    >>> new = apply_updates({"w": jnp.ones(2, jnp.float32)}, {"w": jnp.full(2, -0.25)})
+    >>> new["w"].tolist(), new["w"].dtype
+    ([0.75, 0.75], dtype('float32'))
+    """
+
+    def add(param, update):
+        param = jnp.asarray(param)
+        return param + jnp.asarray(update).astype(param.dtype)
+
+    return jax.tree_util.tree_map(add, params, updates)
+
+
+def learning_rate_at(lr: ScalarOrSchedule, count: jax.Array):
+    """lr_t for the update that follows `count` applied updates (0 for the first update).
+
+    A float is returned as it is, so that it stays a weakly typed Python scalar and multiplies
+    a float32 leaf in float32; a schedule is called with `count`.
+    """
+    return lr(count) if callable(lr) else lr
+
+
+def default_float_dtype():
+    """float64 when x64 is enabled, else float32: the dtype of per-step scalars (bias
+    corrections, scheduled learning rates) before they are cast to each leaf's dtype.
+
+    Computing them in float64 where available matches PyTorch, which computes them in Python
+    floats (double) and rounds once to the parameter's dtype.
+    """
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def cast_scalar(value, like: jax.Array):
+    """`value` in the dtype of the leaf `like`; a Python number stays a weak Python number."""
+    if isinstance(value, (int, float)):
+        return value
+    return jnp.asarray(value).astype(like.dtype)
+
+
+def require_params(params, transform_name: str) -> None:
+    """Raise if a transform that reads the parameters was given none."""
+    if params is None:
+        raise ValueError(f"`params` must be given to `update` for {transform_name}, got None")
+
+
+def check_non_negative(value, name: str) -> None:
+    """PyTorch's `if not 0.0 <= value: raise ValueError` check, with funcdl's message."""
+    if not 0.0 <= value:
+        raise ValueError(f"`{name}` must be >= 0, got {value}")
+
+
+def check_learning_rate(lr: ScalarOrSchedule) -> None:
+    """A float lr must be >= 0; a schedule is not checked (it is only known per step)."""
+    if not callable(lr):
+        check_non_negative(lr, "lr")
