@@ -1,0 +1,186 @@
+"""Time the gradient of an MLP loss: fdl.autodiff against jax.grad, HIPS autograd and PyTorch.
+
+The network is 784-256-256-10 with ReLU hidden layers, float32, a batch of 128, and the mean
+softmax cross-entropy written with `fdl.ops` (so the same function runs under jax.grad and
+fdl.autodiff.grad); HIPS autograd (NumPy) and PyTorch compute the same loss with their own ops.
+Each row is the median of `--repeats` calls after warm-up, each call blocked until its result
+is ready; the jitted rows report their compile time apart. Targets (the foundation issue):
+fdl.autodiff under jit within 1.1x of jax.grad under jit; fdl.autodiff eager faster than HIPS
+autograd.
+
+    python benchmarks/bench_autodiff.py [--repeats 30] [--out benchmarks/results/bench_autodiff.json]
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import funcdl
+from funcdl import ops
+
+SIZES = (784, 256, 256, 10)
+BATCH = 128
+
+
+def make_problem(seed=0):
+    """params: a list of {"w": (in, out), "b": (out,)} (PyTorch's uniform init); x, labels."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
+        bound = 1 / np.sqrt(n_in)
+        params.append({"w": rng.uniform(-bound, bound, (n_in, n_out)).astype(np.float32),
+                       "b": rng.uniform(-bound, bound, (n_out,)).astype(np.float32)})
+    x = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)
+    labels = rng.integers(0, SIZES[-1], BATCH)
+    return params, x, labels
+
+
+def loss(params, x, labels):
+    """Mean softmax cross-entropy of the MLP, with fdl.ops: x `(batch, 784)`, labels `(batch,)`."""
+    for layer in params[:-1]:
+        x = ops.relu(x @ layer["w"] + layer["b"])
+    logits = x @ params[-1]["w"] + params[-1]["b"]
+    targets = ops.one_hot(labels, SIZES[-1], dtype=logits.dtype)
+    return -ops.mean(ops.sum(targets * ops.log_softmax(logits, axis=1), axis=1))
+
+
+def median_ms(call, repeats, warmup=3):
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def jitted(grad_fn, args):
+    """(compiled gradient function, compile seconds): lowering and compiling, timed apart."""
+    start = time.perf_counter()
+    compiled = jax.jit(grad_fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def autograd_gradient():
+    """The same loss with HIPS autograd, or None when it is not installed."""
+    try:
+        import autograd
+        import autograd.numpy as anp
+        from autograd.scipy.special import logsumexp
+    except ImportError:
+        return None
+
+    def np_loss(params, x, labels):
+        for layer in params[:-1]:
+            x = anp.maximum(x @ layer["w"] + layer["b"], 0.0)
+        logits = x @ params[-1]["w"] + params[-1]["b"]
+        log_probs = logits - logsumexp(logits, axis=1, keepdims=True)
+        return -anp.mean(log_probs[np.arange(len(labels)), labels])
+
+    return autograd.grad(np_loss)
+
+
+def torch_gradient():
+    """The same loss with PyTorch eager, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count())
+
+    def grad(params, x, labels):
+        leaves = [torch.from_numpy(p[k]).requires_grad_() for p in params for k in ("w", "b")]
+        h = torch.from_numpy(x)
+        for i in range(0, len(leaves) - 2, 2):
+            h = torch.relu(h @ leaves[i] + leaves[i + 1])
+        logits = h @ leaves[-2] + leaves[-1]
+        value = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
+        return torch.autograd.grad(value, leaves)
+
+    return grad
+
+
+def run(repeats):
+    params, x, labels = make_problem()
+    args = (jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(x), jnp.asarray(labels))
+    block = jax.block_until_ready
+    rows = []  # (implementation, median ms, compile s or None)
+
+    jax_jit, jax_compile = jitted(jax.grad(loss), args)
+    rows.append(("(a) jax.grad, jit", median_ms(lambda: block(jax_jit(*args)), repeats), jax_compile))
+    fdl_jit, fdl_compile = jitted(funcdl.autodiff.grad(loss), args)
+    rows.append(("(b) fdl.autodiff.grad, jit", median_ms(lambda: block(fdl_jit(*args)), repeats), fdl_compile))
+    fdl_eager = funcdl.autodiff.grad(loss)
+    rows.append(("(c) fdl.autodiff.grad, eager", median_ms(lambda: block(fdl_eager(*args)), repeats), None))
+    reference = jax_jit(*args)
+    _check_same_gradient("fdl.autodiff eager", fdl_eager(*args), reference)
+    _check_same_gradient("fdl.autodiff jit", fdl_jit(*args), reference)
+    hips = autograd_gradient()
+    if hips is not None:
+        rows.append(("(d) HIPS autograd (NumPy)", median_ms(lambda: hips(params, x, labels), repeats), None))
+        _check_same_gradient("HIPS autograd", hips(params, x, labels), reference)
+    torch_grad = torch_gradient()
+    if torch_grad is not None:
+        rows.append(("(e) PyTorch eager", median_ms(lambda: torch_grad(params, x, labels), repeats), None))
+        flat = [g.numpy() for g in torch_grad(params, x, labels)]
+        _check_same_gradient("PyTorch", [{"w": w, "b": b} for w, b in zip(flat[::2], flat[1::2])], reference)
+    jax_eager = jax.grad(loss)
+    rows.append(("(f) jax.grad, eager (for reference)", median_ms(lambda: block(jax_eager(*args)), repeats), None))
+    return rows
+
+
+def _check_same_gradient(name, grads, reference):
+    """Every implementation must compute the same gradient (to float32 rounding)."""
+    for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(reference)):
+        error = float(np.max(np.abs(np.asarray(g) - np.asarray(r))) / np.max(np.abs(np.asarray(r))))
+        if not error < 1e-4:
+            raise AssertionError(f"{name}'s gradient differs from jax.grad's by {error:.1e} (relative)")
+
+
+def table(rows):
+    base = rows[0][1]
+    lines = ["| implementation | median ms | ratio to (a) | compile s |", "|---|---:|---:|---:|"]
+    for name, ms, compile_s in rows:
+        lines.append(f"| {name} | {ms:.3f} | {ms / base:.2f} | "
+                     f"{'' if compile_s is None else f'{compile_s:.2f}'} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per row (after warm-up)")
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=pathlib.Path(__file__).parent / "results" / "bench_autodiff.json")
+    options = parser.parse_args()
+    rows = run(options.repeats)
+    print(table(rows))
+    device = jax.devices()[0]
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "jax": jax.__version__, "funcdl": funcdl.__version__,
+                    "device": f"{device.platform}: {device.device_kind}"},
+        "workload": {"sizes": SIZES, "batch": BATCH, "dtype": "float32", "hidden": "relu",
+                     "loss": "mean softmax cross-entropy", "repeats": options.repeats},
+        "results": [{"implementation": name, "median_ms": round(ms, 4),
+                     "ratio_to_jax_jit": round(ms / rows[0][1], 3),
+                     "compile_s": None if compile_s is None else round(compile_s, 3)}
+                    for name, ms, compile_s in rows],
+    }
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nsaved {options.out}")
+
+
+if __name__ == "__main__":
+    main()
