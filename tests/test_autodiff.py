@@ -464,3 +464,12 @@ def test_adaline_learns_y_equals_2x_plus_1():
     w, b = history[len(history) // 2:].mean(axis=0)
     assert abs(w - 2.0) < 0.1 and abs(b - 1.0) < 0.1, (w, b)
     assert np.all(np.abs(np.diff(history[:, 1])) == pytest.approx(0.1, abs=1e-5))  # every b step is ±lr
+
+
+@pytest.mark.parametrize("shape_args, expected", [((6,), (6,)), (((3, 2),), (3, 2)), ((3, -1), (3, 2)),
+                                                  (([6],), (6,))])
+def test_tensor_reshape_accepts_the_forms_of_jax_arrays(shape_args, expected):
+    value = jnp.arange(6.0).reshape(2, 3)
+    assert Tensor(value).reshape(*shape_args).shape == value.reshape(*shape_args).shape == expected
+    grads = fdl.autodiff.grad(lambda x: ops.sum(x.reshape(*shape_args) * jnp.arange(6.0).reshape(expected)))(value)
+    assert jnp.array_equal(grads, jnp.arange(6.0).reshape(2, 3))

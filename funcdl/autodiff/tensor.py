@@ -164,7 +164,10 @@ class Tensor:
     # ---- methods as on jax arrays ----------------------------------------------------------
     def sum(self, axis=None, keepdims=False): return apply("sum", self, axis=axis, keepdims=keepdims)
     def mean(self, axis=None, keepdims=False): return apply("mean", self, axis=axis, keepdims=keepdims)
-    def reshape(self, *shape): return apply("reshape", self, shape=shape[0] if len(shape) == 1 else shape)
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return apply("reshape", self, shape=tuple(shape))
 
     def backward(self, gradient=None):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that self depends on.
