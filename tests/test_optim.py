@@ -463,6 +463,28 @@ def test_clip_by_global_norm_mixed_dtypes(x64):
     np.testing.assert_allclose([clipped["a"][0], clipped["b"][0]], [0.6, 0.8], rtol=1e-6)
 
 
+# PyTorch 2.13 (clip_grad_norm_, foreach=False): ten gradients of 300 with max_norm 1 become
+# 0.3164 each in float16 and in bfloat16 (torch's norm is 948.5 / 948.0). g² = 90000 overflows
+# float16, so a sum of squares kept in float16 gives an infinite norm and zero gradients.
+@pytest.mark.parametrize("dtype, torch_leaf_norm", [(jnp.float16, 948.5), (jnp.bfloat16, 948.0)])
+def test_clip_by_global_norm_low_precision_does_not_overflow(dtype, torch_leaf_norm):
+    grads = {"w": jnp.full((10,), 300.0, dtype), "v": jnp.full((3,), 2.0, jnp.float32)}
+    clip = optim.clip_by_global_norm(1.0)
+    for tree in ({"w": grads["w"]}, grads):
+        clipped, _ = jax.jit(clip.update)(tree, clip.init(tree))
+        assert avals(clipped) == avals(tree)
+        np.testing.assert_array_equal(np.asarray(clipped["w"], np.float32),
+                                      np.full((10,), 0.3164, dtype).astype(np.float32))
+    # the float32 leaf, as torch: its norm combined with the low-precision leaf's rounded norm
+    # (torch's total is 948.5063 / 948.0063, v.grad 0.0021 each)
+    np.testing.assert_allclose(clipped["v"], np.full(3, 2.0 / np.sqrt(torch_leaf_norm**2 + 12)),
+                               rtol=1e-6)
+    # Beyond float16's range the norm stays finite in float32 (torch's overflows to inf).
+    huge = {"w": jnp.full((4,), 60000.0, dtype)}
+    clipped, _ = clip.update(huge, clip.init(huge))
+    np.testing.assert_allclose(np.asarray(clipped["w"], np.float32), 0.5, rtol=1e-2)
+
+
 def test_chain_applies_transforms_in_order():
     grads = {"w": jnp.array([3.0, 4.0])}
     clip_then_scale = optim.chain(
