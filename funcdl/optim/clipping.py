@@ -2,7 +2,7 @@
 import jax
 import jax.numpy as jnp
 
-from funcdl.optim.base import EmptyState, Optimizer
+from funcdl.optim.base import EmptyState, Optimizer, check_state
 
 
 def accumulation_dtype(dtype):
@@ -62,6 +62,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
 
     def update(updates, state, params=None):
         del params
+        check_state(state, EmptyState, "clip_by_global_norm")
         leaves = jax.tree_util.tree_leaves(updates)
         if not leaves:
             return updates, state
