@@ -25,23 +25,27 @@ def _option(value):
 
 def check_against_torch(case, function, names):
     """The one oracle: y = function(*inputs) and the gradients of sum(y * gy) with respect to
-    `names`, by jax.grad and by fdl.autodiff.grad (both jitted), equal PyTorch's float64."""
+    `names`, by jax.grad and by fdl.autodiff.grad, equal PyTorch's float64 (one jitted program
+    per case computes all three: compiling dominates the run time)."""
     inputs = [jnp.asarray(case[name], jnp.float64) for name in names]
     gy = jnp.asarray(case["gy"], jnp.float64)
+    argnums = tuple(range(len(names)))
 
     def loss(*xs):
         return ops.sum(function(*xs) * gy)
 
-    y = function(*inputs)
+    @jax.jit
+    def everything(*xs):
+        return function(*xs), jax.grad(loss, argnums)(*xs), autodiff.grad(loss, argnums)(*xs)
+
+    y, *by_autodiff = everything(*inputs)
     assert y.dtype == jnp.float64 and y.shape == np.shape(case["y"])
     np.testing.assert_allclose(y, case["y"], rtol=1e-12, atol=1e-12)
-    argnums = tuple(range(len(names)))
-    for grad in (jax.grad, autodiff.grad):
-        grads = jax.jit(grad(loss, argnums=argnums))(*inputs)
+    for grads, label in zip(by_autodiff, ("jax.grad", "fdl.autodiff.grad")):
         for name, g in zip(names, grads):
-            assert g.dtype == jnp.float64, (grad, name)
+            assert g.dtype == jnp.float64, (label, name)
             np.testing.assert_allclose(g, case[f"grad_{name}"], rtol=1e-11, atol=1e-12,
-                                       err_msg=f"{grad.__module__}: d/d{name}")
+                                       err_msg=f"{label}: d/d{name}")
 
 
 # ---------------------------------------------------------------- against PyTorch
@@ -96,7 +100,7 @@ def conv_configs(draw):
                 stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
-PROPERTY_SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
+PROPERTY_SETTINGS = settings(max_examples=8, deadline=None, derandomize=True,
                              suppress_health_check=[HealthCheck.too_slow])
 
 
