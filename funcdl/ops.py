@@ -322,3 +322,9 @@ def one_hot(labels, num_classes, dtype=jnp.float32):
     if num_classes < 1:
         raise ValueError(f"`num_classes` must be >= 1, got {num_classes}")
     return jax.nn.one_hot(labels, num_classes, dtype=dtype)
+
+
+
+# ---- layer ops (convolution, pooling, erf/gelu/silu, take): funcdl/ops_layers.py ------------
+from funcdl.ops_layers import avg_pool2d, conv1d, conv2d, erf, gelu, max_pool2d, silu, take  # noqa: E402
+__all__ += ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take"]
