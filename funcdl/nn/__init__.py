@@ -14,6 +14,11 @@ from funcdl.nn import init
 from funcdl.nn.layers import (Dropout, Flatten, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
                               Softmax, Tanh)
 from funcdl.nn.model import Model, Sequential, named_model
+from funcdl.nn.activations import GELU, SiLU
+from funcdl.nn.conv import AvgPool2d, Conv1d, Conv2d, MaxPool2d
+from funcdl.nn.embedding import Embedding
+from funcdl.nn.norm import LayerNorm
 
 __all__ = ["Model", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-           "LogSoftmax", "Dropout", "Flatten", "init", "named_model"]
+           "LogSoftmax", "Dropout", "Flatten", "init", "named_model",
+           "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU"]
