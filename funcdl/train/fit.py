@@ -95,7 +95,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     names = _history_names(metrics, validation)
     history = {name: [] for name in names}
     params = place_copy(params, mesh)
-    opt_state = optimizer.init(params) if opt_state is None else place_copy(opt_state, mesh)
+    # on a mesh, init's fresh scalars (step counts) must be replicated like the program's output
+    opt_state = place_copy(optimizer.init(params) if opt_state is None else opt_state, mesh)
     done = 0
     if resume:
         loaded = resume_state.load_state(checkpoint, params, opt_state, names, key)
@@ -111,7 +112,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     per_call = (epochs - done if checkpoint is None else every) if full_batch else 1
     x_val, y_val = validation if validation is not None else (None, None)
     data = place_data((x, y, x_val, y_val), mesh)
-    guard = new_guard()
+    guard = place_copy(new_guard(), mesh)
     unit_scale = 1 if full_batch else steps_per_epoch
     progress_every = max(1, (per_call if full_batch else steps_per_epoch) // 10)
 
