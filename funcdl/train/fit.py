@@ -10,13 +10,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from funcdl.train import checks, resume as resume_state
 from funcdl.train.batches import batch_layout
 from funcdl.train.epochs import EpochPlan, new_guard, run_epochs
 from funcdl.train.progress import ProgressBar, choose_every
-from funcdl.train.sharding import check_mesh, place_copy, place_data
+from funcdl.train.sharding import (check_mesh, is_main_process, place_copy, place_data,
+                                   to_host)
 from funcdl.train.step import (StepSpec, check_callables, check_compute_dtype,
                                check_grad_backend)
 
@@ -116,7 +116,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     unit_scale = 1 if full_batch else steps_per_epoch
     progress_every = max(1, (per_call if full_batch else steps_per_epoch) // 10)
 
-    with ProgressBar(epochs * unit_scale, done * unit_scale, unit, progress) as bar:
+    with ProgressBar(epochs * unit_scale, done * unit_scale, unit,
+                     progress and is_main_process()) as bar:
         while done < epochs:
             n_epochs = min(per_call, epochs - done)
             plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
@@ -126,9 +127,9 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
             new_params, new_state, guard, means = run_epochs(
                 params, opt_state, guard, data, key, jnp.int32(done), jnp.int32(progress_every),
                 jnp.int32(bar.token), plan=plan)
-            means = np.asarray(means)
-            if not bool(guard.ok):
-                bad_epoch, bad_step = int(guard.epoch), int(guard.step)
+            means, host_guard = to_host((means, guard))
+            if not bool(host_guard.ok):
+                bad_epoch, bad_step = int(host_guard.epoch), int(host_guard.step)
                 for row in means[:bad_epoch - done]:
                     for name, value in zip(names, row):
                         history[name].append(float(value))
