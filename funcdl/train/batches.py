@@ -1,0 +1,59 @@
+"""Row-batched computation inside a compiled program: slicing batches, row-weighted means,
+and stacked outputs, each as a `lax.scan` over the full batches plus one extra call for the
+last, partial batch (its own shape, so any `loss_fn` is exact on it: no masking).
+"""
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
+
+
+def batch_layout(n_rows: int, batch_size):
+    """`(batch, n_full, remainder)`: rows per full batch, how many full batches, rows left."""
+    batch = n_rows if batch_size is None or batch_size >= n_rows else batch_size
+    return batch, n_rows // batch, n_rows % batch
+
+
+def take_rows(tree, start, size: int, order=None, mesh=None):
+    """Rows `start .. start+size` of every leaf (of `order[start:start+size]` when shuffled),
+    sharded along the mesh's "data" axis when `mesh` is given and divides `size`."""
+    if order is None:
+        batch = jax.tree_util.tree_map(lambda a: lax.dynamic_slice_in_dim(a, start, size), tree)
+    else:
+        rows = lax.dynamic_slice_in_dim(order, start, size)
+        batch = jax.tree_util.tree_map(lambda a: jnp.take(a, rows, axis=0), tree)
+    if mesh is not None and size % mesh.shape["data"] == 0:
+        sharding = NamedSharding(mesh, PartitionSpec("data"))
+        batch = jax.tree_util.tree_map(lambda a: lax.with_sharding_constraint(a, sharding), batch)
+    return batch
+
+
+def row_weighted_mean(fn, arrays, n_rows: int, batch_size, mesh=None):
+    """Mean over all rows of `fn(*batch_arrays)` (a 1-d vector per batch, e.g. [loss, metrics])
+    weighted by each batch's number of rows: sum_b rows_b * fn(batch_b) / n_rows."""
+    batch, n_full, remainder = batch_layout(n_rows, batch_size)
+
+    def add_batch(total, b):
+        return total + batch * fn(*take_rows(arrays, b * batch, batch, mesh=mesh)), None
+
+    out = jax.eval_shape(fn, *take_rows(arrays, 0, batch))
+    zeros = jnp.zeros(out.shape, out.dtype)
+    total, _ = lax.scan(add_batch, zeros, jnp.arange(n_full, dtype=jnp.int32))
+    if remainder:
+        total = total + remainder * fn(*take_rows(arrays, n_full * batch, remainder, mesh=mesh))
+    return total / n_rows
+
+
+def stacked(fn, arrays, n_rows: int, batch_size, mesh=None):
+    """`fn(*batch_arrays)` for all rows, batch by batch, concatenated along axis 0."""
+    batch, n_full, remainder = batch_layout(n_rows, batch_size)
+
+    def one_batch(_, b):
+        return None, fn(*take_rows(arrays, b * batch, batch, mesh=mesh))
+
+    _, out = lax.scan(one_batch, None, jnp.arange(n_full, dtype=jnp.int32))
+    out = jax.tree_util.tree_map(lambda a: a.reshape((n_full * batch,) + a.shape[2:]), out)
+    if remainder:
+        last = fn(*take_rows(arrays, n_full * batch, remainder, mesh=mesh))
+        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, last)
+    return out

@@ -1,0 +1,95 @@
+"""`fit`'s argument checks: each a TypeError/ValueError naming the argument, the expected and
+the received, raised before anything is compiled."""
+import operator
+from collections.abc import Mapping
+
+from funcdl.nn.model import check_key
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """`value` as an int >= `minimum` (bool and float are not ints)."""
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an int, got bool {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}") from None
+    if value < minimum:
+        comparison = ">= 0" if minimum == 0 else f">= {minimum}"
+        raise ValueError(f"`{name}` must be {comparison}, got {value}")
+    return value
+
+
+def rows(array, name: str) -> int:
+    """The number of rows (length of axis 0) of an array-like `array`."""
+    shape = getattr(array, "shape", None)
+    if shape is None:
+        raise TypeError(f"`{name}` must be an array (jax or NumPy), got {type(array).__name__}")
+    if len(shape) == 0:
+        raise ValueError(f"`{name}` must have a leading axis of rows, got a 0-d array")
+    return int(shape[0])
+
+
+def check_pair(x, y, x_name: str, y_name: str) -> int:
+    """The common number of rows of `x` and `y`; ValueError when they differ."""
+    n_x, n_y = rows(x, x_name), rows(y, y_name)
+    if n_x != n_y:
+        raise ValueError(f"`{x_name}` and `{y_name}` must have the same number of rows, got "
+                         f"{n_x} and {n_y}")
+    if n_x == 0:
+        raise ValueError(f"`{x_name}` must have at least one row, got 0")
+    return n_x
+
+
+def check_validation(validation):
+    """`validation` as a pair `(x_val, y_val)` (or None) and its number of rows."""
+    if validation is None:
+        return None, 0
+    if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+        raise TypeError("`validation` must be a pair (x_val, y_val) or None, "
+                        f"got {type(validation).__name__}")
+    return tuple(validation), check_pair(*validation, "validation[0]", "validation[1]")
+
+
+def check_metrics(metrics) -> tuple:
+    """`metrics` as a tuple of `(name, fn)` pairs in the dict's order."""
+    if metrics is None:
+        return ()
+    if not isinstance(metrics, Mapping):
+        raise TypeError("`metrics` must be a dict {name: fn(pred, target) -> scalar} or None, "
+                        f"got {type(metrics).__name__}")
+    for name, fn in metrics.items():
+        if not isinstance(name, str):
+            raise TypeError(f"`metrics` names must be strings, got {type(name).__name__} {name!r}")
+        if name == "loss" or name.startswith("val_"):
+            raise ValueError(f"`metrics` name {name!r} is reserved (\"loss\" and \"val_...\" are "
+                             "the history's own keys)")
+        if not callable(fn):
+            raise TypeError(f"`metrics[{name!r}]` must be a function (pred, target) -> scalar, "
+                            f"got {type(fn).__name__}")
+    return tuple(metrics.items())
+
+
+def check_batch_size(batch_size):
+    if batch_size is None:
+        return None
+    return check_int(batch_size, "batch_size", 1)
+
+
+def check_fit_key(key):
+    if key is not None:
+        check_key(key, "fit")
+
+
+def check_checkpoint(checkpoint, checkpoint_every, resume):
+    """`checkpoint_every` as an int >= 1; TypeErrors for a bad path or `resume`."""
+    every = check_int(checkpoint_every, "checkpoint_every", 1)
+    if checkpoint is not None and not isinstance(checkpoint, (str, bytes)) and not hasattr(
+            checkpoint, "__fspath__"):
+        raise TypeError(f"`checkpoint` must be a path (str or os.PathLike) or None, got "
+                        f"{type(checkpoint).__name__}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"`resume` must be a bool, got {type(resume).__name__}")
+    if resume and checkpoint is None:
+        raise ValueError("`resume=True` needs `checkpoint` (the file to resume from), got None")
+    return every

@@ -1,0 +1,136 @@
+"""`run_epochs`: several training epochs as ONE compiled program (a `lax.scan` over epochs,
+each a `lax.scan` over its minibatches), with the NaN guard and the progress callback inside.
+
+Per epoch e (counted from 0 over the whole run, also across resumed calls)::
+
+    shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, e))
+    order = jax.random.permutation(shuffle_key, n_rows)      # when shuffling
+    batch b = rows order[b*B : (b+1)*B]                      # gathered inside the scan
+    dropout key of step b = jax.random.fold_in(step_key, b)
+
+so the order depends only on `key` and `e`: a resumed run shuffles as an uninterrupted one.
+The last `n_rows % B` rows form one more step with their own shape.
+
+NaN guard: `guard.ok` turns False at the first step whose loss or gradient is not finite (a
+finite loss can have a NaN gradient, e.g. an inf input behind a saturated tanh); from then on
+every update is discarded by a select (`where(ok, new, old)`, fused by XLA into the update
+itself), so the params and optimizer state that come back are the last finite ones, and
+`guard.epoch`, `guard.step` say where it happened. No host sync per step.
+
+Cache: `run_epochs` is one module-level `jax.jit`; `plan` (hashable, holding the user's
+functions) is its static argument, so equal plans and shapes reuse the compiled program.
+"""
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from funcdl.train import progress
+from funcdl.train.batches import row_weighted_mean, take_rows
+from funcdl.train.step import StepSpec, apply_step, forward
+
+
+class EpochPlan(NamedTuple):
+    """The static shape of a compiled multi-epoch call."""
+    spec: StepSpec
+    n_rows: int
+    batch: int  # rows per full batch
+    n_full: int  # full batches per epoch
+    remainder: int  # rows of the last partial batch (0: none)
+    shuffle: bool
+    n_epochs: int  # epochs run by one call
+    val_batch: Optional[int]  # rows per validation batch; None: no validation
+    n_val_rows: int
+    progress: Optional[str]  # None (no callback compiled in), "epoch" or "step"
+    mesh: object = None  # a jax.sharding.Mesh with a "data" axis, or None
+
+
+class Guard(NamedTuple):
+    ok: jax.Array  # bool (): every loss so far was finite
+    epoch: jax.Array  # int32 (): epoch of the first non-finite loss (-1: none)
+    step: jax.Array  # int32 (): its step within that epoch
+
+
+def new_guard() -> Guard:
+    return Guard(jnp.array(True), jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
+
+
+def _keep_if(ok, new, old):
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _when(condition, callback, *args):
+    """`jax.debug.callback(callback, *args)` only where `condition` (a traced bool) holds."""
+    lax.cond(condition, lambda: jax.debug.callback(callback, *args), lambda: None)
+
+
+def evaluation_row(spec: StepSpec, params, x, y):
+    """`[loss, *metrics]` of a batch with `train=False`, as a 1-d vector in the loss's dtype."""
+    pred = forward(spec, params, x, None, False)
+    loss = jnp.asarray(spec.loss_fn(pred, y))
+    values = [loss] + [jnp.asarray(fn(pred, y)).astype(loss.dtype) for _, fn in spec.metrics]
+    return jnp.stack(values)
+
+
+def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
+    spec, mesh = plan.spec, plan.mesh
+    x, y, x_val, y_val = data
+    shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
+    order = jax.random.permutation(shuffle_key, plan.n_rows) if plan.shuffle else None
+    steps_per_epoch = plan.n_full + (1 if plan.remainder else 0)
+
+    def train_on(state, step, start, size):
+        params, opt_state, guard, sums = state
+        xb, yb = take_rows((x, y), start, size, order, mesh)
+        new_params, new_state, loss, pred, finite = apply_step(
+            spec, params, opt_state, xb, yb, jax.random.fold_in(step_key, step))
+        loss = jnp.asarray(loss)
+        good = guard.ok & finite
+        first_bad = guard.ok & ~good
+        guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),
+                      jnp.where(first_bad, step, guard.step))
+        values = [loss] + [jnp.asarray(fn(pred, yb)).astype(loss.dtype) for _, fn in spec.metrics]
+        sums = sums + size * jnp.stack(values).astype(sums.dtype)
+        if plan.progress == "step":
+            rows_done = jnp.asarray(start + size).astype(sums.dtype)
+            _when((step + 1) % progress_every == 0, progress.report, token,
+                  epoch * steps_per_epoch + step + 1, sums[0] / rows_done)
+        return (_keep_if(good, new_params, params), _keep_if(good, new_state, opt_state),
+                guard, sums)
+
+    def full_batch(state, step):
+        return train_on(state, step, step * plan.batch, plan.batch), None
+
+    params, opt_state, guard = carry
+    sums = jnp.zeros((1 + len(spec.metrics),), jax.dtypes.canonicalize_dtype(jnp.float64))
+    state = (params, opt_state, guard, sums)
+    state, _ = lax.scan(full_batch, state, jnp.arange(plan.n_full, dtype=jnp.int32))
+    if plan.remainder:
+        state = train_on(state, jnp.int32(plan.n_full), plan.n_full * plan.batch, plan.remainder)
+    params, opt_state, guard, sums = state
+    means = sums / plan.n_rows
+    if plan.val_batch is not None:
+        val = row_weighted_mean(lambda xv, yv: evaluation_row(spec, params, xv, yv),
+                                (x_val, y_val), plan.n_val_rows, plan.val_batch, mesh)
+        means = jnp.concatenate([means, val.astype(means.dtype)])
+    if plan.progress == "epoch":
+        _when((epoch + 1) % progress_every == 0, progress.report, token, epoch + 1, means[0])
+    return (params, opt_state, guard), means
+
+
+def _run_epochs(params, opt_state, guard, data, key, epoch0, progress_every, token, *, plan):
+    def body(carry, i):
+        return _one_epoch(plan, data, key, progress_every, token, carry, epoch0 + i)
+
+    (params, opt_state, guard), means = lax.scan(
+        body, (params, opt_state, guard), jnp.arange(plan.n_epochs, dtype=jnp.int32))
+    return params, opt_state, guard, means
+
+
+run_epochs = jax.jit(_run_epochs, static_argnames=("plan",), donate_argnums=(0, 1))
+run_epochs.__doc__ = """`(params, opt_state, guard, data, key, epoch0, progress_every, token,
+*, plan) -> (params, opt_state, guard, means)`: epochs `epoch0 .. epoch0 + plan.n_epochs - 1`.
+data: `(x, y, x_val, y_val)` on device; means: `(n_epochs, 1 + n_metrics [+ 1 + n_metrics])`
+float, per epoch [loss, *metrics] row-weighted over the training steps, then the same over
+the validation rows. params and opt_state are donated."""

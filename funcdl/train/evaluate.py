@@ -1,0 +1,65 @@
+"""`evaluate` and `predict`: jitted, in batches (so that large inputs fit in memory), over all
+rows, with `train=False`. The last partial batch is one more call with its own shape, and
+`evaluate` weights each batch's loss and metrics by its number of rows."""
+import functools
+
+import jax
+import numpy as np
+
+from funcdl.train import checks
+from funcdl.train.batches import row_weighted_mean, stacked
+from funcdl.train.epochs import evaluation_row
+from funcdl.train.step import StepSpec, check_loss, check_model, forward
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "n_rows", "batch_size"))
+def _evaluate(params, x, y, *, spec, n_rows, batch_size):
+    return row_weighted_mean(lambda xb, yb: evaluation_row(spec, params, xb, yb), (x, y),
+                             n_rows, batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n_rows", "batch_size"))
+def _predict(params, x, *, model, n_rows, batch_size):
+    spec = StepSpec(model, None, None, "jax", None)
+    return stacked(lambda xb: forward(spec, params, xb, None, False), (x,), n_rows, batch_size)
+
+
+def evaluate(model, params, loss_fn, x, y, *, batch_size=None, metrics=None):
+    """`{"loss": float, **{name: float}}`: `loss_fn` and each metric over all rows of `(x, y)`.
+
+    Each batch's value is weighted by its rows: with the mean losses of `fdl.losses` this is
+    the mean over all rows, whatever the batch size. batch_size: rows per batch (None: all).
+
+    >>> import jax.numpy as jnp
+    >>> from funcdl import losses
+    >>> apply = lambda params, x: x * params["a"]
+    >>> x = jnp.arange(5.0).reshape(5, 1)
+    >>> evaluate(apply, {"a": jnp.float32(2.0)}, losses.mse_loss, x, x, batch_size=2)
+    {'loss': 6.0}
+    """
+    check_model(model)
+    check_loss(loss_fn)
+    n_rows = checks.check_pair(x, y, "x", "y")
+    batch_size = checks.check_batch_size(batch_size)
+    metrics = checks.check_metrics(metrics)
+    spec = StepSpec(model, loss_fn, None, "jax", None, metrics)
+    values = np.asarray(_evaluate(params, x, y, spec=spec, n_rows=n_rows,
+                                  batch_size=batch_size))
+    names = ["loss"] + [name for name, _ in metrics]
+    return {name: float(value) for name, value in zip(names, values)}
+
+
+def predict(model, params, x, *, batch_size=None):
+    """The model's predictions for all rows of `x` (`train=False`), computed batch by batch:
+    `x` `(n, ...)` -> `(n, ...)` as the model gives them.
+
+    >>> import jax.numpy as jnp
+    >>> predict(lambda p, x: x + p, jnp.float32(1.0), jnp.zeros((5, 2)), batch_size=2).shape
+    (5, 2)
+    """
+    check_model(model)
+    n_rows = checks.rows(x, "x")
+    if n_rows == 0:
+        raise ValueError("`x` must have at least one row, got 0")
+    batch_size = checks.check_batch_size(batch_size)
+    return _predict(params, x, model=model, n_rows=n_rows, batch_size=batch_size)

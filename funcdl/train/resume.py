@@ -1,0 +1,72 @@
+"""`fit`'s checkpoint: the whole training state in one `fdl.checkpoint` file.
+
+The file holds the tree ``{"params", "opt_state", "history": {name: (epochs,)}, "key": raw
+key data}`` and the metadata ``{"funcdl": "fit", "epochs_done": "<int>"}``. It is written
+after every `checkpoint_every` epochs, after the last one, and at a NaN stop (then with the
+last finite state), by process 0 only.
+"""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcdl.train.sharding import writes_files
+
+FORMAT = "fit"
+
+
+def _key_data(key):
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key
+
+
+def _like_key(stored, key):
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(stored, impl=jax.random.key_impl(key))
+    return jnp.asarray(stored)
+
+
+def history_dtype():
+    return jax.dtypes.canonicalize_dtype(np.float64)
+
+
+def save_state(path, params, opt_state, history, epochs_done, key, mesh=None):
+    """Write the training state to `path` (atomically; process 0 only)."""
+    from funcdl import checkpoint
+
+    if not writes_files(mesh):
+        return
+    tree = {"params": params, "opt_state": opt_state, "key": _key_data(key),
+            "history": {name: np.asarray(values, history_dtype())
+                        for name, values in history.items()}}
+    checkpoint.save(os.fspath(path), tree,
+                    metadata={"funcdl": FORMAT, "epochs_done": str(epochs_done)})
+
+
+def load_state(path, params, opt_state, history_names, key):
+    """`(params, opt_state, history, epochs_done, key)` from `path`, or None when there is no
+    file. The file must have been written by `fit` with params and optimizer state of the
+    same structure, shapes and dtypes (ValueError naming the first differing leaf otherwise)."""
+    from funcdl import checkpoint
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    meta = checkpoint.metadata(path)
+    if meta.get("funcdl") != FORMAT or "epochs_done" not in meta:
+        raise ValueError(f"`checkpoint` {path!r} was not written by fdl.train.fit "
+                         f"(metadata {meta!r})")
+    done = int(meta["epochs_done"])
+    struct = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))  # noqa: E731
+    like = {"params": jax.tree_util.tree_map(struct, params),
+            "opt_state": jax.tree_util.tree_map(struct, opt_state),
+            "key": struct(_key_data(key)),
+            "history": {name: jax.ShapeDtypeStruct((done,), history_dtype())
+                        for name in history_names}}
+    tree = checkpoint.load(path, like)
+    history = {name: [float(v) for v in np.asarray(tree["history"][name])]
+               for name in history_names}
+    return (tree["params"], tree["opt_state"], history, done,
+            _like_key(tree["key"], key))

@@ -1,0 +1,54 @@
+"""Where `fit`'s arrays live: one device, or a `jax.sharding.Mesh` with a "data" axis.
+
+On a mesh the data set and the params/optimizer state are replicated on every device (each
+process fills only its own devices, from the whole `x`, `y` that every process passes), and
+each batch is constrained to `NamedSharding(mesh, P("data"))` inside the compiled step
+(`batches.take_rows`): XLA then splits the forward and backward passes by rows and reduces
+the gradient mean across devices itself, inside the program.
+
+Every placement makes a fresh copy, so that the compiled programs may donate (consume) it
+while the caller's own arrays stay valid.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def check_mesh(mesh, batch: int) -> None:
+    """TypeError/ValueError unless `mesh` is None or a Mesh with a "data" axis dividing `batch`."""
+    if mesh is None:
+        return
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"`mesh` must be a jax.sharding.Mesh or None, got {type(mesh).__name__}")
+    if "data" not in mesh.axis_names:
+        raise ValueError(f"`mesh` must have an axis named \"data\", got axes {mesh.axis_names}")
+    size = mesh.shape["data"]
+    if batch % size:
+        raise ValueError(f"`batch_size` must be divisible by the mesh's \"data\" size {size}, "
+                         f"got a batch of {batch} rows")
+
+
+def _replicated(mesh, leaf):
+    host = np.asarray(leaf)
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def place_copy(tree, mesh):
+    """A fresh device copy of every leaf (replicated over `mesh` when given)."""
+    if mesh is None:
+        return jax.tree_util.tree_map(lambda leaf: jnp.array(leaf, copy=True), tree)
+    return jax.tree_util.tree_map(lambda leaf: _replicated(mesh, leaf), tree)
+
+
+def place_data(tree, mesh):
+    """The data set on device once per `fit` call (not copied when it is already there)."""
+    if mesh is None:
+        return jax.tree_util.tree_map(jnp.asarray, tree)
+    return jax.tree_util.tree_map(lambda leaf: _replicated(mesh, leaf), tree)
+
+
+def writes_files(mesh) -> bool:
+    """Whether this process writes checkpoints: process 0 only."""
+    return jax.process_index() == 0

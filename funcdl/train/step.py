@@ -1,0 +1,179 @@
+"""One training step as a pure function, and `make_train_step`, its jitted public form.
+
+A step computes the loss at the current params, its gradient (by `jax.grad` or by funcdl's own
+tape, `fdl.autodiff`), and the optimizer's update::
+
+    loss, grads = value_and_grad(lambda p: loss_fn(apply(p, x), y))(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = params + updates
+
+Everything a step needs that is not an array lives in a `StepSpec`, a hashable NamedTuple of
+the user's functions: it is the static argument of the compiled programs, so a second `fit`
+with the same model, loss and optimizer reuses what the first one compiled.
+
+Mixed precision (`compute_dtype`, e.g. bfloat16): the floating params and the floating leaves
+of `x` are cast to `compute_dtype` inside the differentiated function, so the forward and
+backward passes run in it while the gradient arrives in the params' own dtype (the cast's
+derivative casts back); predictions are cast to float32 before `loss_fn` and the metrics.
+"""
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from funcdl import autodiff, ops
+from funcdl.nn.model import Model
+from funcdl.optim.base import Optimizer, apply_updates
+
+GRAD_BACKENDS = ("jax", "funcdl")
+
+
+class StepSpec(NamedTuple):
+    """The static part of a training step (hashable: jit caches compiled programs on it)."""
+    model: Any  # a Model (apply(params, x, key=, train=)) or a function apply(params, x)
+    loss_fn: Callable  # (pred, target) -> scalar
+    optimizer: Optimizer
+    grad_backend: str  # "jax" | "funcdl"
+    compute_dtype: Optional[jnp.dtype]  # None: compute in the params' dtype
+    metrics: tuple = ()  # ((name, fn(pred, target) -> scalar), ...)
+
+
+def _astype(leaf, dtype):
+    if hasattr(ops, "astype"):
+        return ops.astype(leaf, dtype)
+    if isinstance(leaf, autodiff.Tensor):  # until fdl.ops.astype is in
+        raise TypeError("`compute_dtype` with grad_backend='funcdl' needs fdl.ops.astype")
+    return leaf.astype(dtype)
+
+
+def _cast_floats(tree, dtype):
+    """Every floating leaf of `tree` (arrays or Tensors) cast to `dtype`; others unchanged."""
+    def cast(leaf):
+        if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != dtype:
+            return _astype(leaf, dtype)
+        return leaf
+    is_tensor = lambda leaf: isinstance(leaf, autodiff.Tensor)  # noqa: E731
+    return jax.tree_util.tree_map(cast, tree, is_leaf=is_tensor)
+
+
+def forward(spec: StepSpec, params, x, key, train: bool):
+    """The model's predictions for `x`: in float32 with a `compute_dtype`, else as computed."""
+    if spec.compute_dtype is not None:
+        params, x = _cast_floats(params, spec.compute_dtype), _cast_floats(x, spec.compute_dtype)
+    if isinstance(spec.model, Model):
+        pred = spec.model.apply(params, x, key=key, train=train)
+    else:
+        pred = spec.model(params, x)
+    if spec.compute_dtype is not None:
+        pred = _cast_floats(pred, jnp.dtype(jnp.float32))
+    return pred
+
+
+def _plain(tree):
+    """Tensors replaced by their values (the funcdl backend's aux comes back plain already)."""
+    return jax.tree_util.tree_map(lambda v: v.value if isinstance(v, autodiff.Tensor) else v,
+                                  tree, is_leaf=lambda v: isinstance(v, autodiff.Tensor))
+
+
+def loss_and_grad(spec: StepSpec, params, x, y, key):
+    """`(loss, pred, grads)` at `params`: loss a scalar, pred the float32 (or model-dtype)
+    predictions for the batch, grads with the params' structure, shapes and dtypes."""
+    def objective(p):
+        pred = forward(spec, p, x, key, True)
+        return spec.loss_fn(pred, y), pred
+
+    differentiate = jax.value_and_grad if spec.grad_backend == "jax" else autodiff.value_and_grad
+    (loss, pred), grads = differentiate(objective, has_aux=True)(params)
+    return loss, _plain(pred), grads
+
+
+def all_finite(tree) -> jax.Array:
+    """bool (): every element of every floating leaf of `tree` is finite."""
+    flags = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)
+             if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return functools.reduce(jnp.logical_and, flags, jnp.array(True))
+
+
+def apply_step(spec: StepSpec, params, opt_state, x, y, key):
+    """One update: `(new_params, new_opt_state, loss_before, pred, finite)`; `finite` (bool ())
+    says that the loss and every gradient element were finite."""
+    loss, pred, grads = loss_and_grad(spec, params, x, y, key)
+    updates, opt_state = spec.optimizer.update(grads, opt_state, params)
+    finite = jnp.isfinite(loss) & all_finite(grads)
+    return apply_updates(params, updates), opt_state, loss, pred, finite
+
+
+def check_grad_backend(grad_backend):
+    if grad_backend not in GRAD_BACKENDS:
+        raise ValueError(f"`grad_backend` must be one of {GRAD_BACKENDS}, got {grad_backend!r}")
+
+
+def check_compute_dtype(compute_dtype):
+    """`compute_dtype` as a jnp.dtype (None stays None); TypeError unless floating."""
+    if compute_dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(compute_dtype)
+    except TypeError:
+        raise TypeError("`compute_dtype` must be a floating-point dtype (e.g. jnp.bfloat16) or "
+                        f"None, got {compute_dtype!r}") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError("`compute_dtype` must be a floating-point dtype (e.g. jnp.bfloat16) or "
+                        f"None, got {dtype}")
+    return dtype
+
+
+def check_model(model):
+    if not (isinstance(model, Model) or callable(model)):
+        raise TypeError("`model` must be a fdl.nn.Model or a function apply(params, x), "
+                        f"got {type(model).__name__}")
+
+
+def check_loss(loss_fn, name="loss_fn"):
+    if not callable(loss_fn):
+        raise TypeError(f"`{name}` must be a function (pred, target) -> scalar, "
+                        f"got {type(loss_fn).__name__}")
+
+
+def check_callables(model, loss_fn, optimizer):
+    """TypeErrors for a model, loss or optimizer of the wrong kind."""
+    check_model(model)
+    check_loss(loss_fn)
+    if not (isinstance(optimizer, Optimizer) or (
+            callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None)))):
+        raise TypeError("`optimizer` must be an fdl.optim optimizer (init, update), "
+                        f"got {type(optimizer).__name__}")
+
+
+def make_train_step(apply, loss_fn, optimizer, *, grad_backend="jax", compute_dtype=None):
+    """A jitted training step `step(params, opt_state, x, y, key=None) -> (params, opt_state,
+    loss)`.
+
+    apply: a `fdl.nn.Model` (called as `apply(params, x, key=key, train=True)`) or a function
+    `apply(params, x)`. loss_fn: `(pred, target) -> scalar`. optimizer: an `fdl.optim`
+    optimizer. `loss` is the loss at the params given (before the update). The step donates
+    (consumes) the `params` and `opt_state` it is given: use only the returned ones afterwards.
+    grad_backend: "jax" (`jax.grad`) or "funcdl" (`fdl.autodiff`): the same model code either way.
+    compute_dtype: see the module docstring (float32 master params and optimizer state).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcdl import nn, losses, optim
+    >>> model, opt = nn.Linear(1), optim.sgd(lr=0.1)
+    >>> params = model.init(jax.random.key(0), jnp.zeros((4, 3)))
+    >>> step = make_train_step(model, losses.mse_loss, opt)
+    >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
+    >>> params, state, loss0 = step(params, opt.init(params), x, y)
+    >>> params, state, loss1 = step(params, state, x, y)
+    >>> bool(loss1 < loss0)
+    True
+    """
+    check_callables(apply, loss_fn, optimizer)
+    check_grad_backend(grad_backend)
+    spec = StepSpec(apply, loss_fn, optimizer, grad_backend, check_compute_dtype(compute_dtype))
+
+    def step(params, opt_state, x, y, key=None):
+        params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
+        return params, opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
