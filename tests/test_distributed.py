@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from funcdl import checkpoint
+from funcdl import checkpoint, train
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "distributed_worker.py"
@@ -33,7 +33,6 @@ TIMEOUT_S = 300  # generous: six engineers share two cores; a hang, not slowness
 # is off by more than 1e-2.
 RTOL, ATOL = 1e-5, 1e-6
 
-train = pytest.importorskip("funcdl.train", reason="fdl.train (fit with mesh) is not merged yet")
 
 
 def run_all(commands, out):
@@ -127,8 +126,8 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow  # ~2 jax starts and compiles at once; kept in the default run: nothing else
-def test_two_processes_on_localhost_equal_the_single_process_run(mesh_run, tmp_path):  # tests it
+@pytest.mark.slow  # two jax starts and compiles; in the default run: nothing else tests this
+def test_two_processes_on_localhost_equal_the_single_process_run(mesh_run, tmp_path):
     """jax.distributed with gloo collectives: 2 processes x 2 devices, one 4-device mesh."""
     if not hasattr(jax, "distributed") or "jax_cpu_collectives_implementation" not in jax.config.values:
         pytest.skip(f"jax {jax.__version__} has no jax.distributed with CPU collectives")
