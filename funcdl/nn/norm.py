@@ -70,7 +70,7 @@ def LayerNorm(normalized_shape, *, eps=1e-5, elementwise_affine=True, dtype=None
         if not elementwise_affine:
             return y
         lead = (1,) * (len(x.shape) - len(shape))
-        for argument in keys:
+        for argument in ("w", "b"):
             if tuple(params[argument].shape) != shape:
                 raise ValueError(f"{name}: `params['{argument}']` must have shape {shape}, "
                                  f"got {tuple(params[argument].shape)}")
