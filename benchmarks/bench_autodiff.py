@@ -183,9 +183,6 @@ def main():
     print(f"\nsaved {options.out}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ---- CNN workloads (issue 13): conv, max pooling, Flatten, Linear --------------------------
 # The digits CNN (1x8x8 inputs, batch 256) and a 3-layer 64-channel CNN on 3x32x32 inputs
@@ -286,3 +283,7 @@ def cnn_report(repeats):
                                 "compile_s": None if compile_s is None else round(compile_s, 3)}
                                for row, ms, compile_s in result["rows"]]}
             for name, result in results.items()}
+
+
+if __name__ == "__main__":
+    main()
