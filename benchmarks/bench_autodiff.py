@@ -232,6 +232,21 @@ def _torch_cnn_gradient(params, shape):
     return grad
 
 
+def interleaved_median_ms(calls, repeats, warmup=3):
+    """Median ms of each call, timed in alternation so that both see the same machine load
+    (the (b)/(a) ratio is the target; on a shared machine back-to-back blocks drift apart)."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, samples in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(samples) for samples in times]
+
+
 def run_cnn(repeats):
     """{workload: rows} with rows as `run`'s, plus the HLO op counts of the two jitted rows."""
     from funcdl import losses
@@ -246,11 +261,12 @@ def run_cnn(repeats):
         def cnn_loss(params, x, labels, model=model):
             return losses.cross_entropy(model.apply(params, x), labels)
 
-        args, rows = (params, x, labels), []
+        args = (params, x, labels)
         jax_jit, jax_compile = jitted(jax.grad(cnn_loss), args)
-        rows.append(("(a) jax.grad, jit", median_ms(lambda: block(jax_jit(*args)), repeats), jax_compile))
         fdl_jit, fdl_compile = jitted(funcdl.autodiff.grad(cnn_loss), args)
-        rows.append(("(b) fdl.autodiff.grad, jit", median_ms(lambda: block(fdl_jit(*args)), repeats), fdl_compile))
+        jax_ms, fdl_ms = interleaved_median_ms([lambda: block(jax_jit(*args)),
+                                                lambda: block(fdl_jit(*args))], repeats)
+        rows = [("(a) jax.grad, jit", jax_ms, jax_compile), ("(b) fdl.autodiff.grad, jit", fdl_ms, fdl_compile)]
         fdl_eager = funcdl.autodiff.grad(cnn_loss)
         rows.append(("(c) fdl.autodiff.grad, eager", median_ms(lambda: block(fdl_eager(*args)), repeats), None))
         reference = jax_jit(*args)
