@@ -92,11 +92,24 @@ def test_comparisons_return_plain_boolean_arrays():
                                [0.0, 1.0, 1.0])
 
 
-def test_equality_is_identity_and_tensors_are_hashable():
-    a, b = Tensor(jnp.ones(2)), Tensor(jnp.ones(2))
-    assert a == a and a != b and not (a == b)
-    assert {a: "a", b: "b"}[b] == "b" and len({a, b, a}) == 2
-    assert hash(a) == hash(a)
+def test_equality_gives_masks_and_tensors_hash_by_identity():
+    a, b = Tensor(jnp.array([1.0, 2.0])), Tensor(jnp.array([1.0, 3.0]))
+    for mask, expected in ((a == b, [True, False]), (a != b, [False, True]), (a == 2.0, [False, True]),
+                           (np.array([1.0, 0.0]) == a, [True, False]), (jnp.array([1.0, 0.0]) != a, [False, True])):
+        assert isinstance(mask, jax.Array) and not isinstance(mask, Tensor) and mask.dtype == jnp.bool_
+        np.testing.assert_array_equal(mask, expected)
+    assert {a: "a", b: "b"}[b] == "b" and len({a, b, a}) == 2 and hash(a) == hash(a) != hash(b)
+
+
+def test_masks_from_equality_mean_the_same_in_both_autodiffs(x64):
+    """Issue 9.1: `where(p == 0, ...)` and `x * (x != 0)` must not compare identities."""
+    p = jnp.array([0.0, 0.25, 0.5, 0.0])
+    entropy = lambda p: ops.sum(ops.where(p == 0, 0.0, p * ops.log(ops.where(p == 0, 1.0, p))))
+    masked = lambda x: ops.sum(x * (x != 0).astype(x.dtype) * 3.0 + ops.where(x == 0.25, x, 0.0))
+    for f in (entropy, masked):
+        np.testing.assert_allclose(fdl.autodiff.value_and_grad(f)(p)[0], jax.value_and_grad(f)(p)[0], rtol=1e-15)
+        np.testing.assert_allclose(fdl.autodiff.grad(f)(p), jax.grad(f)(p), rtol=1e-15)
+    assert np.isfinite(fdl.autodiff.value_and_grad(entropy)(p)[0])
 
 
 def test_numpy_and_jax_arrays_on_the_left_stay_on_the_tape():

@@ -7,3 +7,7 @@ from funcdl.autodiff.grad import grad, value_and_grad
 from funcdl.autodiff.tensor import Tensor, apply
 
 __all__ = ["Tensor", "apply", "grad", "value_and_grad"]
+
+# The layer primitives (conv, pooling, erf/gelu/silu, take) live in a table of their own.
+from funcdl.autodiff import vjps, vjps_layers  # noqa: E402
+vjps.PRIMITIVES.update(vjps_layers.LAYER_PRIMITIVES)

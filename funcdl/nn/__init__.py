@@ -13,6 +13,11 @@ from funcdl.nn import init
 from funcdl.nn.layers import (Dropout, Flatten, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
                               Softmax, Tanh)
 from funcdl.nn.model import Model, Sequential
+from funcdl.nn.activations import GELU, SiLU
+from funcdl.nn.conv import AvgPool2d, Conv1d, Conv2d, MaxPool2d
+from funcdl.nn.embedding import Embedding
+from funcdl.nn.norm import LayerNorm
 
 __all__ = ["Model", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-           "LogSoftmax", "Dropout", "Flatten", "init"]
+           "LogSoftmax", "Dropout", "Flatten", "init",
+           "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU"]

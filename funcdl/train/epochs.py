@@ -11,7 +11,8 @@ Per epoch e (counted from 0 over the whole run, also across resumed calls)::
 so the order depends only on `key` and `e`: a resumed run shuffles as an uninterrupted one.
 The last `n_rows % B` rows form one more step with their own shape.
 
-NaN guard: `guard.ok` turns False at the first step whose loss is not finite; from then on
+NaN guard: `guard.ok` turns False at the first step whose loss or gradient is not finite (a
+finite loss can have a NaN gradient, e.g. an inf input behind a saturated tanh); from then on
 every update is discarded by a select (`where(ok, new, old)`, fused by XLA into the update
 itself), so the params and optimizer state that come back are the last finite ones, and
 `guard.epoch`, `guard.step` say where it happened. No host sync per step.
@@ -82,17 +83,17 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
     def train_on(state, step, start, size):
         params, opt_state, guard, sums = state
         xb, yb = take_rows((x, y), start, size, order, mesh)
-        new_params, new_state, loss, pred = apply_step(
+        new_params, new_state, loss, pred, finite = apply_step(
             spec, params, opt_state, xb, yb, jax.random.fold_in(step_key, step))
         loss = jnp.asarray(loss)
-        good = guard.ok & jnp.isfinite(loss)
+        good = guard.ok & finite
         first_bad = guard.ok & ~good
         guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),
                       jnp.where(first_bad, step, guard.step))
         values = [loss] + [jnp.asarray(fn(pred, yb)).astype(loss.dtype) for _, fn in spec.metrics]
         sums = sums + size * jnp.stack(values).astype(sums.dtype)
         if plan.progress == "step":
-            rows_done = start + size
+            rows_done = jnp.asarray(start + size).astype(sums.dtype)
             _when((step + 1) % progress_every == 0, progress.report, token,
                   epoch * steps_per_epoch + step + 1, sums[0] / rows_done)
         return (_keep_if(good, new_params, params), _keep_if(good, new_state, opt_state),

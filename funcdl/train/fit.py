@@ -28,7 +28,8 @@ def _history_names(metrics, validation) -> list:
 
 def _diverged(params, opt_state, history, epoch: int, step: int, loss_value):
     error = FloatingPointError(
-        f"fit: the loss became non-finite ({loss_value}) at epoch {epoch}, step {step} "
+        f"fit: the loss or its gradient became non-finite (epoch loss {loss_value}) at epoch "
+        f"{epoch}, step {step} "
         f"(both counted from 0); training stopped there. The error's `.params`, `.opt_state`, "
         f"`.history` hold the last finite state (before that step; {epoch} whole epochs in "
         "`.history`)")
@@ -59,8 +60,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
 
     history: `{"loss": [...], name: [...], "val_loss": [...], "val_<name>": [...]}`, one float
     per epoch; training values are means over the epoch's steps weighted by batch rows.
-    A non-finite loss raises FloatingPointError with `.params .opt_state .history .epoch .step`
-    of the last finite state. The caller's arrays are never donated or invalidated.
+    A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
+    .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
 
     >>> import jax, jax.numpy as jnp
     >>> from funcdl import nn, losses, optim, train

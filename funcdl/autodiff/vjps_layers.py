@@ -1,0 +1,163 @@
+"""The layer primitives of the tape: convolution, pooling, erf/gelu/silu and take, with VJPs.
+
+Same table style as `vjps.py`: `Primitive(forward, vjps)`, rules `rule(g, ans, *inputs,
+**params)`. Every rule is written by hand from the forward's definition (never `jax.vjp` of
+it), so the cross-check of `fdl.autodiff` against `jax.grad` is not circular.
+
+Layouts are PyTorch's: x `(N, C, *spatial)`, kernels `(C_out, C_in // groups, *k)`. Parameters
+arrive resolved by `fdl.ops` (`funcdl/ops_layers.py`): `stride`, `dilation`, `window` are
+tuples with one int per spatial axis, `padding` a tuple of `(lo, hi)` pairs.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from funcdl.autodiff.vjps import Primitive
+
+
+def _transposed_padding(in_size, out_size, window, stride, dilation, padding):
+    """Per axis, the `(lo, hi)` padding that makes a stride-1 window pass over the cotangent
+    (dilated by `stride`) land back on the input's `in_size` positions. Negative values crop:
+    they drop input positions that no window of the forward reached."""
+    pads = []
+    for n, o, k, s, d, (lo, _) in zip(in_size, out_size, window, stride, dilation, padding):
+        reach = (k - 1) * d + 1  # the dilated window's extent
+        before = reach - 1 - lo
+        pads.append((before, n + reach - 1 - ((o - 1) * s + 1) - before))
+    return tuple(pads)
+
+
+# ---- convolution: y[n, o, p] = Σ_{c, k} xpad[n, group(o) · C_in/G + c, p · s + k · d] w[o, c, k]
+def _conv(x, w, *, stride, padding, dilation, groups):
+    return lax.conv_general_dilated(x, w, window_strides=stride, padding=padding,
+                                    rhs_dilation=dilation, feature_group_count=groups)
+
+
+def _conv_vjp_x(g, ans, x, w, *, stride, padding, dilation, groups):
+    # dx = the cotangent, dilated by the stride, convolved with the spatially flipped kernel
+    # whose in/out channels are swapped within each group.
+    c_out, c_in_group, *window = w.shape
+    w_t = jnp.reshape(w, (groups, c_out // groups, c_in_group, *window))
+    w_t = jnp.reshape(jnp.swapaxes(w_t, 1, 2), (groups * c_in_group, c_out // groups, *window))
+    w_t = jnp.flip(w_t, axis=tuple(range(2, w.ndim)))
+    pads = _transposed_padding(x.shape[2:], g.shape[2:], window, stride, dilation, padding)
+    return lax.conv_general_dilated(g, w_t, window_strides=(1,) * len(window), padding=pads,
+                                    lhs_dilation=stride, rhs_dilation=dilation,
+                                    feature_group_count=groups)
+
+
+def _conv_vjp_w(g, ans, x, w, *, stride, padding, dilation, groups):
+    # dw[o, c, k] = Σ_{n, p} g[n, o, p] xpad[n, group(o) · C_in/G + c, p · s + k · d]: a
+    # convolution of x (channels as the batch, the batch as features, grouped) with g as the
+    # kernel (dilated by the stride), stepping by the dilation.
+    n, c_in, *size = x.shape
+    c_out, c_in_group, *window = w.shape
+    lhs = jnp.reshape(x, (n, groups, c_in_group, *size))
+    lhs = jnp.transpose(lhs, (2, 1, 0, *range(3, lhs.ndim)))  # (C_in / G, G, N, *size)
+    lhs = jnp.reshape(lhs, (c_in_group, groups * n, *size))
+    rhs = jnp.swapaxes(g, 0, 1)  # (C_out, N, *out)
+    out = g.shape[2:]
+    pads = tuple((lo, (o - 1) * s + 1 - m + (k - 1) * d - lo)
+                 for m, o, k, s, d, (lo, _) in zip(size, out, window, stride, dilation, padding))
+    dw = lax.conv_general_dilated(lhs, rhs, window_strides=dilation, padding=pads,
+                                  rhs_dilation=stride, feature_group_count=groups)
+    return jnp.swapaxes(dw, 0, 1)  # (C_in / G, C_out, *k) -> (C_out, C_in / G, *k)
+
+
+# ---- pooling over the last two axes of (N, C, H, W); padding pads H and W only -------------
+def _pool_config(window, stride, padding):
+    return (1, 1, *window), (1, 1, *stride), ((0, 0), (0, 0), *padding)
+
+
+def _max_pool(x, *, window, stride, padding):
+    dims, strides, pads = _pool_config(window, stride, padding)
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, dims, strides, pads)
+
+
+def _max_pool_vjp(g, ans, x, *, window, stride, padding):
+    # Each window sends its cotangent to its first maximal element in window (row-major)
+    # order, as PyTorch: gather the kh·kw strided views of the padded input, take the argmax
+    # over them, and put each view's share back where the view came from.
+    (ph, pw), (sh, sw) = [lo for lo, _ in padding], stride
+    xpad = jnp.pad(x, ((0, 0), (0, 0), padding[0], padding[1]), constant_values=-jnp.inf)
+    oh, ow = g.shape[2:]
+    offsets = [(i, j) for i in range(window[0]) for j in range(window[1])]
+    views = jnp.stack([xpad[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+                       for i, j in offsets])
+    winner = jnp.argmax(views, axis=0)
+    hp, wp = xpad.shape[2:]
+    dx = jnp.zeros(xpad.shape, g.dtype)
+    for index, (i, j) in enumerate(offsets):
+        share = jnp.where(winner == index, g, 0)
+        dx = dx + lax.pad(share, np.zeros((), g.dtype),
+                          ((0, 0, 0), (0, 0, 0), (i, hp - i - (oh - 1) * sh - 1, sh - 1),
+                           (j, wp - j - (ow - 1) * sw - 1, sw - 1)))
+    return dx[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
+
+
+def _avg_pool(x, *, window, stride, padding):
+    dims, strides, pads = _pool_config(window, stride, padding)
+    # count_include_pad=True (PyTorch's default): always divide by the window's size.
+    return lax.reduce_window(x, np.zeros((), x.dtype), lax.add, dims, strides, pads) / math.prod(window)
+
+
+def _avg_pool_vjp(g, ans, x, *, window, stride, padding):
+    # Every element of a window gets g / (kh·kw): pad the cotangent (dilated by the stride)
+    # and sum it over stride-1 windows.
+    pads = _transposed_padding(x.shape[2:], g.shape[2:], window, stride, (1, 1), padding)
+    spread = lax.pad(g / math.prod(window), np.zeros((), g.dtype),
+                     ((0, 0, 0), (0, 0, 0), *[(lo, hi, s - 1) for (lo, hi), s in zip(pads, stride)]))
+    return lax.reduce_window(spread, np.zeros((), g.dtype), lax.add, (1, 1, *window),
+                             (1, 1, 1, 1), ((0, 0),) * 4)
+
+
+# ---- elementwise: erf, gelu, silu ------------------------------------------------------------
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_TANH_SCALE = math.sqrt(2 / math.pi)  # tanh-GELU: 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+
+
+def _gelu(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + jnp.tanh(_TANH_SCALE * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1 + lax.erf(x * (1 / math.sqrt(2))))
+
+
+def _gelu_vjp(g, ans, x, approximate="none"):
+    if approximate == "tanh":
+        t = jnp.tanh(_TANH_SCALE * (x + 0.044715 * x * x * x))
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _TANH_SCALE * (1 + 3 * 0.044715 * x * x))
+    # d/dx x Φ(x) = Φ(x) + x φ(x)
+    return g * (0.5 * (1 + lax.erf(x * (1 / math.sqrt(2)))) + x * _INV_SQRT_2PI * jnp.exp(-0.5 * x * x))
+
+
+def _silu_vjp(g, ans, x):
+    s = jax.nn.sigmoid(x)
+    return g * (s + ans * (1 - s))  # d/dx x σ(x) = σ + x σ (1 - σ)
+
+
+# ---- take: gather along one axis; out-of-range indices give NaN (fill) ----------------------
+def _take(x, indices, *, axis=0):
+    return jnp.take(x, indices, axis=axis, mode="fill", fill_value=jnp.nan)
+
+
+def _take_vjp(g, ans, x, indices, *, axis=0):
+    # Scatter-add: an index taken k times collects all k cotangents (out-of-range ones drop).
+    index = (slice(None),) * (axis % np.ndim(x)) + (indices,)
+    return jnp.zeros(jnp.shape(x), g.dtype).at[index].add(g, mode="drop")
+
+
+P = Primitive
+LAYER_PRIMITIVES = {
+    "conv":       P(_conv,     (_conv_vjp_x, _conv_vjp_w)),
+    "max_pool2d": P(_max_pool, (_max_pool_vjp,)),
+    "avg_pool2d": P(_avg_pool, (_avg_pool_vjp,)),
+    "erf":        P(lax.erf,   (lambda g, ans, x: g * _TWO_OVER_SQRT_PI * jnp.exp(-x * x),)),
+    "gelu":       P(_gelu,     (_gelu_vjp,)),
+    "silu":       P(lambda x: x * jax.nn.sigmoid(x), (_silu_vjp,)),
+    "take":       P(_take,     (_take_vjp, None)),
+}
+del P
