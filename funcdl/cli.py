@@ -155,7 +155,8 @@ def run_run(options):
     from funcdl import examples
 
     module = examples.load(options.name)
-    overrides = {option: getattr(options, option) for option in ("epochs", "lr", "optimizer", "backend")
+    overrides = {option: getattr(options, option)
+                 for option in ("epochs", "lr", "optimizer", "backend", "model")
                  if getattr(options, option) is not None}
     refused = [f"--{option}" for option in overrides if option not in module.OPTIONS]
     if refused:
@@ -263,6 +264,7 @@ def build_parser():
     run.add_argument("--lr", type=_positive(float), metavar="X")
     run.add_argument("--optimizer", choices=OPTIMIZERS, metavar="NAME", help=", ".join(OPTIMIZERS))
     run.add_argument("--backend", choices=("jax", "funcdl"), help="the autodiff: jax.grad or fdl.autodiff")
+    run.add_argument("--model", choices=("mlp", "cnn"), help="digits only: the classifier")
     run.add_argument("--out", metavar="DIR", help="where the pictures go (default runs/NAME/)")
     run.add_argument("--quick", action="store_true", help="a shorter run (what the tests use)")
     run.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
