@@ -138,13 +138,29 @@ def _leaf_node(tensor):
     return node
 
 
-def _kept(primitive, parents):
-    """The set of input positions (and maybe "ans") that the rules of Tensor inputs read."""
-    reads, needed = primitive.reads, set()
-    for i, parent in enumerate(parents):
-        if parent is not None:
-            needed.update(reads[0] if primitive.variadic else reads[i])
+_KEPT = {}  # (primitive name, which inputs are Tensors) -> what to keep, or None: everything
+
+
+def _kept(name, primitive, parents):
+    """The input positions (and maybe "ans") that the rules of the Tensor inputs read."""
+    mask = tuple(p is not None for p in parents)
+    needed = _KEPT.get((name, mask), _KEPT)
+    if needed is not _KEPT:
+        return needed
+    needed = None
+    if primitive.reads is not None:
+        needed = set()
+        for i, is_tensor in enumerate(mask):
+            if is_tensor:
+                needed.update(primitive.reads[0] if primitive.variadic else primitive.reads[i])
+        needed = frozenset(needed)
+    if PRIMITIVES.get(name) is primitive:  # cache only what the table holds now
+        _KEPT[name, mask] = needed
     return needed
+
+
+def _shape_of(v):
+    return Shape(v.shape, v.dtype) if hasattr(v, "shape") else Shape(jnp.shape(v), jnp.result_type(v))
 
 
 def apply(name, *args, **params):
@@ -160,12 +176,12 @@ def apply(name, *args, **params):
         return ans
     node = _Node()
     node.primitive, node.params, node.parents = name, params, parents
-    node.shape, node.dtype, node.leaf = jnp.shape(ans), None, None
-    if primitive.reads is None:
+    node.shape, node.dtype, node.leaf = ans.shape if hasattr(ans, "shape") else jnp.shape(ans), None, None
+    needed = _kept(name, primitive, parents)
+    if needed is None:
         node.inputs, node.ans = tuple(values), ans
     else:
-        needed = _kept(primitive, parents)
-        node.inputs = tuple(v if p is None or i in needed else Shape(jnp.shape(v), v.dtype)
+        node.inputs = tuple(v if p is None or i in needed else _shape_of(v)
                             for i, (v, p) in enumerate(zip(values, parents)))
         node.ans = ans if ANS in needed else None
     tensor = Tensor.__new__(Tensor)
@@ -322,6 +338,61 @@ def backward_pass(out, g):
             gc.enable()
 
 
+# ---- eager backward: a rule that runs often on the same shapes runs as one compiled call ---------
+# A rule of k jax.numpy ops costs k eager dispatches; `jax.jit` of it costs about one. Compiling
+# takes milliseconds, so a rule is compiled only at its JIT_AFTER-th call with the same shapes,
+# dtypes, static arguments and params (a long eager loop), never for one-off shapes. Arrays and
+# Python floats are the compiled function's arguments; None, ints, bools and `Shape`s are baked
+# in. Under a jax transform (tracers) and with unhashable params (an index holding slices or
+# arrays) rules run as they are: the jitted path is unchanged.
+JIT_AFTER = 3
+MAX_COMPILED_RULES = 2048
+_DYNAMIC = object()
+_seen_rules = {}
+_compiled_rules = {}
+
+
+def _call_rule(rule, args, params):
+    template, signature, dynamic = [], [], []
+    for a in args:
+        if isinstance(a, (jax.Array, np.ndarray)):
+            if isinstance(a, jax.core.Tracer):
+                return rule(*args, **params)
+            template.append(_DYNAMIC)
+            signature.append((a.shape, a.dtype))
+            dynamic.append(a)
+        elif isinstance(a, float):
+            template.append(_DYNAMIC)
+            signature.append(float)
+            dynamic.append(a)
+        elif a is None or isinstance(a, (int, Shape)):
+            template.append(a)
+            signature.append(a)
+        else:
+            return rule(*args, **params)
+    try:
+        key = (rule, tuple(signature), tuple(params.items()))
+        compiled = _compiled_rules.get(key)
+    except TypeError:  # an unhashable param
+        return rule(*args, **params)
+    if compiled is None:
+        count = _seen_rules.get(key, 0) + 1
+        if count < JIT_AFTER or len(_compiled_rules) >= MAX_COMPILED_RULES:
+            _seen_rules[key] = count
+            return rule(*args, **params)
+        del _seen_rules[key]
+        compiled = _compiled_rules[key] = _jit_rule(rule, tuple(template), params)
+    return compiled(*dynamic)
+
+
+def _jit_rule(rule, template, params):
+    """`rule` compiled as a function of the slots of `template` marked `_DYNAMIC`."""
+    def fused_rule(*dynamic):
+        values = iter(dynamic)
+        return rule(*[next(values) if t is _DYNAMIC else t for t in template], **params)
+    return jax.jit(fused_rule)
+
+
 def _backward(out, g):
     cotangents, leaf_grads = {out: g}, {}
     for node in _reverse_topological_order(out):
@@ -337,7 +408,7 @@ def _backward(out, g):
             if parent is None or rule is None:
                 continue
             args = (i, g) if primitive.variadic else (g,)
-            gx = unbroadcast(rule(*args, node.ans, *node.inputs, **node.params), parent.shape)
+            gx = unbroadcast(_call_rule(rule, args + (node.ans,) + node.inputs, node.params), parent.shape)
             previous = cotangents.get(parent)
             cotangents[parent] = gx if previous is None else previous + gx
     return leaf_grads
