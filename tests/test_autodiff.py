@@ -627,3 +627,17 @@ def test_reshape_and_one_hot_take_numpy_integers():
     x = Tensor(jnp.arange(6.0))
     assert ops.reshape(x, np.array([2, 3])).shape == (2, 3) == ops.reshape(x.value, np.int64(6)).reshape(2, 3).shape
     np.testing.assert_array_equal(ops.one_hot(jnp.array([0, 2]), np.int64(3)), jax.nn.one_hot(jnp.array([0, 2]), 3))
+
+
+@pytest.mark.parametrize("jit_after", [1, 10**9], ids=["compiled rules", "eager rules"])
+def test_rules_compiled_for_long_eager_loops_equal_jax(jit_after, monkeypatch, x64):
+    """The tape compiles a rule that repeats on the same shapes; the keys must not collide (a
+    0-d array and a `Shape` of (), an int and a bool) and the results equal jax.grad's."""
+    monkeypatch.setattr(fdl.autodiff.tensor, "JIT_AFTER", jit_after)
+    fns = [lambda x: ops.sum(ops.tanh(x) * 0.9 + 0.05), lambda x: ops.mean(x * x) * 2 + ops.max(x, axis=0)[0],
+           lambda x: ops.sum(ops.stack([x, ops.sigmoid(x)], axis=0)[1] / (x * x + 1.0))]
+    for _ in range(3):
+        for shape in ((), (3,), (2, 3)):
+            x = jnp.linspace(-1.0, 2.0, int(np.prod(shape))).reshape(shape)
+            for f in fns[:2] if shape == () else fns:
+                np.testing.assert_allclose(fdl.autodiff.grad(f)(x), jax.grad(f)(x), rtol=1e-14, atol=1e-15)

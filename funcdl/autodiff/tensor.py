@@ -359,15 +359,15 @@ def _call_rule(rule, args, params):
             if isinstance(a, jax.core.Tracer):
                 return rule(*args, **params)
             template.append(_DYNAMIC)
-            signature.append((a.shape, a.dtype))
+            signature.append(("array", a.shape, a.dtype))
             dynamic.append(a)
         elif isinstance(a, float):
             template.append(_DYNAMIC)
             signature.append(float)
             dynamic.append(a)
-        elif a is None or isinstance(a, (int, Shape)):
+        elif a is None or isinstance(a, (int, Shape)):  # tagged: Shape((), f32) == ((), f32), True == 1
             template.append(a)
-            signature.append(a)
+            signature.append((type(a), a))
         else:
             return rule(*args, **params)
     try:
