@@ -380,7 +380,7 @@ def _call_rule(rule, args, params):
         if count < JIT_AFTER or len(_compiled_rules) >= MAX_COMPILED_RULES:
             _seen_rules[key] = count
             return rule(*args, **params)
-        del _seen_rules[key]
+        _seen_rules.pop(key, None)
         compiled = _compiled_rules[key] = _jit_rule(rule, tuple(template), params)
     return compiled(*dynamic)
 
