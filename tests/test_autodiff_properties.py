@@ -264,8 +264,8 @@ def _build(op, state, x):
         return (x,), {}, (v if op in ("abs", "relu") else ())
     if op == "leaky_relu":
         return (x, state.choice([0.01, 0.3])), {}, v
-    if op in ("sin", "cos") or (op == "expm1" and v.max() <= 3):
-        return (x,), {}, ()
+    if op in ("sin", "cos", "expm1"):
+        return None if op == "expm1" and v.max() > 3 else ((x,), {}, ())
     if op == "log1p":
         return (x,), {"safe": bool(v.min() < -0.5)}, ()
     if op == "min":
