@@ -160,7 +160,10 @@ def _kept(name, primitive, parents):
 
 
 def _shape_of(v):
-    return Shape(v.shape, v.dtype) if hasattr(v, "shape") else Shape(jnp.shape(v), jnp.result_type(v))
+    try:
+        return Shape(v.shape, v.dtype)
+    except AttributeError:  # a leaf whose `.value` was set to a Python number
+        return Shape(jnp.shape(v), jnp.result_type(v))
 
 
 def apply(name, *args, **params):
@@ -176,7 +179,11 @@ def apply(name, *args, **params):
         return ans
     node = _Node()
     node.primitive, node.params, node.parents = name, params, parents
-    node.shape, node.dtype, node.leaf = ans.shape if hasattr(ans, "shape") else jnp.shape(ans), None, None
+    try:
+        node.shape = ans.shape
+    except AttributeError:
+        node.shape = jnp.shape(ans)
+    node.dtype, node.leaf = None, None
     needed = _kept(name, primitive, parents)
     if needed is None:
         node.inputs, node.ans = tuple(values), ans
