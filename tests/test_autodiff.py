@@ -642,3 +642,16 @@ def test_rules_compiled_for_long_eager_loops_equal_jax(jit_after, monkeypatch, x
             x = jnp.linspace(-1.0, 2.0, int(np.prod(shape))).reshape(shape)
             for f in fns[:2] if shape == () else fns:
                 np.testing.assert_allclose(fdl.autodiff.grad(f)(x), jax.grad(f)(x), rtol=1e-14, atol=1e-15)
+
+
+def test_a_rule_that_reads_concrete_values_keeps_running_eagerly(monkeypatch):
+    """Another module's primitive whose rule needs concrete values (it could not run under
+    jax.jit) still works in a long eager loop: compiling it fails once, then it runs as is."""
+    from funcdl.autodiff.vjps import PRIMITIVES, Primitive
+    monkeypatch.setattr(fdl.autodiff.tensor, "JIT_AFTER", 1)
+    scale_rule = lambda g, ans, x: g * float(np.asarray(x).max())  # noqa: E731 (concrete only)
+    monkeypatch.setitem(PRIMITIVES, "scale_by_max", Primitive(lambda x: x * jnp.max(x), (scale_rule,)))
+    for _ in range(3):
+        x = Tensor(jnp.array([1.0, 2.0, 4.0]))
+        ops.sum(fdl.autodiff.apply("scale_by_max", x)).backward()
+        np.testing.assert_allclose(x.grad, [4.0, 4.0, 4.0])

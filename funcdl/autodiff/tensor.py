@@ -138,15 +138,15 @@ def _leaf_node(tensor):
     return node
 
 
-_KEPT = {}  # (primitive name, which inputs are Tensors) -> what to keep, or None: everything
+_KEPT = {}  # (name, which inputs are Tensors) -> (primitive, what to keep or None: everything)
 
 
 def _kept(name, primitive, parents):
     """The input positions (and maybe "ans") that the rules of the Tensor inputs read."""
     mask = tuple(p is not None for p in parents)
-    needed = _KEPT.get((name, mask), _KEPT)
-    if needed is not _KEPT:
-        return needed
+    cached = _KEPT.get((name, mask))
+    if cached is not None and cached[0] is primitive:  # the table's entry may have been replaced
+        return cached[1]
     needed = None
     if primitive.reads is not None:
         needed = set()
@@ -154,8 +154,7 @@ def _kept(name, primitive, parents):
             if is_tensor:
                 needed.update(primitive.reads[0] if primitive.variadic else primitive.reads[i])
         needed = frozenset(needed)
-    if PRIMITIVES.get(name) is primitive:  # cache only what the table holds now
-        _KEPT[name, mask] = needed
+    _KEPT[name, mask] = (primitive, needed)
     return needed
 
 
@@ -354,7 +353,7 @@ def backward_pass(out, g):
 # arrays) rules run as they are: the jitted path is unchanged.
 JIT_AFTER = 3
 MAX_COMPILED_RULES = 2048
-_DYNAMIC = object()
+_DYNAMIC, _EAGER = object(), object()
 _seen_rules = {}
 _compiled_rules = {}
 
@@ -389,7 +388,13 @@ def _call_rule(rule, args, params):
             return rule(*args, **params)
         _seen_rules.pop(key, None)
         compiled = _compiled_rules[key] = _jit_rule(rule, tuple(template), params)
-    return compiled(*dynamic)
+    if compiled is _EAGER:
+        return rule(*args, **params)
+    try:
+        return compiled(*dynamic)
+    except jax.errors.JAXTypeError:  # a rule that reads concrete values (it cannot run under
+        _compiled_rules[key] = _EAGER  # jax.jit either): keep running it eagerly
+        return rule(*args, **params)
 
 
 def _jit_rule(rule, template, params):
