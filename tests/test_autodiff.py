@@ -634,7 +634,7 @@ def test_reshape_and_one_hot_take_numpy_integers():
 def test_rules_compiled_for_long_eager_loops_equal_jax(jit_after, monkeypatch, x64):
     """The tape compiles a rule that repeats on the same shapes; the keys must not collide (a
     0-d array and a `Shape` of (), an int and a bool) and the results equal jax.grad's."""
-    monkeypatch.setattr(fdl.autodiff.tensor, "JIT_AFTER", jit_after)
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "JIT_AFTER", jit_after)
     fns = [lambda x: ops.sum(ops.tanh(x) * 0.9 + 0.05), lambda x: ops.mean(x * x) * 2 + ops.max(x) + ops.min(x * 3),
            lambda x: ops.sum(ops.stack([x, ops.sigmoid(x)], axis=0)[1] / (x * x + 1.0))]
     for _ in range(3):
@@ -648,7 +648,7 @@ def test_a_rule_that_reads_concrete_values_keeps_running_eagerly(monkeypatch):
     """Another module's primitive whose rule needs concrete values (it could not run under
     jax.jit) still works in a long eager loop: compiling it fails once, then it runs as is."""
     from funcdl.autodiff.vjps import PRIMITIVES, Primitive
-    monkeypatch.setattr(fdl.autodiff.tensor, "JIT_AFTER", 1)
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "JIT_AFTER", 1)
     scale_rule = lambda g, ans, x: g * float(np.asarray(x).max())  # noqa: E731 (concrete only)
     monkeypatch.setitem(PRIMITIVES, "scale_by_max", Primitive(lambda x: x * jnp.max(x), (scale_rule,)))
     for _ in range(3):
