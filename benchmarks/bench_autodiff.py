@@ -8,10 +8,22 @@ is ready; the jitted rows report their compile time apart. Targets (the foundati
 fdl.autodiff under jit within 1.1x of jax.grad under jit; fdl.autodiff eager faster than HIPS
 autograd.
 
-    python benchmarks/bench_autodiff.py [--repeats 30] [--out benchmarks/results/bench_autodiff.json]
+The eager tape (issue 9), side by side with PyTorch eager: a chain of ops, each step
+`y = tanh(y) * 0.9 + 0.05` (3 ops: tanh's rule reads its output, the others read nothing of
+y), from a leaf of 0.3s, then `sum(y)` and the backward pass.
+- speed: 10,000 ops of shape (8,), microseconds per op for the forward (building the graph)
+  and the backward pass, best of `--chain-repeats` runs, wall clock; beside them the same
+  chain on plain jax arrays (jax.numpy's eager floor, forward only). Target: <= 15 µs per op
+  forward + backward.
+- memory: 100,000 ops of shape (1000,) float32, the growth of the resident set size while the
+  graph is alive, per op (node). Target: <= 3 KB per node.
+
+    python benchmarks/bench_autodiff.py [--repeats 30] [--chain-repeats 3] [--workloads mlp chain]
+                                        [--out benchmarks/results/bench_autodiff.json]
 """
 import argparse
 import datetime
+import gc
 import json
 import os
 import pathlib
@@ -146,6 +158,145 @@ def _check_same_gradient(name, grads, reference):
             raise AssertionError(f"{name}'s gradient differs from jax.grad's by {error:.1e} (relative)")
 
 
+# ---- the eager tape: a long chain of small ops ---------------------------------------------------
+CHAIN_SPEED = dict(ops=10_002, shape=(8,))  # 3334 steps of 3 ops
+CHAIN_MEMORY = dict(ops=100_002, shape=(1000,))  # 33,334 steps
+
+
+def _steps(n_ops):
+    return n_ops // 3
+
+
+def funcdl_chain(n_ops, shape):
+    """(build the graph, run backward): each returns when its result is ready."""
+    x = funcdl.autodiff.Tensor(jnp.full(shape, 0.3, jnp.float32))
+
+    def forward():
+        y = x
+        for _ in range(_steps(n_ops)):
+            y = ops.tanh(y) * 0.9 + 0.05
+        out = ops.sum(y)
+        jax.block_until_ready(out.value)
+        return out
+
+    def backward(out):
+        x.grad = None
+        out.backward()
+        return jax.block_until_ready(x.grad)
+
+    return forward, backward
+
+
+def jax_chain(n_ops, shape):
+    x = jnp.full(shape, 0.3, jnp.float32)
+
+    def forward():
+        y = x
+        for _ in range(_steps(n_ops)):
+            y = jnp.tanh(y) * 0.9 + 0.05
+        return jax.block_until_ready(jnp.sum(y))
+
+    return forward
+
+
+def torch_chain(n_ops, shape):
+    import torch
+    torch.set_num_threads(1)
+    x = torch.full(shape, 0.3, dtype=torch.float32, requires_grad=True)
+
+    def forward():
+        y = x
+        for _ in range(_steps(n_ops)):
+            y = torch.tanh(y) * 0.9 + 0.05
+        return y.sum()
+
+    def backward(out):
+        x.grad = None
+        out.backward()
+        return x.grad
+
+    return forward, backward
+
+
+def _best_us_per_op(call, n_ops, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = call()
+        times.append(time.perf_counter() - start)
+    return 1e6 * min(times) / n_ops, result
+
+
+def chain_speed(repeats):
+    """Rows (implementation, fwd µs/op, bwd µs/op or None) on the 10,000-op chain."""
+    n, shape = CHAIN_SPEED["ops"], CHAIN_SPEED["shape"]
+    rows = []
+    makers = [("fdl.autodiff, eager", lambda: funcdl_chain(n, shape))]
+    if _has_torch():
+        makers.append(("PyTorch eager", lambda: torch_chain(n, shape)))
+    for name, make in makers:
+        forward, backward = make()
+        backward(forward())  # warm-up: compiles each primitive (and the tape's fused rules) once
+        fwd, bwd = [], []
+        for _ in range(repeats):
+            us, out = _best_us_per_op(forward, n, 1)
+            fwd.append(us)
+            bwd.append(_best_us_per_op(lambda: backward(out), n, 1)[0])
+            del out
+        rows.append((name, min(fwd), min(bwd)))
+    floor = jax_chain(n, shape)
+    floor()
+    rows.append(("jax.numpy eager, no gradient (floor)", _best_us_per_op(floor, n, repeats)[0], None))
+    return rows
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def chain_memory():
+    """Rows (implementation, bytes per node) on the 100,000-op chain: RSS growth with the graph
+    alive (values freed on the way are reused by the allocator, so this is the peak)."""
+    n, shape = CHAIN_MEMORY["ops"], CHAIN_MEMORY["shape"]
+    rows = []
+    makers = [("fdl.autodiff, eager", lambda: funcdl_chain(n, shape))]
+    if _has_torch():
+        makers.append(("PyTorch eager", lambda: torch_chain(n, shape)))
+    for name, make in makers:
+        forward, backward = make()
+        small_forward, small_backward = (funcdl_chain if name.startswith("fdl") else torch_chain)(30, shape)
+        small_backward(small_forward())  # warm-up outside the measurement
+        gc.collect()
+        before = _rss_bytes()
+        out = forward()
+        rows.append((name, (_rss_bytes() - before) / n))
+        backward(out)
+        del out
+        gc.collect()
+    return rows
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def chain_table(speed, memory):
+    lines = [f"| chain | implementation | forward µs/op | backward µs/op | total µs/op |",
+             "|---|---|---:|---:|---:|"]
+    for name, fwd, bwd in speed:
+        lines.append(f"| {CHAIN_SPEED['ops']:,} ops of (8,) | {name} | {fwd:.1f} | "
+                     f"{'' if bwd is None else f'{bwd:.1f}'} | {'' if bwd is None else f'{fwd + bwd:.1f}'} |")
+    lines += ["", "| chain | implementation | KB per node |", "|---|---|---:|"]
+    for name, per_node in memory:
+        lines.append(f"| {CHAIN_MEMORY['ops']:,} ops of (1000,) | {name} | {per_node / 1e3:.2f} |")
+    return "\n".join(lines)
+
+
 def table(rows):
     base = rows[0][1]
     lines = ["| implementation | median ms | ratio to (a) | compile s |", "|---|---:|---:|---:|"]
@@ -158,26 +309,51 @@ def table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per row (after warm-up)")
+    parser.add_argument("--chain-repeats", type=int, default=3, help="timed runs of each chain (best kept)")
+    parser.add_argument("--workloads", nargs="+", choices=("mlp", "chain", "cnn"),
+                        default=["mlp", "chain", "cnn"])
     parser.add_argument("--out", type=pathlib.Path,
                         default=pathlib.Path(__file__).parent / "results" / "bench_autodiff.json")
     options = parser.parse_args()
-    rows = run(options.repeats)
-    print(table(rows))
+    previous = json.loads(options.out.read_text()) if options.out.exists() else {}
     device = jax.devices()[0]
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "jax": jax.__version__, "funcdl": funcdl.__version__,
-                    "device": f"{device.platform}: {device.device_kind}"},
-        "workload": {"sizes": SIZES, "batch": BATCH, "dtype": "float32", "hidden": "relu",
-                     "loss": "mean softmax cross-entropy", "repeats": options.repeats},
-        "results": [{"implementation": name, "median_ms": round(ms, 4),
-                     "ratio_to_jax_jit": round(ms / rows[0][1], 3),
-                     "compile_s": None if compile_s is None else round(compile_s, 3)}
-                    for name, ms, compile_s in rows],
+                    "device": f"{device.platform}: {device.device_kind}",
+                    "load_average_at_start": os.getloadavg()[0]},
     }
-    result["cnn"] = cnn_report(options.repeats)  # issue 13's CNN workloads
+    if "mlp" in options.workloads:
+        rows = run(options.repeats)
+        print(table(rows))
+        result["workload"] = {"sizes": SIZES, "batch": BATCH, "dtype": "float32", "hidden": "relu",
+                              "loss": "mean softmax cross-entropy", "repeats": options.repeats}
+        result["results"] = [{"implementation": name, "median_ms": round(ms, 4),
+                              "ratio_to_jax_jit": round(ms / rows[0][1], 3),
+                              "compile_s": None if compile_s is None else round(compile_s, 3)}
+                             for name, ms, compile_s in rows]
+    else:  # keep the MLP rows of the previous run
+        result.update({k: previous[k] for k in ("workload", "results") if k in previous})
+    if "chain" in options.workloads:
+        speed, memory = chain_speed(options.chain_repeats), chain_memory()
+        print(chain_table(speed, memory))
+        result["chain"] = {
+            "step": "y = tanh(y) * 0.9 + 0.05 (3 ops), then sum(y) and backward",
+            "speed": {**CHAIN_SPEED, "repeats": options.chain_repeats,
+                      "rows": [{"implementation": name, "forward_us_per_op": round(fwd, 2),
+                                "backward_us_per_op": None if bwd is None else round(bwd, 2)}
+                               for name, fwd, bwd in speed]},
+            "memory": {**CHAIN_MEMORY, "dtype": "float32",
+                       "rows": [{"implementation": name, "bytes_per_node": round(b)} for name, b in memory]},
+        }
+    elif "chain" in previous:
+        result["chain"] = previous["chain"]
+    if "cnn" in options.workloads:
+        result["cnn"] = cnn_report(options.repeats)  # issue 13's CNN workloads
+    elif "cnn" in previous:
+        result["cnn"] = previous["cnn"]
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nsaved {options.out}")

@@ -492,14 +492,15 @@ def test_tensor_reshape_accepts_the_forms_of_jax_arrays(shape_args, expected):
 def test_float16_mean_over_more_than_65504_elements_matches_jax():
     """The count N = 90,000 overflows float16 (max 65,504): it is applied in float32, as jnp.mean."""
     x32 = jax.random.normal(jax.random.PRNGKey(0), (300, 300))
+    f = lambda x: ops.mean(x) + ops.mean(ops.mean(x * x, axis=[1])) + ops.var(x) + ops.mean(ops.var(x, (0,), 1))
     for dtype in (jnp.float16, jnp.bfloat16):
         x = x32.astype(dtype)
-        for f in (lambda x: ops.mean(x), lambda x: ops.mean(ops.mean(x * x, axis=[1])),
-                  lambda x: ops.var(x), lambda x: ops.mean(ops.var(x, axis=(0,), ddof=1))):
-            by_funcdl, by_jax = fdl.autodiff.grad(f)(x), jax.grad(f)(x)
-            assert by_funcdl.dtype == dtype and float(jnp.max(jnp.abs(by_jax.astype(jnp.float32)))) > 0
-            np.testing.assert_allclose(np.asarray(by_funcdl, np.float32), np.asarray(by_jax, np.float32),
-                                       rtol=2e-2, atol=1e-7)
+        by_funcdl, by_jax = jax.jit(fdl.autodiff.grad(f))(x), jax.jit(jax.grad(f))(x)
+        assert by_funcdl.dtype == dtype and float(jnp.max(jnp.abs(by_jax.astype(jnp.float32)))) > 0
+        np.testing.assert_allclose(np.asarray(by_funcdl, np.float32), np.asarray(by_jax, np.float32),
+                                   rtol=2e-2, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(fdl.autodiff.grad(ops.mean)(x), np.float32),
+                                   np.full((300, 300), 1 / 90_000), rtol=1e-2)  # eagerly too
 
 
 OUT_OF_BOUNDS = {"scalar": lambda x, i: x[i], "scalar and slice": lambda x, i: x[i, 1:],
@@ -518,21 +519,21 @@ def test_traced_out_of_bounds_index_follows_jax(kind, index):
 
 def test_integer_bounds_and_targets_are_constants_under_every_transform(x64):
     """Issue 9.7: an integer bound, target or exponent gives no float0 tangent."""
-    x, p = jnp.array([-2.0, 0.5, 3.0]), jnp.array([0.2, 0.5, 0.9])
-    fns = {"clip": lambda x: ops.sum(ops.clip(x, -1, 1)),
-           "clip integer array": lambda x: ops.sum(ops.clip(x, jnp.array([-1, 0, 1]), 2)),
-           "clip one bound": lambda x: ops.sum(ops.clip(x, 0.0, None) + ops.clip(x, None, 1)),
-           "bce": lambda p: ops.sum(ops.binary_cross_entropy(p, 0) + ops.binary_cross_entropy(p, jnp.array([1, 0, 1]))),
-           "power": lambda x: ops.sum(ops.power(ops.abs(x) + 1.0, jnp.array([2, 1, 3])) + ops.power(2, x))}
-    for name, f in fns.items():
-        arg = p if name == "bce" else x
-        expected = jax.grad(f)(arg)
-        np.testing.assert_allclose(fdl.autodiff.grad(f)(arg), expected, rtol=1e-14, err_msg=name)
-        np.testing.assert_allclose(jax.jvp(f, (arg,), (jnp.ones(3),))[1], jnp.sum(expected), rtol=1e-14)
-        np.testing.assert_allclose(jax.jacfwd(f)(arg), expected, rtol=1e-14, err_msg=name)
-        np.testing.assert_allclose(jax.grad(lambda a: jnp.sum(fdl.autodiff.grad(f)(a)))(arg),
-                                   jax.grad(lambda a: jnp.sum(jax.grad(f)(a)))(arg), rtol=1e-12, err_msg=name)
-        fdl.gradcheck.check_grads(f, (arg,))
+    def f(x):
+        p = ops.sigmoid(x)
+        return ops.sum(ops.clip(x, -1, 1) + ops.clip(x, jnp.array([-1, 0, 1]), 2) + ops.clip(x, 0.0, None)
+                       + ops.clip(x, None, 1) + ops.binary_cross_entropy(p, 0)
+                       + ops.binary_cross_entropy(p, jnp.array([1, 0, 1]))
+                       + ops.power(ops.abs(x) + 1.0, jnp.array([2, 1, 3])) + ops.power(2, x))
+
+    x = jnp.array([-2.0, 0.5, 3.0])
+    expected = jax.grad(f)(x)
+    np.testing.assert_allclose(fdl.autodiff.grad(f)(x), expected, rtol=1e-14)
+    np.testing.assert_allclose(jax.jvp(f, (x,), (jnp.ones(3),))[1], jnp.sum(expected), rtol=1e-14)
+    np.testing.assert_allclose(jax.jit(jax.jacfwd(f))(x), expected, rtol=1e-14)
+    np.testing.assert_allclose(jax.jit(jax.grad(lambda a: jnp.sum(fdl.autodiff.grad(f)(a))))(x),
+                               jax.jit(jax.grad(lambda a: jnp.sum(jax.grad(f)(a))))(x), rtol=1e-12)
+    fdl.gradcheck.check_grads(f, (x,))
 
 
 def _escape_cases():
@@ -627,3 +628,30 @@ def test_reshape_and_one_hot_take_numpy_integers():
     x = Tensor(jnp.arange(6.0))
     assert ops.reshape(x, np.array([2, 3])).shape == (2, 3) == ops.reshape(x.value, np.int64(6)).reshape(2, 3).shape
     np.testing.assert_array_equal(ops.one_hot(jnp.array([0, 2]), np.int64(3)), jax.nn.one_hot(jnp.array([0, 2]), 3))
+
+
+@pytest.mark.parametrize("jit_after", [1, 10**9], ids=["compiled rules", "eager rules"])
+def test_rules_compiled_for_long_eager_loops_equal_jax(jit_after, monkeypatch, x64):
+    """The tape compiles a rule that repeats on the same shapes; the keys must not collide (a
+    0-d array and a `Shape` of (), an int and a bool) and the results equal jax.grad's."""
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "JIT_AFTER", jit_after)
+    fns = [lambda x: ops.sum(ops.tanh(x) * 0.9 + 0.05), lambda x: ops.mean(x * x) * 2 + ops.max(x) + ops.min(x * 3),
+           lambda x: ops.sum(ops.stack([x, ops.sigmoid(x)], axis=0)[1] / (x * x + 1.0))]
+    for _ in range(3):
+        for shape in ((), (3,), (2, 3)):
+            x = jnp.linspace(-1.0, 2.0, int(np.prod(shape))).reshape(shape)
+            for f in fns[:2] if shape == () else fns:
+                np.testing.assert_allclose(fdl.autodiff.grad(f)(x), jax.grad(f)(x), rtol=1e-14, atol=1e-15)
+
+
+def test_a_rule_that_reads_concrete_values_keeps_running_eagerly(monkeypatch):
+    """Another module's primitive whose rule needs concrete values (it could not run under
+    jax.jit) still works in a long eager loop: compiling it fails once, then it runs as is."""
+    from funcdl.autodiff.vjps import PRIMITIVES, Primitive
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "JIT_AFTER", 1)
+    scale_rule = lambda g, ans, x: g * float(np.asarray(x).max())  # noqa: E731 (concrete only)
+    monkeypatch.setitem(PRIMITIVES, "scale_by_max", Primitive(lambda x: x * jnp.max(x), (scale_rule,)))
+    for _ in range(3):
+        x = Tensor(jnp.array([1.0, 2.0, 4.0]))
+        ops.sum(fdl.autodiff.apply("scale_by_max", x)).backward()
+        np.testing.assert_allclose(x.grad, [4.0, 4.0, 4.0])

@@ -85,6 +85,11 @@ OPS = {
     "reshape": ops.reshape,
     "concatenate": lambda *xs, axis: ops.concatenate(list(xs), axis),
     "getitem": lambda x, index: x[index],
+    # issue 9's ops
+    "sin": ops.sin, "cos": ops.cos, "expm1": ops.expm1,
+    "log1p": lambda x, safe: ops.log1p(ops.softplus(x) if safe else x),
+    "min": ops.min, "var": ops.var,
+    "stack": lambda *xs, axis: ops.stack(list(xs), axis),
 }
 
 
@@ -118,6 +123,10 @@ NUMPY_OPS = {
     "matmul": lambda a, b, swap=False, use_ops=False: a @ (np.swapaxes(b, -1, -2) if swap else b),
     "transpose": np.transpose, "reshape": np.reshape,
     "concatenate": lambda *xs, axis: np.concatenate(xs, axis),
+    "sin": np.sin, "cos": np.cos, "expm1": np.expm1,
+    "log1p": lambda x, safe: np.log1p(_np_softplus(x) if safe else x),
+    "min": np.min, "var": np.var,
+    "stack": lambda *xs, axis: np.stack(xs, axis),
 }
 
 
@@ -255,6 +264,22 @@ def _build(op, state, x):
         return (x,), {}, (v if op in ("abs", "relu") else ())
     if op == "leaky_relu":
         return (x, state.choice([0.01, 0.3])), {}, v
+    if op in ("sin", "cos", "expm1"):
+        return None if op == "expm1" and v.max() > 3 else ((x,), {}, ())
+    if op == "log1p":
+        return (x,), {"safe": bool(v.min() < -0.5)}, ()
+    if op == "min":
+        axis = _axis(state, rank)
+        return (x,), {"axis": axis, "keepdims": state.coin()}, [_max_gap(-v, axis)]
+    if op == "var":
+        axis = _axis(state, rank)
+        size = int(np.prod([shape[a] for a in range(rank)] if axis is None else
+                           [shape[a] for a in np.atleast_1d(axis)]))
+        return (x,), {"axis": axis, "ddof": state.choice([0, 1]) if size > 1 else 0,
+                      "keepdims": state.coin()}, ()
+    if op == "stack":
+        operands = [x] + [state.node_where(lambda s: s == shape) for _ in range(state.integer(1, 2))]
+        return tuple(operands), {"axis": state.integer(-rank - 1, rank)}, ()
     if op in ("log", "sqrt"):
         return (x,), {"safe": bool(v.min() < 0.1)}, ()
     if op in ("add", "subtract", "multiply", "maximum", "minimum", "divide"):

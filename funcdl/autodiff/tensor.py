@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcdl.autodiff.fused_rules import call_rule
 from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape, unbroadcast
 
 ESCAPED = ("a fdl.autodiff.Tensor reached a jax function (a jax.numpy function, lax.scan, "
@@ -138,13 +139,31 @@ def _leaf_node(tensor):
     return node
 
 
-def _kept(primitive, parents):
-    """The set of input positions (and maybe "ans") that the rules of Tensor inputs read."""
-    reads, needed = primitive.reads, set()
-    for i, parent in enumerate(parents):
-        if parent is not None:
-            needed.update(reads[0] if primitive.variadic else reads[i])
+_KEPT = {}  # (name, which inputs are Tensors) -> (primitive, what to keep or None: everything)
+
+
+def _kept(name, primitive, parents):
+    """The input positions (and maybe "ans") that the rules of the Tensor inputs read."""
+    mask = tuple(p is not None for p in parents)
+    cached = _KEPT.get((name, mask))
+    if cached is not None and cached[0] is primitive:  # the table's entry may have been replaced
+        return cached[1]
+    needed = None
+    if primitive.reads is not None:
+        needed = set()
+        for i, is_tensor in enumerate(mask):
+            if is_tensor:
+                needed.update(primitive.reads[0] if primitive.variadic else primitive.reads[i])
+        needed = frozenset(needed)
+    _KEPT[name, mask] = (primitive, needed)
     return needed
+
+
+def _shape_of(v):
+    try:
+        return Shape(v.shape, v.dtype)
+    except AttributeError:  # a leaf whose `.value` was set to a Python number
+        return Shape(jnp.shape(v), jnp.result_type(v))
 
 
 def apply(name, *args, **params):
@@ -160,12 +179,16 @@ def apply(name, *args, **params):
         return ans
     node = _Node()
     node.primitive, node.params, node.parents = name, params, parents
-    node.shape, node.dtype, node.leaf = jnp.shape(ans), None, None
-    if primitive.reads is None:
+    try:
+        node.shape = ans.shape
+    except AttributeError:
+        node.shape = jnp.shape(ans)
+    node.dtype, node.leaf = None, None
+    needed = _kept(name, primitive, parents)
+    if needed is None:
         node.inputs, node.ans = tuple(values), ans
     else:
-        needed = _kept(primitive, parents)
-        node.inputs = tuple(v if p is None or i in needed else Shape(jnp.shape(v), v.dtype)
+        node.inputs = tuple(v if p is None or i in needed else _shape_of(v)
                             for i, (v, p) in enumerate(zip(values, parents)))
         node.ans = ans if ANS in needed else None
     tensor = Tensor.__new__(Tensor)
@@ -337,7 +360,7 @@ def _backward(out, g):
             if parent is None or rule is None:
                 continue
             args = (i, g) if primitive.variadic else (g,)
-            gx = unbroadcast(rule(*args, node.ans, *node.inputs, **node.params), parent.shape)
+            gx = unbroadcast(call_rule(rule, args + (node.ans,) + node.inputs, node.params), parent.shape)
             previous = cotangents.get(parent)
             cotangents[parent] = gx if previous is None else previous + gx
     return leaf_grads
