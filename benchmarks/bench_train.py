@@ -4,8 +4,10 @@ a jitted step, and the same fused in one `lax.scan`), flax + optax and PyTorch e
 Workloads (float32): XOR 2-8-4-1 (4 rows, 400 full-batch epochs, SGD 0.6, summed squared
 error), Boston 13-1 (430 rows, 300 full-batch epochs, SGD 1e-2, MSE), MLP 784-256-256-10 (one
 epoch of 60,000 synthetic rows, batch 128, Adam 1e-3, cross-entropy) and wide 1024-2048-2048-10
-(`--wide-steps` batches of 512, Adam). Each row is the median of `--repeats` runs after a
-warm-up run (its extra time is reported as compile time); every run ends with its results ready.
+(`--wide-steps` batches of 512, Adam). Each row is the median of `--repeats` rounds; a round
+runs every implementation once, in turn, so that a change of machine load hits all alike; the
+warm-up run's extra time over the median is reported as compile time. Every run ends with its
+results ready.
 Targets (issue 10): on MLP and wide, fit <= 1.05x the hand-written scan and never slower than
 the loop, grad_backend="funcdl" <= 1.1x "jax", the progress bar <= 2%; on XOR and Boston,
 fit's overhead over the hand-written scan per call (target < 2 ms) and the run against PyTorch.
@@ -74,18 +76,22 @@ def jax_loss(loss):
     return lambda p, t: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(p), t[:, None], 1))
 
 
-def timed(run, repeats):
-    """`(median seconds, compile seconds)`: a warm-up run, then `repeats` timed runs."""
-    start = time.perf_counter()
-    run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
+def timed_side_by_side(runs, repeats):
+    """`{name: (median seconds, compile seconds)}`: a warm-up run of each (its extra time over
+    the median is the compile time), then `repeats` rounds that run every implementation once,
+    in turn, so that a change of machine load affects all of them alike."""
+    first, times = {}, {name: [] for name in runs}
+    for name, run in runs.items():
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return median, max(0.0, first - median)
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {name: (medians[name], max(0.0, first[name] - medians[name])) for name in runs}
 
 
 def bench_funcdl(w, grad_backend, progress):
@@ -239,7 +245,7 @@ def mesh_worker(devices, repeats):
         out = train.fit(model, params, losses.cross_entropy, optim.adam(lr), x, y, epochs=1,
                         batch_size=batch, mesh=mesh, progress=False)
         jax.block_until_ready(out[0])
-    median, compile_s = timed(run, repeats)
+    median, compile_s = timed_side_by_side({"fit": run}, repeats)["fit"]
     return {"devices": devices, "seconds": median, "rows_per_s": len(x) / median,
             "compile_s": compile_s}
 
@@ -278,9 +284,10 @@ def main():
     names = args.implementations.split(",") if args.workloads else []
     for name in filter(None, args.workloads.split(",")):
         w = workload(name, args.wide_steps)
+        timings = timed_side_by_side({impl: IMPLEMENTATIONS[impl](w) for impl in names},
+                                     args.repeats)
         rows = report["results"][name] = {}
-        for impl in names:
-            median, compile_s = timed(IMPLEMENTATIONS[impl](w), args.repeats)
+        for impl, (median, compile_s) in timings.items():
             rows[impl] = {"seconds": median, "compile_s": compile_s}
             print(f"{name:7s} {impl:22s} {median * 1e3:9.2f} ms  (compile {compile_s:.2f} s)",
                   flush=True)

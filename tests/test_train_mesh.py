@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent('''
     import jax, numpy as np
     from jax.sharding import Mesh
@@ -41,6 +43,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # a fresh jax process that compiles everything again: ~25 s of CPU
 def test_fit_on_four_forced_host_devices(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.dirname(__file__)]))

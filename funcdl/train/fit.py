@@ -124,7 +124,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     x_val, y_val = validation if validation is not None else (None, None)
     data = place_data((x, y, x_val, y_val), mesh)
     unit_scale = 1 if full_batch else steps_per_epoch
-    progress_every = max(1, (per_call if full_batch else steps_per_epoch) // 10)
+    progress_every = max(1, (per_call if full_batch else steps_per_epoch) // 8)
 
     with ProgressBar(epochs * unit_scale, done * unit_scale, unit,
                      progress and is_main_process()) as bar:

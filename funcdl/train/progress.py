@@ -48,7 +48,7 @@ class ProgressBar:
         self.enabled, self.unit = enabled, unit
         self.token = next(_tokens) % (2 ** 31 - 1)
         self.bar = (tqdm.tqdm(total=total, initial=initial, unit=unit, file=sys.stderr,
-                              dynamic_ncols=True, leave=True) if enabled else None)
+                              leave=True) if enabled else None)
         self.started = time.perf_counter()
 
     def __enter__(self):

@@ -132,8 +132,9 @@ def check_callables(model, loss_fn, optimizer):
     """TypeErrors for a model, loss or optimizer of the wrong kind."""
     check_model(model)
     check_loss(loss_fn)
-    if not (isinstance(optimizer, Optimizer) or (
-            callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None)))):
+    duck_typed = (callable(getattr(optimizer, "init", None))
+                  and callable(getattr(optimizer, "update", None)))
+    if not (isinstance(optimizer, Optimizer) or duck_typed):
         raise TypeError("`optimizer` must be an fdl.optim optimizer (init, update), "
                         f"got {type(optimizer).__name__}")
 
