@@ -23,9 +23,8 @@ import time
 import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh
 
-from funcdl import checkpoint, train
+from funcdl import checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "distributed_worker.py"
@@ -129,18 +128,6 @@ def test_bad_meshes_are_value_errors_naming_the_argument(mesh_run):
     assert kind == "ValueError" and re.search(r"`mesh`.*\"data\".*'model'", message), message
     kind, message = errors["batch_not_divisible"]
     assert kind == "ValueError" and re.search(r"`batch_size`.*\"data\".*4.*\b6\b", message), message
-
-
-def test_a_mesh_without_a_data_axis_is_refused_before_compiling():
-    from funcdl import losses, nn, optim
-
-    model = nn.Linear(1)
-    x = np.ones((4, 2), np.float32)
-    params = model.init(jax.random.PRNGKey(0), x)
-    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
-    with pytest.raises(ValueError, match=r"`mesh` must have an axis named \"data\".*'batch'"):
-        train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, x[:, :1], epochs=1,
-                  mesh=mesh, progress=False)
 
 
 def free_port():
