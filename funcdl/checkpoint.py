@@ -20,7 +20,8 @@ they are needed.
 Atomicity: the bytes go to a temporary file `.NAME.<random>.tmp` in the folder of `path`, which
 is fsynced, then moved over `path` with `os.replace`, then the folder is fsynced. A crash at any
 moment leaves either the old file or the new one, whole; a process killed mid-write may leave its
-temporary file behind (any other error removes it).
+temporary file behind (any other error removes it). The file is assembled in host memory first
+(safetensors puts the header before the data), so saving needs its size in free RAM.
 """
 import os
 import secrets
@@ -174,7 +175,8 @@ def load(path, like=None):
       TypeError: `path` of the wrong type.
     Nothing is returned unless the whole file was read and matched.
     """
-    stored = _read(_check_path(path))
+    path = _check_path(path)
+    stored = _read(path)
     if like is None:
         return stored
     key_paths, treedef = jax.tree_util.tree_flatten_with_path(like)
@@ -211,6 +213,9 @@ def metadata(path) -> dict:
 
 def _shape_dtype(leaf, key):
     if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            raise TypeError(f"leaf {key} of `like` is a typed PRNG key ({leaf.dtype}); checkpoints "
+                            "hold `jax.random.key_data(key)`: pass that, then wrap_key_data")
         return tuple(leaf.shape), np.dtype(leaf.dtype)
     if isinstance(leaf, (np.generic, bool, int, float)):
         array = np.asarray(leaf)

@@ -1,18 +1,21 @@
 """Helper process for tests/test_distributed.py (not a test module itself).
 
-One training configuration (an MLP, Adam, shuffling on, 98 rows in batches of 16, so the last
-batch has 2 rows) run in the ways `fit` promises agree:
+One training configuration, with most of `fit`'s options on at once (an MLP with dropout,
+Adam, shuffling, validation, a metric, the progress bar; 82 training rows in batches of 16, so
+the last batch has 2 rows, which the 4 devices do not divide), run in every way `fit` promises
+to agree:
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/distributed_worker.py mesh OUT
         single-device fit; fit on a 4-device Mesh(jax.devices(), ("data",)); the same mesh fit
-        stopped after 3 epochs with a checkpoint and resumed to 6; the two bad-input errors.
+        stopped after 3 epochs with a checkpoint and resumed to 6; a diverging run on the mesh
+        (the NaN guard and its checkpoint); the two bad-input errors.
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/distributed_worker.py \\
         process ID 2 PORT OUT
         process ID of 2 (jax.distributed on 127.0.0.1:PORT, gloo collectives): fit on the mesh
         over all 4 devices of both processes, then a checkpoint/resume run; then a clean
         jax.distributed.shutdown().
 
-Results go to OUT as fdl.checkpoint files (params, history) and JSON; the test compares them.
+Results go to OUT as fdl.checkpoint files (params) and JSON (history); the test compares them.
 """
 import functools
 import json
@@ -21,37 +24,53 @@ import sys
 
 EPOCHS = 6
 BATCH = 16
-ROWS = 98
+TRAIN_ROWS, VALIDATION_ROWS = 82, 16
 
 
 @functools.lru_cache(maxsize=None)
 def problem():
-    """`(model, optimizer, params, x, y)`, the same in every process (NumPy data, fixed seeds).
-    Built once per process: every `fit` then gets the same model, loss and optimizer objects,
-    so it compiles the epoch once per mesh."""
+    """`(model, optimizer, metrics, params, x, y)`, the same in every process (NumPy data, fixed
+    seeds). Built once per process: every `fit` then gets the same model, loss, optimizer and
+    metric objects, so it compiles the epoch once per mesh."""
     import jax
     import numpy as np
 
-    from funcdl import nn, optim
+    from funcdl import losses, nn, optim
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((ROWS, 5)).astype(np.float32)
+    x = rng.standard_normal((TRAIN_ROWS + VALIDATION_ROWS, 5)).astype(np.float32)
     y = np.stack([np.sin(x[:, 0]) + x[:, 1] * x[:, 2], np.cos(x[:, 3]) - x[:, 4]], axis=1)
-    model = nn.Sequential(nn.Linear(16), nn.Tanh(), nn.Linear(2))
+    model = nn.Sequential(nn.Linear(16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(2))
     params = jax.tree_util.tree_map(np.asarray, model.init(jax.random.PRNGKey(0), x[:BATCH]))
-    return model, optim.adam(1e-2), params, x, y.astype(np.float32)
+    return model, optim.adam(1e-2), {"mae": losses.l1_loss}, params, x, y.astype(np.float32)
 
 
-def train(mesh, *, epochs=EPOCHS, checkpoint=None, resume=False, batch_size=BATCH):
+def train(mesh, *, epochs=EPOCHS, batch_size=BATCH, **options):
+    """`fit` of the configuration on `mesh` (None: one device); `options` go to `fit`."""
     import jax
 
     from funcdl import losses
     from funcdl.train import fit
 
-    model, optimizer, params, x, y = problem()
-    return fit(model, params, losses.mse_loss, optimizer, x, y, epochs=epochs,
-               batch_size=batch_size, shuffle=True, key=jax.random.PRNGKey(1), progress=False,
-               mesh=mesh, checkpoint=checkpoint, resume=resume)
+    model, optimizer, metrics, params, x, y = problem()
+    n = TRAIN_ROWS
+    return fit(model, params, losses.mse_loss, optimizer, x[:n], y[:n], epochs=epochs,
+               batch_size=batch_size, shuffle=True, key=jax.random.PRNGKey(1), progress=True,
+               validation=(x[n:], y[n:]), metrics=metrics, mesh=mesh, **options)
+
+
+def diverging_run(mesh, path):
+    """SGD with a huge step on the mesh: the NaN guard's error, after it wrote `path`."""
+    from funcdl import losses, optim
+    from funcdl.train import fit
+
+    model, _, _, params, x, y = problem()
+    try:
+        fit(model, params, losses.mse_loss, optim.sgd(1e3), x, y, epochs=EPOCHS,
+            batch_size=BATCH, mesh=mesh, progress=False, checkpoint=path)
+    except FloatingPointError as error:
+        return error
+    raise SystemExit("fit with sgd(1e3) did not stop on a non-finite loss")
 
 
 def save_run(out, name, params, history):
@@ -86,6 +105,9 @@ def run_mesh(out):
     train(mesh, epochs=3, checkpoint=path)
     params, _, history = train(mesh, checkpoint=path, resume=True)
     save_run(out, "mesh_resumed", params, history)
+    error = diverging_run(mesh, os.path.join(out, "diverged_checkpoint.safetensors"))
+    save_run(out, "diverged", error.params,
+             {"epoch": error.epoch, "step": error.step, **error.history})
     errors = {"no_data_axis": error_of(lambda: train(Mesh(devices, ("model",)))),
               "batch_not_divisible": error_of(lambda: train(mesh, batch_size=6))}
     with open(os.path.join(out, "errors.json"), "w") as file:

@@ -188,10 +188,12 @@ def test_mismatch_names_the_first_differing_leaf(tmp_path, like, message):
             lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), like))
 
 
-def test_like_leaf_without_shape_is_a_type_error(tmp_path):
+def test_like_leaves_without_a_plain_shape_and_dtype_are_type_errors(tmp_path):
     checkpoint.save(tmp_path / "t.safetensors", {"a": 1})
     with pytest.raises(TypeError, match=r"leaf \['a'\] of `like` must have a shape and a dtype.*got str"):
         checkpoint.load(tmp_path / "t.safetensors", like={"a": "x"})
+    with pytest.raises(TypeError, match=r"leaf \['a'\] of `like` is a typed PRNG key.*key_data"):
+        checkpoint.load(tmp_path / "t.safetensors", like={"a": jax.random.key(0)})
 
 
 # ---- bad arguments to save ---------------------------------------------------------------------
