@@ -16,10 +16,16 @@ with beta = 0 is l1; cross_entropy's weighted "mean" divides by the summed weigh
 class-index targets but by N for probability targets, and label smoothing weights and normalises
 its uniform term the same way; a batch whose targets are all ignored has a nan mean (0 / 0) and
 a zero gradient; ignore_index is refused with probability targets; integer targets are accepted
-by mse/l1 but refused by the binary losses. Where funcdl departs from PyTorch, it raises instead
+by mse/l1 but refused by the binary losses. Class indices out of range raise `ValueError` when
+`target` is concrete; under `jax.jit`/`jax.vmap` (traced targets) their loss is NaN, as are the
+"sum" and "mean" they enter, so a training loop's NaN guard stops on them.
+Low precision (float16, bfloat16): means divide in at least float32 (`ops.mean`, and the
+weighted mean of the class losses divides the mean loss by the weights' float32 mean), so no
+count or sum of 65504+ terms overflows; reduction "sum" is the sum in the input's dtype and
+overflows where PyTorch's does. Where funcdl departs from PyTorch, it raises instead
 of guessing: a target whose shape differs from the prediction's (PyTorch broadcasts it, with a
 warning), a negative `label_smoothing` (PyTorch silently ignores it). Errors are raised at trace
-time; class indices out of range are reported when `target` is concrete (outside `jax.jit`).
+time.
 """
 import jax
 import jax.numpy as jnp
@@ -200,23 +206,43 @@ def _check_class_range(target, num_classes, ignore_index):
 
 
 def _nll_terms(log_probs, target, class_axis, weight, ignore_index):
-    """Per-sample `-weight[t] log_probs[t]` (0 where ignored) and the per-sample weights (constants)."""
+    """Per-sample `-weight[t] log_probs[t]` (0 where ignored) and the per-sample weights (constants).
+
+    A class index outside [0, C) that is not `ignore_index` (only possible under `jit`/`vmap`,
+    eagerly `_check_class_range` raises) gets the weight NaN, so its loss, the "sum" and the
+    "mean" are NaN, never a finite wrong number (a negative index would otherwise wrap around
+    and pick `weight[-1]`; an index >= C would pick nothing and still count in the mean).
+    """
     num_classes = log_probs.shape[class_axis]
     kept = target != ignore_index
-    # An ignored target becomes -1, whose one-hot row is all False: nothing is picked.
-    picks = jnp.moveaxis(ops.one_hot(jnp.where(kept, target, -1), num_classes, dtype=jnp.bool_), -1, class_axis)
+    in_range = (target >= 0) & (target < num_classes)
+    picked_class = jnp.where(kept & in_range, target, -1)
+    # -1 (ignored or out of range) has an all-False one-hot row: nothing is picked.
+    picks = jnp.moveaxis(ops.one_hot(picked_class, num_classes, dtype=jnp.bool_), -1, class_axis)
     if weight is None:
         target_weight = kept.astype(log_probs.dtype)
     else:
-        target_weight = jnp.where(kept, weight[jnp.where(kept, target, 0)], 0.0)
+        target_weight = jnp.where(kept, weight[jnp.where(kept & in_range, target, 0)], 0.0)
+    target_weight = jnp.where(kept & ~in_range, jnp.nan, target_weight).astype(log_probs.dtype)
     picked = ops.sum(ops.where(picks, log_probs, 0.0), axis=class_axis)
     return picked * -target_weight, target_weight
 
 
 def _weighted_reduce(losses, target_weight, reduction):
-    # The mean divides by the summed weights of the kept targets: nan (0 / 0) if all are ignored.
+    """Σ losses / Σ target_weight for "mean" (nan, 0 / 0, if every target is ignored), Σ losses
+    for "sum", the losses for "none".
+
+    The mean is evaluated as mean(losses) / mean(target_weight), with the weights averaged in at
+    least float32: in float16 the count of kept targets, Σ target_weight, overflows to inf past
+    65504 samples (and Σ losses soon after), which made the loss 0 where PyTorch, accumulating
+    in float32, gives the mean. A zero total weight gives nan with a zero gradient.
+    """
     if reduction == "mean":
-        return ops.sum(losses) / jnp.sum(target_weight)
+        accumulate = jnp.float64 if jnp.finfo(target_weight.dtype).bits > 32 else jnp.float32
+        mean_weight = jnp.mean(target_weight.astype(accumulate)).astype(target_weight.dtype)
+        any_weight = mean_weight != 0
+        ratio = ops.mean(losses) / jnp.where(any_weight, mean_weight, 1)
+        return ops.where(any_weight, ratio, jnp.nan)
     return ops.sum(losses) if reduction == "sum" else losses
 
 
@@ -267,10 +293,9 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothin
         if label_smoothing > 0:
             target = target * (1 - label_smoothing) + label_smoothing / num_classes
         terms = log_probs * target if class_weight is None else log_probs * target * class_weight
-        if reduction == "none":
-            return -ops.sum(terms, axis=class_axis)
-        total = -ops.sum(terms)
-        return total / float(np.prod(logits.shape) // num_classes) if reduction == "mean" else total
+        per_sample = -ops.sum(terms, axis=class_axis)
+        # The mean of the per-sample losses, not Σ / N: Σ overflows float16 long before the mean.
+        return ops.mean(per_sample) if reduction == "mean" else _reduce(per_sample, reduction)
 
     losses, target_weight = _nll_terms(log_probs, target, class_axis, weight, ignore_index)
     nll = _weighted_reduce(losses, target_weight, reduction)

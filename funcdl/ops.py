@@ -10,15 +10,45 @@ so `fdl.autodiff.grad` differentiates it). Shapes follow jax.numpy's broadcastin
     >>> jax.grad(f)(x), fdl.autodiff.grad(f)(x)
     (Array([-2.,  0.,  2.], dtype=float32), Array([-2.,  0.,  2.], dtype=float32))
 """
+import operator
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcdl.autodiff import Tensor, apply
+from funcdl.autodiff.kinks import as_float_constant
 
-__all__ = ["exp", "log", "sqrt", "square", "abs", "tanh", "sigmoid", "relu", "leaky_relu",
-           "softplus", "maximum", "minimum", "where", "clip", "sum", "mean", "max", "logsumexp",
-           "softmax", "log_softmax", "matmul", "transpose", "reshape", "concatenate", "one_hot",
-           "binary_cross_entropy"]
+__all__ = ["exp", "log", "log1p", "expm1", "sqrt", "square", "abs", "sin", "cos", "tanh", "sigmoid",
+           "relu", "leaky_relu", "softplus", "power", "maximum", "minimum", "where", "clip", "sum",
+           "mean", "var", "max", "min", "logsumexp", "softmax", "log_softmax", "argmax", "argmin",
+           "matmul", "transpose", "reshape", "expand_dims", "squeeze", "concatenate", "stack",
+           "astype", "stop_gradient", "one_hot", "binary_cross_entropy"]
+
+
+def _raw(x):
+    return x.value if isinstance(x, Tensor) else x
+
+
+def _is_concrete(x):
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _axis(axis, name="axis"):
+    """None, an int or a tuple of ints (a list or NumPy integers accepted)."""
+    if axis is None:
+        return None
+    try:
+        if isinstance(axis, (list, tuple)):
+            return tuple(operator.index(a) for a in axis)
+        return operator.index(axis)
+    except TypeError:
+        raise TypeError(f"`{name}` must be None, an int or a tuple of ints, got {axis!r}") from None
+
+
+def _constant(value, x):
+    """An integer constant operand (bound, target) as a float constant of x's dtype."""
+    return value if isinstance(value, Tensor) else as_float_constant(value, _raw(x))
 
 
 # ---- elementwise: x of any shape -> the same shape -------------------------------------------
@@ -30,6 +60,26 @@ def exp(x):
 def log(x):
     """Natural logarithm; -inf at 0, nan below."""
     return apply("log", x)
+
+
+def log1p(x):
+    """log(1 + x), accurate for small x; derivative 1 / (1 + x)."""
+    return apply("log1p", x)
+
+
+def expm1(x):
+    """e^x - 1, accurate for small x; derivative e^x."""
+    return apply("expm1", x)
+
+
+def sin(x):
+    """sin x; derivative cos x."""
+    return apply("sin", x)
+
+
+def cos(x):
+    """cos x; derivative -sin x."""
+    return apply("cos", x)
 
 
 def sqrt(x):
@@ -63,8 +113,15 @@ def relu(x):
 
 
 def leaky_relu(x, negative_slope=0.01):
-    """x if x > 0 else negative_slope · x; derivative `negative_slope` at 0 (as PyTorch)."""
-    return apply("leaky_relu", x, negative_slope=negative_slope)
+    """x if x > 0 else negative_slope · x; derivative `negative_slope` at 0 (as PyTorch).
+
+    negative_slope: a Python (or NumPy scalar) number, a constant: not differentiated.
+    """
+    if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(
+            negative_slope, (int, float, np.integer, np.floating)):
+        raise TypeError("`negative_slope` must be a float (a constant), got "
+                        f"{type(negative_slope).__name__}")
+    return apply("leaky_relu", x, negative_slope=float(negative_slope))
 
 
 def softplus(x):
@@ -77,8 +134,31 @@ def binary_cross_entropy(probs, target):
 
     probs, target: broadcastable float arrays. d/dp is PyTorch's (p - y) / max(p(1 - p), 1e-12),
     finite at p = 0 and 1. PyTorch: torch.nn.functional.binary_cross_entropy(reduction="none").
+    Integer targets are constants. Concrete probs or targets outside [0, 1] (or NaN) raise
+    ValueError, as in PyTorch; traced ones (under jit, vmap, jax.grad) cannot be checked.
     """
+    target = _constant(target, probs)
+    for name, value in (("probs", probs), ("target", target)):
+        value = _raw(value)
+        if _is_concrete(value):
+            values = np.asarray(value)
+            if not np.all((values >= 0) & (values <= 1)):
+                raise ValueError(f"`{name}` must lie in [0, 1] (as PyTorch requires), got values "
+                                 f"from {values.min()} to {values.max()}")
     return apply("binary_cross_entropy", probs, target)
+
+
+def power(x, y):
+    """x ** y, as the `**` operator on Tensors, with PyTorch's derivatives: d/dx is 0 where
+    y == 0 (so d(x ** 0.0)/dx = 0 at x = 0) and d/dy is 0 where x == 0 and y >= 0 (so
+    d(x ** x)/dx = 0 at 0). Use it on the jax path: `**` on jax arrays is jax's own power,
+    whose derivatives there are NaN. An integer array operand is a constant (cast to the
+    other's float dtype); a Python int exponent stays an integer power."""
+    if hasattr(x, "dtype") and not isinstance(x, Tensor):
+        x = as_float_constant(x, _raw(y))
+    if hasattr(y, "dtype") and not isinstance(y, Tensor):
+        y = as_float_constant(y, _raw(x))
+    return apply("power", x, y)
 
 
 # ---- binary elementwise: operands broadcast together ------------------------------------------
@@ -100,39 +180,73 @@ def where(cond, a, b):
 
 
 def clip(x, lo, hi):
-    """min(max(x, lo), hi); the gradient passes to x on [lo, hi], bounds included (as PyTorch)."""
+    """min(max(x, lo), hi); the gradient passes to x on [lo, hi], bounds included (as PyTorch).
+
+    lo, hi: arrays or numbers; None for a missing bound; integer bounds are constants.
+    """
+    if lo is None and hi is None:
+        raise ValueError("`clip`: at least one of `lo` and `hi` must be given, got None for both")
+    lo = -float("inf") if lo is None else _constant(lo, x)
+    hi = float("inf") if hi is None else _constant(hi, x)
     return apply("clip", x, lo, hi)
 
 
 # ---- reductions: axis None (all), an int or a tuple of ints ------------------------------------
 def sum(x, axis=None, keepdims=False):
     """Σ x over `axis`."""
-    return apply("sum", x, axis=axis, keepdims=keepdims)
+    return apply("sum", x, axis=_axis(axis), keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims=False):
-    """Mean of x over `axis`."""
-    return apply("mean", x, axis=axis, keepdims=keepdims)
+    """Mean of x over `axis`; in float16/bfloat16 computed (and differentiated) as jnp.mean
+    does, with the count in float32."""
+    return apply("mean", x, axis=_axis(axis), keepdims=keepdims)
+
+
+def var(x, axis=None, ddof=0, keepdims=False):
+    """Σ (x - mean x)² / (N - ddof) over `axis` (ddof=0: biased, jnp.var's default; PyTorch's
+    torch.var(correction=ddof)); derivative 2 (x - mean x) / (N - ddof)."""
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)):
+        raise TypeError(f"`ddof` must be an int, got {type(ddof).__name__}")
+    return apply("var", x, axis=_axis(axis), ddof=int(ddof), keepdims=keepdims)
 
 
 def max(x, axis=None, keepdims=False):
-    """Max of x over `axis`; k tied maxima get 1/k of the gradient each (as torch.amax)."""
-    return apply("max", x, axis=axis, keepdims=keepdims)
+    """Max of x over `axis`; k tied maxima get 1/k of the gradient each (as torch.amax); NaN
+    in a slice gives NaN and a NaN gradient for that slice (as jax.grad and PyTorch)."""
+    return apply("max", x, axis=_axis(axis), keepdims=keepdims)
+
+
+def min(x, axis=None, keepdims=False):
+    """Min of x over `axis`; k tied minima get 1/k of the gradient each (as torch.amin)."""
+    return apply("min", x, axis=_axis(axis), keepdims=keepdims)
+
+
+def argmax(x, axis=None):
+    """Index of the (first) maximum over `axis` (an int or None: flattened); an integer array,
+    no gradient."""
+    return jnp.argmax(_raw(x), axis=_axis(axis))
+
+
+def argmin(x, axis=None):
+    """Index of the (first) minimum over `axis` (an int or None: flattened); an integer array,
+    no gradient."""
+    return jnp.argmin(_raw(x), axis=_axis(axis))
 
 
 def logsumexp(x, axis=None, keepdims=False):
     """log Σ exp(x) over `axis`, computed stably; derivative softmax(x)."""
-    return apply("logsumexp", x, axis=axis, keepdims=keepdims)
+    return apply("logsumexp", x, axis=_axis(axis), keepdims=keepdims)
 
 
 def softmax(x, axis=-1):
     """exp(x) / Σ exp(x) along `axis`; same shape as x."""
-    return apply("softmax", x, axis=axis)
+    return apply("softmax", x, axis=_axis(axis))
 
 
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along `axis`, computed stably; same shape as x."""
-    return apply("log_softmax", x, axis=axis)
+    return apply("log_softmax", x, axis=_axis(axis))
 
 
 # ---- linear algebra and shapes ------------------------------------------------------------------
@@ -143,19 +257,60 @@ def matmul(a, b):
 
 def transpose(x, axes=None):
     """Permute the axes of x (reverse them when `axes` is None)."""
-    return apply("transpose", x, axes=None if axes is None else tuple(axes))
+    return apply("transpose", x, axes=None if axes is None else _axis(tuple(axes), "axes"))
 
 
 def reshape(x, shape):
-    """x with a new shape of the same size (one entry may be -1)."""
-    return apply("reshape", x, shape=tuple(shape) if isinstance(shape, (list, tuple)) else (shape,))
+    """x with a new shape of the same size (one entry may be -1); shape: an int, a sequence of
+    ints or a 1-D integer NumPy array."""
+    if isinstance(shape, np.ndarray):
+        shape = shape.tolist()
+    try:
+        shape = tuple(operator.index(n) for n in shape) if isinstance(shape, (list, tuple)) else (
+            operator.index(shape),)
+    except TypeError:
+        raise TypeError(f"`shape` must be an int or a sequence of ints, got {shape!r}") from None
+    return apply("reshape", x, shape=shape)
+
+
+def expand_dims(x, axis):
+    """x with a new size-1 axis at `axis` (an int or a tuple of ints)."""
+    return apply("expand_dims", x, axis=_axis(axis))
+
+
+def squeeze(x, axis=None):
+    """x without its size-1 axes (all of them, or those in `axis`)."""
+    return apply("squeeze", x, axis=_axis(axis))
+
+
+def astype(x, dtype):
+    """x cast to `dtype`. To a float dtype the gradient is cast back; to an integer or boolean
+    dtype the result is a plain array (no gradient), as jax.grad gives none."""
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return jnp.asarray(_raw(x)).astype(dtype)
+    return apply("astype", x, dtype=dtype)
+
+
+def stop_gradient(x):
+    """x as a constant: the same value, no gradient (jax.lax.stop_gradient; a plain array)."""
+    return jax.lax.stop_gradient(_raw(x))
+
+
+def _sequence(xs):
+    if not isinstance(xs, (list, tuple)) or not xs:
+        raise TypeError(f"`xs` must be a non-empty list or tuple of arrays, got {type(xs).__name__}")
+    return xs
 
 
 def concatenate(xs, axis=0):
     """Join a sequence of arrays along an existing axis."""
-    if not isinstance(xs, (list, tuple)) or not xs:
-        raise TypeError(f"`xs` must be a non-empty list or tuple of arrays, got {type(xs).__name__}")
-    return apply("concatenate", *xs, axis=axis)
+    return apply("concatenate", *_sequence(xs), axis=_axis(axis))
+
+
+def stack(xs, axis=0):
+    """Join a sequence of arrays of one shape along a new axis `axis`."""
+    return apply("stack", *_sequence(xs), axis=_axis(axis))
 
 
 def one_hot(labels, num_classes, dtype=jnp.float32):
@@ -166,8 +321,9 @@ def one_hot(labels, num_classes, dtype=jnp.float32):
     if isinstance(labels, Tensor) or not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         raise TypeError(f"`labels` must be an integer array, got {type(labels).__name__} of "
                         f"dtype {getattr(labels, 'dtype', None)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
         raise TypeError(f"`num_classes` must be an int, got {type(num_classes).__name__}")
+    num_classes = int(num_classes)
     if num_classes < 1:
         raise ValueError(f"`num_classes` must be >= 1, got {num_classes}")
     return jax.nn.one_hot(labels, num_classes, dtype=dtype)

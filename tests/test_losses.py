@@ -323,3 +323,129 @@ def test_golden_json_is_up_to_date():
         rtol = 1e-12 if old["dtype"] == "float64" else 1e-6  # room for another CPU's summation order
         for key in ("value", "grad"):
             np.testing.assert_allclose(new[key], old[key], rtol=rtol, atol=0, err_msg=f"{old['name']} {key}")
+
+
+# ---- out-of-range class indices under jit / vmap: NaN, never a finite wrong number -----------------
+OUT_OF_RANGE_LOGITS = np.random.default_rng(5).normal(size=(4, 3)).astype(np.float32)
+CLASS_LOSSES = {
+    "cross_entropy": losses.cross_entropy,
+    "cross_entropy_weight": lambda x, t, **kw: losses.cross_entropy(x, t, weight=jnp.array([0.5, 1.0, 2.0]), **kw),
+    "cross_entropy_smoothing": lambda x, t, **kw: losses.cross_entropy(x, t, label_smoothing=0.1, **kw),
+    "nll_loss": lambda x, t, **kw: losses.nll_loss(ops.log_softmax(x, axis=1), t, **kw),
+    "nll_loss_weight": lambda x, t, **kw: losses.nll_loss(ops.log_softmax(x, axis=1), t,
+                                                          weight=jnp.array([0.5, 1.0, 2.0]), **kw),
+}
+
+
+@functools.cache
+def jitted_class_losses(reduction):
+    """One compiled program giving every class loss of `CLASS_LOSSES` for traced targets."""
+    return jax.jit(lambda x, t, ignore_index: {
+        name: loss(x, t, ignore_index=ignore_index, reduction=reduction) for name, loss in CLASS_LOSSES.items()},
+        static_argnums=2)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_out_of_range_targets_are_nan_under_jit(reduction):
+    run = jitted_class_losses(reduction)
+    good = np.array([0, 2, 1, 2])
+    reference = {name: np.asarray(loss(OUT_OF_RANGE_LOGITS, good, reduction=reduction))  # eager: the range check passes
+                 for name, loss in CLASS_LOSSES.items()}
+    for bad_value in (-1, 3, 7):  # -1 would wrap to weight[-1]; 3 would pick nothing yet count
+        bad = good.copy()
+        bad[1] = bad_value
+        for name, value in run(OUT_OF_RANGE_LOGITS, bad, -100).items():
+            value = np.asarray(value)
+            if reduction == "none":  # only the bad sample's loss is NaN; the others are unchanged
+                assert np.isnan(value[1]), (name, bad_value)
+                keep = np.arange(4) != 1
+                np.testing.assert_allclose(value[keep], reference[name][keep], rtol=1e-6, err_msg=name)
+            else:
+                assert np.isnan(value), (name, bad_value, value)
+        # Eagerly (concrete targets) the same call raises.
+        for loss in CLASS_LOSSES.values():
+            with pytest.raises(ValueError, match=r"`target` class indices must lie in \[0, 3\)"):
+                loss(OUT_OF_RANGE_LOGITS, bad, reduction=reduction)
+    # ignore_index stays ignored, also when it is itself out of range (-1 here): finite, and as eager.
+    ignored = good.copy()
+    ignored[1] = -1
+    for name, value in run(OUT_OF_RANGE_LOGITS, ignored, -1).items():
+        eager = CLASS_LOSSES[name](OUT_OF_RANGE_LOGITS, ignored, ignore_index=-1, reduction=reduction)
+        assert np.all(np.isfinite(value)), name
+        np.testing.assert_allclose(value, eager, rtol=1e-6, err_msg=name)
+
+
+def test_out_of_range_targets_are_nan_under_vmap_and_in_the_gradient():
+    bad = np.array([0, 3, 1, 2])
+    per_sample = jax.vmap(lambda x, t: losses.cross_entropy(x, t))(OUT_OF_RANGE_LOGITS, bad)
+    assert np.isnan(per_sample[1]) and np.all(np.isfinite(np.asarray(per_sample)[[0, 2, 3]]))
+    gradient = jax.jit(jax.grad(lambda x, t: losses.cross_entropy(x, t)))(OUT_OF_RANGE_LOGITS, bad)
+    assert np.isnan(np.asarray(gradient)).any()
+
+
+# ---- low precision: no count, sum or constant overflows in float16 / bfloat16 ---------------------
+def softmax_cross_entropy_reference(logits, probs, weight=None):
+    """float64 NumPy: per-sample -Σ_c w_c p_c log_softmax(z)_c and its gradient d/dz."""
+    z = np.asarray(logits, np.float64)
+    weight = np.ones(z.shape[1]) if weight is None else np.asarray(weight, np.float64)
+    log_probs = z - z.max(1, keepdims=True)
+    log_probs = log_probs - np.log(np.exp(log_probs).sum(1, keepdims=True))
+    wp = probs * weight
+    grad = np.exp(log_probs) * wp.sum(1, keepdims=True) - wp
+    return -(wp * log_probs).sum(1), grad
+
+
+# bfloat16 has float32's exponent range: its counts cannot overflow (checked by hand, 2e-2 agreement).
+LOW_PRECISION = {"float16": (jnp.float16, 3e-3)}
+
+
+@functools.cache
+def low_precision_functions():
+    """(value, jax.grad) of the class losses whose mean used to overflow, jitted once."""
+    weight = jnp.array([0.5, 1.25, 2.0])
+    fns = {
+        # 70000 samples: Σ of the kept-target weights (the count) passes float16's 65504.
+        "indices_70000": lambda z, t: losses.cross_entropy(z, t),
+        "weighted_70000": lambda z, t: losses.cross_entropy(z, t, weight=weight.astype(z.dtype)),
+        # 300 x 300: Σ over all elements of the probability-target and smoothing terms passes 65504.
+        "probabilities": lambda z, p: losses.cross_entropy(z, p),
+        "smoothing": lambda z, t: losses.cross_entropy(z, t, label_smoothing=0.1),
+    }
+    return np.asarray(weight, np.float64), {name: jax.jit(jax.value_and_grad(f)) for name, f in fns.items()}
+
+
+def as_float64(x):
+    return np.asarray(jnp.asarray(x).astype(jnp.float32), np.float64)
+
+
+@pytest.mark.parametrize("dtype_name", LOW_PRECISION)
+def test_class_losses_in_low_precision_match_float64(dtype_name):
+    dtype, rtol = LOW_PRECISION[dtype_name]
+    weight, fns = low_precision_functions()
+    rng = np.random.default_rng(7)
+    many = jnp.asarray(rng.normal(size=(70000, 3)) * 2, dtype)
+    many_targets = rng.integers(0, 3, 70000)
+    square = jnp.asarray(rng.normal(size=(300, 300)) * 2, dtype)
+    square_targets = rng.integers(0, 300, 300)
+    probs = jnp.asarray(rng.dirichlet(np.ones(300), 300), dtype)
+    weight = as_float64(jnp.asarray(weight, dtype))  # the weights the loss sees
+    expected, arguments = {}, {}
+    per_sample, grad = softmax_cross_entropy_reference(as_float64(many), np.eye(3)[many_targets])
+    expected["indices_70000"] = (per_sample.mean(), grad / 70000)
+    per_sample, grad = softmax_cross_entropy_reference(as_float64(many), np.eye(3)[many_targets], weight)
+    total_weight = weight[many_targets].sum()
+    expected["weighted_70000"] = (per_sample.sum() / total_weight, grad / total_weight)
+    per_sample, grad = softmax_cross_entropy_reference(as_float64(square), as_float64(probs))
+    expected["probabilities"] = (per_sample.mean(), grad / 300)
+    smoothed = 0.9 * np.eye(300)[square_targets] + 0.1 / 300
+    per_sample, grad = softmax_cross_entropy_reference(as_float64(square), smoothed)
+    expected["smoothing"] = (per_sample.mean(), grad / 300)
+    arguments = {"indices_70000": (many, many_targets), "weighted_70000": (many, many_targets),
+                 "probabilities": (square, probs), "smoothing": (square, square_targets)}
+    for name, fn in fns.items():
+        value, gradient = fn(*arguments[name])
+        assert value.dtype == gradient.dtype == dtype, name
+        expected_value, expected_grad = expected[name]
+        np.testing.assert_allclose(float(value), expected_value, rtol=rtol, err_msg=name)
+        np.testing.assert_allclose(as_float64(gradient), expected_grad, rtol=0,
+                                   atol=4 * rtol * np.abs(expected_grad).max(), err_msg=name)

@@ -19,7 +19,11 @@ def _check_argnums(argnums):
 
 def _unwrap(tree):
     """The same pytree with every Tensor replaced by its value."""
-    return jax.tree_util.tree_map(lambda x: x.value if isinstance(x, Tensor) else x, tree)
+    return jax.tree_util.tree_map(lambda x: x.value if isinstance(x, Tensor) else x, tree, is_leaf=_is_tensor)
+
+
+def _is_tensor(x):
+    return isinstance(x, Tensor)
 
 
 def _as_leaves(tree, argnum):
@@ -27,7 +31,7 @@ def _as_leaves(tree, argnum):
     def wrap(path, leaf):
         where = f"argument {argnum}{jax.tree_util.keystr(path)}"
         return Tensor(check_float_array(leaf, where))
-    return jax.tree_util.tree_map_with_path(wrap, tree)
+    return jax.tree_util.tree_map_with_path(wrap, tree, is_leaf=_is_tensor)
 
 
 def _check_output(out, has_aux):
@@ -73,12 +77,13 @@ def value_and_grad(f, argnums=0, has_aux=False):
         for i, wrapped in leaves.items():
             args[i] = wrapped
         out, value, aux = _check_output(f(*args, **kwargs), has_aux)
-        grads = backward_pass(out, jnp.ones_like(value)) if isinstance(out, Tensor) else {}
+        grads = backward_pass(out._node, jnp.ones_like(value)) if isinstance(out, Tensor) else {}
 
         def grad_of(leaf):
-            return grads[leaf] if leaf in grads else jnp.zeros_like(leaf.value)
+            g = grads.get(leaf._node)
+            return jnp.zeros_like(leaf.value) if g is None else g
 
-        per_arg = tuple(jax.tree_util.tree_map(grad_of, leaves[i]) for i in positions)
+        per_arg = tuple(jax.tree_util.tree_map(grad_of, leaves[i], is_leaf=_is_tensor) for i in positions)
         result = per_arg[0] if isinstance(argnums, int) else per_arg
         value = jnp.asarray(value)
         return ((value, _unwrap(aux)) if has_aux else value), result

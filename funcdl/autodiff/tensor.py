@@ -1,17 +1,34 @@
-"""`Tensor`: a node of the tape, and the backward pass over the graph it roots.
+"""`Tensor`: a value on the tape, and the backward pass over the graph of `_Node`s it roots.
 
-Each `Tensor` holds its value (a jax array, or a tracer under `jax.jit`) and, unless it is a
-leaf, the primitive that made it and that primitive's inputs. The graph *is* the tape: it lives
-as long as the Tensors do (for `fdl.autodiff.grad`, one call), and no global state records it.
+A `Tensor` holds its value (a jax array, or a tracer under `jax.jit`) and its `_Node`: what the
+backward pass needs of the op that made it: the primitive, its params, the nodes of its Tensor
+inputs and only the values that the primitive's rules read (`Primitive.reads`). The graph is
+made of nodes, not of Tensors, so an intermediate value that no rule reads is freed as soon as
+its Tensor is, as in PyTorch. The graph lives as long as the output Tensor does (for
+`fdl.autodiff.grad`, one call); no global state records it. The graph holds no cycles, and the
+backward pass runs with the cyclic garbage collector paused.
+
+A Tensor is not something jax can trace: `jax.numpy` functions, `lax` control flow, `vmap`,
+`jit` and `jax.checkpoint` called on one raise a `TypeError` that says so (Tensor is registered
+as a pytree node whose flattening refuses).
 """
+import gc
+import weakref
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl.autodiff.vjps import PRIMITIVES, unbroadcast
+from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape, unbroadcast
+
+ESCAPED = ("a fdl.autodiff.Tensor reached a jax function (a jax.numpy function, lax.scan, "
+           "fori_loop, while_loop or cond, vmap, jit or jax.checkpoint) inside the function that "
+           "fdl.autodiff differentiates; its tape records only fdl.ops functions and Python "
+           "operators. Write that part with fdl.ops, or differentiate the function with jax.grad.")
 
 
 def _value(x):
-    return x.value if isinstance(x, Tensor) else x
+    return x._value if isinstance(x, Tensor) else x
 
 
 def check_float_array(value, name):
@@ -30,55 +47,104 @@ def check_float_array(value, name):
     return value
 
 
-def _check_broadcast(name, *operands):
+# ---- clear errors for operands jax rejects (checked only once jax has failed) ------------------
+def _broadcast_error(name, *operands):
     shapes = [jnp.shape(x) for x in operands]
     try:
         np.broadcast_shapes(*shapes)
     except ValueError:
-        raise ValueError(f"`{name}`: operand shapes {', '.join(map(str, shapes))} do not "
-                         "broadcast together") from None
+        return ValueError(f"`{name}`: operand shapes {', '.join(map(str, shapes))} do not "
+                          "broadcast together")
+    return None
 
 
 _ELEMENTWISE = {"add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "where",
                 "clip", "binary_cross_entropy"}
 
 
-def _check_concatenate(shapes, axis):
+def _concatenate_error(shapes, axis):
     if any(len(s) != len(shapes[0]) for s in shapes) or not shapes[0]:
-        raise ValueError(f"`concatenate`: all operands must have the same rank >= 1, got shapes "
-                         f"{', '.join(map(str, shapes))}")
+        return ValueError(f"`concatenate`: all operands must have the same rank >= 1, got shapes "
+                          f"{', '.join(map(str, shapes))}")
     axis = axis % len(shapes[0])
-    others = {s[:axis] + s[axis + 1:] for s in shapes}
-    if len(others) > 1:
-        raise ValueError(f"`concatenate`: shapes {', '.join(map(str, shapes))} differ outside "
-                         f"axis {axis}")
+    if len({s[:axis] + s[axis + 1:] for s in shapes}) > 1:
+        return ValueError(f"`concatenate`: shapes {', '.join(map(str, shapes))} differ outside "
+                          f"axis {axis}")
+    return None
 
 
-def _check_reshape(shape, new_shape):
+def _reshape_error(shape, new_shape):
     size, known = int(np.prod(shape, dtype=np.int64)), [n for n in new_shape if n != -1]
     inferred = len(known) < len(new_shape)
     known_size = int(np.prod(known, dtype=np.int64))
     if len(new_shape) - len(known) > 1 or (
             known_size != size if not inferred else (known_size == 0 or size % known_size)):
-        raise ValueError(f"`reshape`: cannot reshape an array of shape {shape} (size {size}) "
-                         f"into shape {new_shape}")
+        return ValueError(f"`reshape`: cannot reshape an array of shape {shape} (size {size}) "
+                          f"into shape {new_shape}")
+    return None
 
 
-def _check_operands(name, values, params):
+def _matmul_error(a, b):
+    if not a or not b:
+        return ValueError(f"`matmul`: operands must have at least 1 dimension, got shapes {a} and {b}")
+    k_b = b[0] if len(b) == 1 else b[-2]
+    if a[-1] != k_b:
+        return ValueError(f"`matmul`: contraction dimensions differ: `a` {a} has {a[-1]} "
+                          f"columns but `b` {b} has {k_b} rows")
+    return None
+
+
+def operand_error(name, values, params):
+    """The clear error for operands of primitive `name` that do not fit, or None."""
     if name in _ELEMENTWISE:
-        _check_broadcast(name, *values)
-    elif name == "concatenate":
-        _check_concatenate([jnp.shape(x) for x in values], params.get("axis", 0))
-    elif name == "reshape":
-        _check_reshape(jnp.shape(values[0]), tuple(params["shape"]))
-    elif name == "matmul":
-        a, b = map(jnp.shape, values)
-        if not a or not b:
-            raise ValueError(f"`matmul`: operands must have at least 1 dimension, got shapes {a} and {b}")
-        k_b = b[0] if len(b) == 1 else b[-2]
-        if a[-1] != k_b:
-            raise ValueError(f"`matmul`: contraction dimensions differ: `a` {a} has {a[-1]} "
-                             f"columns but `b` {b} has {k_b} rows")
+        return _broadcast_error(name, *values)
+    if name in ("concatenate", "stack"):
+        shapes = [jnp.shape(x) for x in values]
+        if name == "stack":
+            return None if len(set(shapes)) == 1 else ValueError(
+                f"`stack`: all operands must have the same shape, got {', '.join(map(str, shapes))}")
+        return _concatenate_error(shapes, params.get("axis", 0))
+    if name == "reshape":
+        return _reshape_error(jnp.shape(values[0]), tuple(params["shape"]))
+    if name == "matmul":
+        return _matmul_error(*map(jnp.shape, values))
+    return None
+
+
+def _forward(name, primitive, values, params):
+    """Run the forward; if jax rejects the operands, raise the clear error when there is one."""
+    try:
+        return primitive.forward(*values, **params)
+    except Exception as jax_error:
+        error = operand_error(name, values, params)
+        if error is None:
+            raise
+        raise error from jax_error
+
+
+# ---- the graph -----------------------------------------------------------------------------------
+class _Node:
+    """One recorded op: primitive name, params, parent nodes (None for constants), the inputs
+    (values the rules read, `Shape`s for the others, constants as given), `ans` when a rule
+    reads it, and the output's shape. A leaf has `primitive` None and a weak reference to its
+    Tensor in `leaf`."""
+    __slots__ = ("primitive", "params", "parents", "inputs", "ans", "shape", "dtype", "leaf")
+
+
+def _leaf_node(tensor):
+    node = _Node()
+    node.primitive, node.params, node.parents, node.inputs, node.ans = None, None, (), (), None
+    node.shape, node.dtype, node.leaf = jnp.shape(tensor._value), tensor._value.dtype, weakref.ref(tensor)
+    return node
+
+
+def _kept(primitive, parents):
+    """The set of input positions (and maybe "ans") that the rules of Tensor inputs read."""
+    reads, needed = primitive.reads, set()
+    for i, parent in enumerate(parents):
+        if parent is not None:
+            needed.update(reads[0] if primitive.variadic else reads[i])
+    return needed
 
 
 def apply(name, *args, **params):
@@ -86,12 +152,29 @@ def apply(name, *args, **params):
 
     This is the one seam between `fdl.ops` and the tape.
     """
-    values = tuple(_value(a) for a in args)
-    _check_operands(name, values, params)
-    ans = PRIMITIVES[name].forward(*values, **params)
-    if not any(isinstance(a, Tensor) for a in args):
+    primitive = PRIMITIVES[name]
+    values = [a._value if isinstance(a, Tensor) else a for a in args]
+    ans = _forward(name, primitive, values, params)
+    parents = tuple(a._node if isinstance(a, Tensor) else None for a in args)
+    if parents.count(None) == len(parents):
         return ans
-    return Tensor._from_primitive(ans, name, args, params)
+    node = _Node()
+    node.primitive, node.params, node.parents = name, params, parents
+    node.shape, node.dtype, node.leaf = jnp.shape(ans), None, None
+    if primitive.reads is None:
+        node.inputs, node.ans = tuple(values), ans
+    else:
+        needed = _kept(primitive, parents)
+        node.inputs = tuple(v if p is None or i in needed else Shape(jnp.shape(v), v.dtype)
+                            for i, (v, p) in enumerate(zip(values, parents)))
+        node.ans = ans if ANS in needed else None
+    tensor = Tensor.__new__(Tensor)
+    tensor._value, tensor.grad, tensor._node = ans, None, node
+    return tensor
+
+
+def _refuse_to_flatten(tensor):
+    raise TypeError(ESCAPED)
 
 
 class Tensor:
@@ -99,41 +182,53 @@ class Tensor:
 
     `Tensor(value)` is a leaf: every leaf reached from the output of `.backward()` gets `.grad`
     (accumulated as in PyTorch; set `.grad = None` to clear it).
-    `<, <=, >, >=` give plain boolean arrays (masks, no gradient); `==` is identity, so Tensors
-    stay hashable. NumPy defers to Tensor (`__array_ufunc__ = None`), so `ndarray @ Tensor` and
-    `ndarray * Tensor` stay on the tape.
+    `<, <=, >, >=, ==, !=` give plain boolean arrays (masks, no gradient), as on jax arrays;
+    Tensors hash by identity. NumPy defers to Tensor (`__array_ufunc__ = None`), so
+    `ndarray @ Tensor` and `ndarray * Tensor` stay on the tape. The methods `.sum .mean .max
+    .min .reshape .transpose .astype`, `.T` and `abs()` are the `fdl.ops` functions.
     """
 
-    __slots__ = ("value", "grad", "_primitive", "_inputs", "_params", "__weakref__")
+    __slots__ = ("_value", "grad", "_node", "__weakref__")
     __array_ufunc__ = None
+    __hash__ = object.__hash__
 
     def __init__(self, value):
-        self.value = check_float_array(value, "value")
+        self._value = check_float_array(value, "value")
         self.grad = None
-        self._primitive, self._inputs, self._params = None, (), {}
+        self._node = _leaf_node(self)
 
-    @classmethod
-    def _from_primitive(cls, ans, primitive, inputs, params):
-        node = cls.__new__(cls)
-        node.value, node.grad = ans, None
-        node._primitive, node._inputs, node._params = primitive, inputs, params
-        return node
+    @property
+    def __array_interface__(self):
+        """Refused: NumPy (and so `jnp.asarray`) asks for it before treating a Tensor as a
+        sequence of numbers, which would drop it off the tape."""
+        raise TypeError(ESCAPED)
+
+    @property
+    def value(self):
+        """The array this Tensor holds (assignable on a leaf, for the seeds' update step)."""
+        return self._value
+
+    @value.setter
+    def value(self, value):
+        self._value = value
+        if self._node.primitive is None:
+            self._node.shape, self._node.dtype = jnp.shape(value), jnp.result_type(value)
 
     # ---- array-like attributes -----------------------------------------------------------
-    shape = property(lambda self: jnp.shape(self.value))
-    ndim = property(lambda self: jnp.ndim(self.value))
-    dtype = property(lambda self: jnp.result_type(self.value))
-    T = property(lambda self: apply("transpose", self))
+    shape = property(lambda self: jnp.shape(self._value))
+    ndim = property(lambda self: jnp.ndim(self._value))
+    dtype = property(lambda self: jnp.result_type(self._value))
+    T = property(lambda self: _ops().transpose(self))
 
     def __len__(self):
-        return len(self.value)
+        return len(self._value)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     def __repr__(self):
-        made_by = "leaf" if self._primitive is None else self._primitive
-        return f"Tensor({self.value!r}, {made_by})"
+        made_by = "leaf" if self._node.primitive is None else self._node.primitive
+        return f"Tensor({self._value!r}, {made_by})"
 
     # ---- operators -------------------------------------------------------------------------
     def __add__(self, other): return apply("add", self, other)
@@ -144,30 +239,38 @@ class Tensor:
     def __rmul__(self, other): return apply("multiply", other, self)
     def __truediv__(self, other): return apply("divide", self, other)
     def __rtruediv__(self, other): return apply("divide", other, self)
-    def __pow__(self, other): return apply("power", self, other)
-    def __rpow__(self, other): return apply("power", other, self)
+    def __pow__(self, other): return _ops().power(self, other)
+    def __rpow__(self, other): return _ops().power(other, self)
     def __matmul__(self, other): return apply("matmul", self, other)
     def __rmatmul__(self, other): return apply("matmul", other, self)
     def __neg__(self): return apply("negative", self)
     def __pos__(self): return self
+    def __abs__(self): return apply("abs", self)
 
     def __getitem__(self, index):
         if any(isinstance(i, Tensor) for i in (index if isinstance(index, tuple) else (index,))):
             raise TypeError("a Tensor cannot be used as an index; index with an integer array")
         return apply("getitem", self, index=index)
 
-    def __lt__(self, other): return self.value < _value(other)
-    def __le__(self, other): return self.value <= _value(other)
-    def __gt__(self, other): return self.value > _value(other)
-    def __ge__(self, other): return self.value >= _value(other)
+    def __lt__(self, other): return self._value < _value(other)
+    def __le__(self, other): return self._value <= _value(other)
+    def __gt__(self, other): return self._value > _value(other)
+    def __ge__(self, other): return self._value >= _value(other)
+    def __eq__(self, other): return self._value == _value(other)
+    def __ne__(self, other): return self._value != _value(other)
 
-    # ---- methods as on jax arrays ----------------------------------------------------------
-    def sum(self, axis=None, keepdims=False): return apply("sum", self, axis=axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return apply("mean", self, axis=axis, keepdims=keepdims)
+    # ---- methods as on jax arrays (each the fdl.ops function) ------------------------------
+    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
+    def astype(self, dtype): return _ops().astype(self, dtype)
+
     def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = shape[0]
-        return apply("reshape", self, shape=tuple(shape))
+        return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return _ops().transpose(self, axes[0] if len(axes) == 1 else (axes or None))
 
     def backward(self, gradient=None):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that self depends on.
@@ -177,11 +280,21 @@ class Tensor:
         if gradient is None:
             if self.shape != ():
                 raise ValueError(f"`backward` without `gradient` needs a scalar, got shape {self.shape}")
-            gradient = jnp.ones_like(self.value)
+            gradient = jnp.ones_like(self._value)
         elif jnp.shape(gradient) != self.shape:
             raise ValueError(f"`gradient` must have shape {self.shape}, got {jnp.shape(gradient)}")
-        for leaf, g in backward_pass(self, gradient).items():
-            leaf.grad = g if leaf.grad is None else leaf.grad + g
+        for node, g in backward_pass(self._node, gradient).items():
+            leaf = node.leaf()
+            if leaf is not None:
+                leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+jax.tree_util.register_pytree_node(Tensor, _refuse_to_flatten, lambda aux, children: None)
+
+
+def _ops():
+    from funcdl import ops  # the methods are the fdl.ops functions (ops imports this module)
+    return ops
 
 
 def _reverse_topological_order(out):
@@ -194,26 +307,37 @@ def _reverse_topological_order(out):
         elif node not in visited:
             visited.add(node)
             stack.append((node, True))
-            stack.extend((x, False) for x in node._inputs if isinstance(x, Tensor) and x not in visited)
+            stack.extend((p, False) for p in node.parents if p is not None and p not in visited)
     return reversed(order)
 
 
 def backward_pass(out, g):
-    """Push cotangent `g` of `out` back through the graph: {leaf Tensor: cotangent}."""
+    """Push cotangent `g` of node `out` back through the graph: {leaf node: cotangent}."""
+    collecting = gc.isenabled()
+    gc.disable()  # the graph has no cycles: scanning it for some is pure cost
+    try:
+        return _backward(out, g)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _backward(out, g):
     cotangents, leaf_grads = {out: g}, {}
     for node in _reverse_topological_order(out):
         g = cotangents.pop(node, None)
         if g is None:  # reached only through a non-differentiable input (a `where` condition)
             continue
-        if node._primitive is None:
-            leaf_grads[node] = g.astype(node.dtype)
+        if node.primitive is None:
+            leaf_grads[node] = g if getattr(g, "dtype", None) == node.dtype else jnp.asarray(g).astype(node.dtype)
             continue
-        primitive = PRIMITIVES[node._primitive]
-        values = tuple(_value(x) for x in node._inputs)
-        for i, x in enumerate(node._inputs):
+        primitive = PRIMITIVES[node.primitive]
+        for i, parent in enumerate(node.parents):
             rule = primitive.vjps[0] if primitive.variadic else primitive.vjps[i]
-            if isinstance(x, Tensor) and rule is not None:
-                args = (i, g) if primitive.variadic else (g,)
-                gx = unbroadcast(rule(*args, node.value, *values, **node._params), x.shape)
-                cotangents[x] = cotangents[x] + gx if x in cotangents else gx
+            if parent is None or rule is None:
+                continue
+            args = (i, g) if primitive.variadic else (g,)
+            gx = unbroadcast(rule(*args, node.ans, *node.inputs, **node.params), parent.shape)
+            previous = cotangents.get(parent)
+            cotangents[parent] = gx if previous is None else previous + gx
     return leaf_grads

@@ -5,8 +5,17 @@ the cotangent of the output `ans`. Rules may return a cotangent of the broadcast
 backward pass sums it back to the input's shape once, centrally (`unbroadcast`). `-` and `/`
 keep rules of their own (their compositions round differently from jax's); everything that is
 not here (mean of squares, softmax cross-entropy, ...) is a composition in user code.
+
+`Primitive.reads` says, per rule, which values it reads: input positions and/or `"ans"`. The
+tape keeps only those (for the inputs that are Tensors); a rule is then called with `None`
+for an `ans` it does not read and with a `Shape` (`.shape`, `.ndim`, `.dtype`, no values) for
+an input it does not read. `reads=None` (the default) keeps everything.
+
+Low precision: a count (the N of a mean or a variance) is applied in float32 to float16 and
+bfloat16 cotangents and the result cast back, as `jnp.mean` / `jnp.var` compute, so that
+N > 65,504 does not overflow float16 (and so both autodiffs agree).
 """
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -14,21 +23,36 @@ import numpy as np
 
 from funcdl.autodiff import kinks
 
+ANS = "ans"
+
 
 class Primitive(NamedTuple):
     forward: Callable  # (*inputs, **params) -> ans
     vjps: tuple  # one rule per positional input (None: not differentiable)
     variadic: bool = False  # True: vjps[0] is `rule(i, g, ans, *inputs, **params)`
+    reads: Optional[tuple] = None  # per rule, the input positions / "ans" it reads; None: all
+
+
+class Shape(NamedTuple):
+    """What the tape keeps of an input that no rule reads: its shape and dtype."""
+    shape: tuple
+    dtype: object
+
+    @property
+    def ndim(self):
+        return len(self.shape)
 
 
 def unbroadcast(g, shape):
-    """Sum `g` over the axes that broadcasting added to an operand of shape `shape`."""
-    g = jnp.asarray(g)
-    if g.shape == tuple(shape):
+    """Sum `g` over the axes that broadcasting added to an operand of shape `shape` (a tuple)."""
+    g_shape = jnp.shape(g)
+    if g_shape == shape:
         return g
+    g = jnp.asarray(g)
     if g.ndim < len(shape):
         return jnp.broadcast_to(g, shape)
-    g = jnp.sum(g, axis=tuple(range(g.ndim - len(shape))))
+    if g.ndim > len(shape):
+        g = jnp.sum(g, axis=tuple(range(g.ndim - len(shape))))
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if stretched:
         g = jnp.sum(g, axis=stretched, keepdims=True)
@@ -36,11 +60,11 @@ def unbroadcast(g, shape):
 
 
 def _axes(x, axis):
-    """`axis` (None, int or tuple) as a tuple of non-negative axes of x."""
+    """`axis` (None, int, tuple or list) as a tuple of non-negative axes of x."""
     ndim = jnp.ndim(x)
     if axis is None:
         return tuple(range(ndim))
-    return tuple(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,)))
+    return tuple(a % ndim for a in (tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)))
 
 
 def _expand(g, x, axis, keepdims):
@@ -59,17 +83,47 @@ def _size(x, axis):
     return int(np.prod([jnp.shape(x)[a] for a in _axes(x, axis)], dtype=np.int64))
 
 
+_LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def _divide_by_count(g, n):
+    """g / n, with n applied in float32 to a float16 / bfloat16 g (as jnp.mean divides)."""
+    dtype = jnp.result_type(g)
+    if dtype in _LOW_PRECISION:
+        return (jnp.asarray(g, jnp.float32) / np.float32(n)).astype(dtype)
+    return g / n
+
+
+def _mean_vjp(g, ans, x, axis=None, keepdims=False):
+    return _expand(_divide_by_count(g, _size(x, axis)), x, axis, keepdims)
+
+
+def _var_vjp(g, ans, x, axis=None, ddof=0, keepdims=False):
+    """d var / dx = 2 (x - mean x) / (N - ddof), computed in float32 for low precision."""
+    dtype = jnp.result_type(x)
+    compute = jnp.float32 if dtype in _LOW_PRECISION else dtype
+    xc = jnp.asarray(x, compute)
+    centered = xc - jnp.mean(xc, axis=_axes(x, axis), keepdims=True)
+    scale = _expand(jnp.asarray(g, compute), x, axis, keepdims) * (2 / (_size(x, axis) - ddof))
+    return (scale * centered).astype(dtype)
+
+
 def _power_vjp_base(g, ans, x, y):
-    if isinstance(y, (int, float)) and y == 0:
-        return jnp.zeros_like(g)
+    """PyTorch's pow_backward_self: y x^(y-1), and 0 where y == 0 (also at x = 0)."""
+    if isinstance(y, (int, float)):
+        return jnp.zeros_like(g) if y == 0 else g * (y * x ** (y - 1))
     return g * jnp.where(jnp.equal(y, 0), 0, y * x ** (y - 1))
 
 
-def _max_vjp(g, ans, x, axis=None, keepdims=False):
-    # Ties share the gradient equally, as torch.amax and jnp.max do.
-    winners = x == _kept(ans, x, axis, keepdims)
-    count = jnp.sum(winners, axis=_axes(x, axis), keepdims=True).astype(jnp.result_type(g))
-    return jnp.where(winners, _expand(g, x, axis, keepdims) / count, 0)
+def _power_vjp_exponent(g, ans, x, y):
+    """PyTorch's pow_backward_exponent: x^y log x, and 0 where x == 0 and y >= 0."""
+    return g * jnp.where(jnp.equal(x, 0) & (y >= 0), 0, ans * jnp.log(x))
+
+
+def _chooser_vjp(g, ans, x, axis=None, keepdims=False):
+    """max / min: k tied winners get 1/k of the gradient each (torch.amax, jnp.max); a slice
+    holding NaN gets NaN (as PyTorch and eager jax.grad)."""
+    return _expand(g, x, axis, keepdims) * kinks.chooser_share(x, ans, axis, keepdims)
 
 
 def _matmul_operands(g, ans, a, b):
@@ -94,13 +148,27 @@ def _matmul_vjp_b(g, ans, a, b):
 
 
 def _concatenate_vjp(i, g, ans, *xs, axis=0):
-    axis = axis % jnp.ndim(ans)
+    axis = axis % jnp.ndim(g)
     start = sum(jnp.shape(x)[axis] for x in xs[:i])
     return jax.lax.slice_in_dim(g, start, start + jnp.shape(xs[i])[axis], axis=axis)
 
 
+def _stack_vjp(i, g, ans, *xs, axis=0):
+    return jax.lax.index_in_dim(g, i, axis % jnp.ndim(g), keepdims=False)
+
+
+def _is_basic_index(index):
+    """True for an index of ints, 0-d integer arrays, slices, None and ...: jax reads it with a
+    (clamping) dynamic slice, so its gradient goes to the clamped position too; an array index
+    is a gather, whose out-of-bounds gradient jax drops."""
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice, np.integer))
+               or (hasattr(i, "ndim") and i.ndim == 0)
+               for i in (index if isinstance(index, tuple) else (index,)))
+
+
 def _getitem_vjp(g, ans, x, index):
-    return jnp.zeros(jnp.shape(x), jnp.result_type(g)).at[index].add(g)
+    zeros = jnp.zeros(jnp.shape(x), jnp.result_type(g))
+    return zeros.at[index].add(g, mode="clip" if _is_basic_index(index) else None)
 
 
 def _log_softmax(x, axis=-1):
@@ -111,61 +179,93 @@ def _sum_g_ans(g, ans, axis):
     return jnp.sum(g * ans, axis=axis, keepdims=True)
 
 
+def _reshape(x, shape):
+    return jnp.reshape(jnp.asarray(x), shape)
+
+
+def _like_input(g, ans, x, **params):
+    """The cotangent of a pure reshaping op (expand_dims, squeeze, reshape): g in x's shape."""
+    return jnp.reshape(g, jnp.shape(x))
+
+
 P = Primitive
+X, Y, XY = (0,), (1,), (0, 1)
+NOTHING, ANS_ONLY = (), (ANS,)
 PRIMITIVES = {
     # ---- arithmetic ------------------------------------------------------------------------
-    "add":      P(jnp.add,      (lambda g, ans, x, y: g, lambda g, ans, x, y: g)),
-    "subtract": P(jnp.subtract, (lambda g, ans, x, y: g, lambda g, ans, x, y: -g)),
-    "multiply": P(jnp.multiply, (lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x)),
-    "divide":   P(jnp.divide,   (lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y)),
-    "negative": P(jnp.negative, (lambda g, ans, x: -g,)),
-    "power":    P(jnp.power,    (_power_vjp_base,
-                                 lambda g, ans, x, y: g * ans * jnp.log(jnp.where(x == 0, 1, x)))),
+    "add":      P(jnp.add,      (lambda g, ans, x, y: g, lambda g, ans, x, y: g), reads=(NOTHING, NOTHING)),
+    "subtract": P(jnp.subtract, (lambda g, ans, x, y: g, lambda g, ans, x, y: -g), reads=(NOTHING, NOTHING)),
+    "multiply": P(jnp.multiply, (lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x), reads=(Y, X)),
+    "divide":   P(jnp.divide,   (lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y),
+                  reads=(Y, (ANS, 1))),
+    "negative": P(jnp.negative, (lambda g, ans, x: -g,), reads=(NOTHING,)),
+    "power":    P(kinks.power,  (_power_vjp_base, _power_vjp_exponent), reads=(XY, (0, 1, ANS))),
     "matmul":   P(jnp.matmul,   (_matmul_vjp_a, _matmul_vjp_b)),
     # ---- elementwise -------------------------------------------------------------------------
-    "exp":      P(jnp.exp,          (lambda g, ans, x: g * ans,)),
-    "log":      P(jnp.log,          (lambda g, ans, x: g / x,)),
-    "sqrt":     P(jnp.sqrt,         (lambda g, ans, x: g / (2 * ans),)),
-    "square":   P(jnp.square,       (lambda g, ans, x: g * 2 * x,)),
-    "abs":      P(kinks.abs,        (lambda g, ans, x: g * jnp.sign(x),)),
-    "tanh":     P(jnp.tanh,         (lambda g, ans, x: g * (1 - ans * ans),)),
-    "sigmoid":  P(jax.nn.sigmoid,   (lambda g, ans, x: g * ans * (1 - ans),)),
-    "softplus": P(jax.nn.softplus,  (lambda g, ans, x: g * jax.nn.sigmoid(x),)),
-    "relu":     P(kinks.relu,       (lambda g, ans, x: jnp.where(x > 0, g, 0),)),
+    "exp":      P(jnp.exp,          (lambda g, ans, x: g * ans,), reads=(ANS_ONLY,)),
+    "log":      P(jnp.log,          (lambda g, ans, x: g / x,), reads=(X,)),
+    "log1p":    P(jnp.log1p,        (lambda g, ans, x: g / (1 + x),), reads=(X,)),
+    "expm1":    P(jnp.expm1,        (lambda g, ans, x: g * (ans + 1),), reads=(ANS_ONLY,)),
+    "sin":      P(jnp.sin,          (lambda g, ans, x: g * jnp.cos(x),), reads=(X,)),
+    "cos":      P(jnp.cos,          (lambda g, ans, x: -g * jnp.sin(x),), reads=(X,)),
+    "sqrt":     P(jnp.sqrt,         (lambda g, ans, x: g / (2 * ans),), reads=(ANS_ONLY,)),
+    "square":   P(jnp.square,       (lambda g, ans, x: g * 2 * x,), reads=(X,)),
+    "abs":      P(kinks.abs,        (lambda g, ans, x: g * jnp.sign(x),), reads=(X,)),
+    "tanh":     P(jnp.tanh,         (lambda g, ans, x: g * (1 - ans * ans),), reads=(ANS_ONLY,)),
+    "sigmoid":  P(jax.nn.sigmoid,   (lambda g, ans, x: g * ans * (1 - ans),), reads=(ANS_ONLY,)),
+    "softplus": P(jax.nn.softplus,  (lambda g, ans, x: g * jax.nn.sigmoid(x),), reads=(X,)),
+    "relu":     P(kinks.relu,       (lambda g, ans, x: jnp.where(x > 0, g, 0),), reads=(X,)),
     "leaky_relu": P(kinks.leaky_relu,
-                    (lambda g, ans, x, negative_slope=0.01: jnp.where(x > 0, g, g * negative_slope),)),
+                    (lambda g, ans, x, negative_slope=0.01: jnp.where(x > 0, g, g * negative_slope),),
+                    reads=(X,)),
     "maximum":  P(jnp.maximum, (lambda g, ans, x, y: jnp.where(x > y, g, jnp.where(x == y, g * 0.5, 0)),
-                                lambda g, ans, x, y: jnp.where(y > x, g, jnp.where(x == y, g * 0.5, 0)))),
+                                lambda g, ans, x, y: jnp.where(y > x, g, jnp.where(x == y, g * 0.5, 0))),
+                  reads=(XY, XY)),
     "minimum":  P(jnp.minimum, (lambda g, ans, x, y: jnp.where(x < y, g, jnp.where(x == y, g * 0.5, 0)),
-                                lambda g, ans, x, y: jnp.where(y < x, g, jnp.where(x == y, g * 0.5, 0)))),
+                                lambda g, ans, x, y: jnp.where(y < x, g, jnp.where(x == y, g * 0.5, 0))),
+                  reads=(XY, XY)),
     "where":    P(jnp.where,   (None,
                                 lambda g, ans, c, a, b: jnp.where(c, g, 0),
-                                lambda g, ans, c, a, b: jnp.where(c, 0, g))),
+                                lambda g, ans, c, a, b: jnp.where(c, 0, g)),
+                  reads=(NOTHING, (0,), (0,))),
     "clip":     P(kinks.clip,  (lambda g, ans, x, lo, hi: jnp.where(kinks.clip_masks(x, lo, hi)[0], g, 0),
                                 lambda g, ans, x, lo, hi: jnp.where(kinks.clip_masks(x, lo, hi)[1], g, 0),
                                 lambda g, ans, x, lo, hi: jnp.where(kinks.clip_masks(x, lo, hi)[2], g, 0))),
     "binary_cross_entropy": P(kinks.binary_cross_entropy, (
         lambda g, ans, p, y: g * (p - y) / jnp.maximum(p * (1 - p), kinks.BCE_GRAD_EPS),
-        lambda g, ans, p, y: g * kinks.bce_target_derivative(p))),
+        lambda g, ans, p, y: g * kinks.bce_target_derivative(p)), reads=(XY, X)),
     # ---- reductions --------------------------------------------------------------------------
-    "sum":  P(jnp.sum,  (lambda g, ans, x, axis=None, keepdims=False: _expand(g, x, axis, keepdims),)),
-    "mean": P(jnp.mean, (lambda g, ans, x, axis=None, keepdims=False:
-                         _expand(g, x, axis, keepdims) / _size(x, axis),)),
-    "max":  P(jnp.max,  (_max_vjp,)),
+    "sum":  P(jnp.sum,  (lambda g, ans, x, axis=None, keepdims=False: _expand(g, x, axis, keepdims),),
+              reads=(NOTHING,)),
+    "mean": P(jnp.mean, (_mean_vjp,), reads=(NOTHING,)),
+    "var":  P(lambda x, axis=None, ddof=0, keepdims=False: jnp.var(x, axis=axis, ddof=ddof, keepdims=keepdims),
+              (_var_vjp,), reads=(X,)),
+    "max":  P(lambda x, axis=None, keepdims=False: kinks.max(x, axis, keepdims), (_chooser_vjp,),
+              reads=((0, ANS),)),
+    "min":  P(lambda x, axis=None, keepdims=False: kinks.min(x, axis, keepdims), (_chooser_vjp,),
+              reads=((0, ANS),)),
     "logsumexp": P(lambda x, axis=None, keepdims=False: jax.nn.logsumexp(x, axis=axis, keepdims=keepdims),
                    (lambda g, ans, x, axis=None, keepdims=False:
-                    _expand(g, x, axis, keepdims) * jnp.exp(x - _kept(ans, x, axis, keepdims)),)),
+                    _expand(g, x, axis, keepdims) * jnp.exp(x - _kept(ans, x, axis, keepdims)),),
+                   reads=((0, ANS),)),
     "softmax": P(lambda x, axis=-1: jax.nn.softmax(x, axis=axis),
-                 (lambda g, ans, x, axis=-1: ans * (g - _sum_g_ans(g, ans, axis)),)),
+                 (lambda g, ans, x, axis=-1: ans * (g - _sum_g_ans(g, ans, axis)),), reads=(ANS_ONLY,)),
     "log_softmax": P(_log_softmax,
-                     (lambda g, ans, x, axis=-1: g - jnp.exp(ans) * jnp.sum(g, axis=axis, keepdims=True),)),
+                     (lambda g, ans, x, axis=-1: g - jnp.exp(ans) * jnp.sum(g, axis=axis, keepdims=True),),
+                     reads=(ANS_ONLY,)),
     # ---- shape -------------------------------------------------------------------------------
-    "reshape":   P(lambda x, shape: jnp.reshape(jnp.asarray(x), shape),
-                   (lambda g, ans, x, shape: jnp.reshape(g, jnp.shape(x)),)),
+    "reshape":   P(_reshape, (_like_input,), reads=(NOTHING,)),
+    "expand_dims": P(lambda x, axis: jnp.expand_dims(x, axis), (_like_input,), reads=(NOTHING,)),
+    "squeeze":   P(lambda x, axis=None: jnp.squeeze(x, axis), (_like_input,), reads=(NOTHING,)),
+    "astype":    P(lambda x, dtype: jnp.asarray(x).astype(dtype),
+                   (lambda g, ans, x, dtype: g.astype(x.dtype),), reads=(NOTHING,)),
     "transpose": P(lambda x, axes=None: jnp.transpose(x, axes),
                    (lambda g, ans, x, axes=None:
-                    jnp.transpose(g, None if axes is None else tuple(np.argsort(_axes(x, tuple(axes)))),),)),
-    "getitem":   P(lambda x, index: x[index], (_getitem_vjp,)),
-    "concatenate": P(lambda *xs, axis=0: jnp.concatenate(xs, axis=axis), (_concatenate_vjp,), variadic=True),
+                    jnp.transpose(g, None if axes is None else tuple(np.argsort(_axes(x, tuple(axes))))),),
+                   reads=(NOTHING,)),
+    "getitem":   P(lambda x, index: x[index], (_getitem_vjp,), reads=(NOTHING,)),
+    "concatenate": P(lambda *xs, axis=0: jnp.concatenate(xs, axis=axis), (_concatenate_vjp,), variadic=True,
+                     reads=(NOTHING,)),
+    "stack":     P(lambda *xs, axis=0: jnp.stack(xs, axis=axis), (_stack_vjp,), variadic=True, reads=(NOTHING,)),
 }
 del P

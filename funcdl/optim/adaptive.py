@@ -9,7 +9,8 @@ from typing import NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from funcdl.optim.base import Optimizer, check_non_negative, default_float_dtype
+from funcdl.optim.base import (Optimizer, check_matches, check_non_negative, check_state,
+                               default_float_dtype)
 
 tree_map = jax.tree_util.tree_map
 
@@ -66,6 +67,8 @@ def scale_by_adagrad(
 
     def update(updates, state, params=None):
         del params
+        check_state(state, ScaleByAdagradState, "scale_by_adagrad")
+        check_matches(updates, state.sum_of_squares, "params (the optimizer state)")
         sums = tree_map(lambda s, g: s + g * g, state.sum_of_squares, updates)
         updates = tree_map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
         if lr_decay != 0:
@@ -105,6 +108,8 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
 
     def update(updates, state, params=None):
         del params
+        check_state(state, ScaleByRmsState, "scale_by_rms")
+        check_matches(updates, state.square_avg, "params (the optimizer state)")
         square_avg = tree_map(
             lambda v, g: v * alpha + (1 - alpha) * g * g, state.square_avg, updates
         )
@@ -159,6 +164,8 @@ def scale_by_adam(
 
     def update(updates, state, params=None):
         del params
+        check_state(state, ScaleByAdamState, "scale_by_adam")
+        check_matches(updates, state.exp_avg, "params (the optimizer state)")
         count = state.count + 1
         exp_avg = tree_map(lambda m, g: lerp(m, g, 1 - beta1), state.exp_avg, updates)
         exp_avg_sq = tree_map(

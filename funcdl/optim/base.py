@@ -50,6 +50,7 @@ def identity() -> Optimizer:
 
     def update(updates, state, params=None):
         del params
+        check_state(state, EmptyState, "identity")
         return updates, state
 
     return Optimizer(init, update)
@@ -74,6 +75,9 @@ def chain(*transforms: Optimizer) -> Optimizer:
         return tuple(transform.init(params) for transform in transforms)
 
     def update(updates, state, params=None):
+        check_state(state, (), "chain")
+        if params is not None:
+            check_matches(updates, params, "params")
         if len(state) != len(transforms):
             raise ValueError(
                 f"`state` must hold one entry per transform ({len(transforms)}), "
@@ -96,6 +100,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     >>> new["w"].tolist(), new["w"].dtype
     ([0.75, 0.75], dtype('float32'))
     """
+
+    check_matches(updates, params, "params", name="updates")
 
     def add(param, update):
         param = jnp.asarray(param)
@@ -134,6 +140,58 @@ def require_params(params, transform_name: str) -> None:
     """Raise if a transform that reads the parameters was given none."""
     if params is None:
         raise ValueError(f"`params` must be given to `update` for {transform_name}, got None")
+
+
+def _describe(value) -> str:
+    """What a wrong `state` argument is, in plain words (with the likely mistake)."""
+    if value is None:
+        return "None"
+    if callable(value) and not hasattr(value, "_fields"):
+        name = getattr(value, "__name__", type(value).__name__)
+        hint = " (the function opt.init itself, not its result)" if name == "init" else ""
+        return f"the function `{name}`{hint}"
+    if isinstance(value, (dict, list, jax.Array)) or hasattr(value, "shape"):
+        return f"a {type(value).__name__} (the params or the grads?)"
+    return f"a {type(value).__name__}"
+
+
+def check_state(state, state_type, transform_name: str) -> None:
+    """TypeError unless `state` is what this transform's `init` returns (a `state_type`)."""
+    if isinstance(state_type, tuple) and not state_type:  # chain: a tuple (or list) of states
+        valid = isinstance(state, tuple) and not hasattr(state, "_fields")
+        expected = "a tuple with one state per transform"
+    else:
+        valid = isinstance(state, state_type)
+        expected = state_type.__name__
+    if not valid:
+        raise TypeError(
+            f"`state` must be the state that `opt.init(params)` returns ({expected}, for "
+            f"{transform_name}), got {_describe(state)}: call `state = opt.init(params)` once "
+            f"before the first update and pass that state: `opt.update(grads, state, params)`")
+
+
+def check_matches(updates, reference, reference_name: str, name: str = "grads") -> None:
+    """ValueError naming the leaf (by its path, `jax.tree_util.keystr`) where `updates` differ in
+    structure or shape from `reference` (the params, or a state buffer shaped like them)."""
+    flat_updates, updates_def = jax.tree_util.tree_flatten_with_path(updates)
+    flat_reference, reference_def = jax.tree_util.tree_flatten_with_path(reference)
+    if updates_def != reference_def:
+        keystr = jax.tree_util.keystr
+        update_paths = [keystr(path) for path, _ in flat_updates]
+        reference_paths = [keystr(path) for path, _ in flat_reference]
+        missing = [path for path in reference_paths if path not in update_paths]
+        extra = [path for path in update_paths if path not in reference_paths]
+        detail = "; ".join(f"{what} leaves {', '.join(paths[:5])}"
+                           for what, paths in (("missing", missing), ("unexpected", extra)) if paths)
+        raise ValueError(
+            f"`{name}` must have the structure of the {reference_name}: "
+            f"{detail or f'expected {reference_def}, got {updates_def}'}")
+    for (path, update), (_, ref) in zip(flat_updates, flat_reference):
+        update_shape, ref_shape = jnp.shape(update), jnp.shape(ref)
+        if update_shape != ref_shape:
+            raise ValueError(
+                f"`{name}` leaf {jax.tree_util.keystr(path)} must have shape {ref_shape}, as in "
+                f"the {reference_name}, got {update_shape}")
 
 
 def check_non_negative(value, name: str) -> None:

@@ -18,6 +18,8 @@ from funcdl.optim.base import (
     Optimizer,
     ScalarOrSchedule,
     cast_scalar,
+    check_matches,
+    check_state,
     check_learning_rate,
     check_non_negative,
     identity,
@@ -49,6 +51,7 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> Optimizer:
 
     def update(updates, state, params=None):
         del params
+        check_state(state, ScaleByLearningRateState, "scale_by_learning_rate")
         lr_t = learning_rate_at(lr, state.count)
         updates = tree_map(lambda u: -cast_scalar(lr_t, u) * u, updates)
         return updates, ScaleByLearningRateState(count=state.count + 1)
@@ -75,7 +78,9 @@ def add_decayed_weights(weight_decay: float = 0.0) -> Optimizer:
         return EmptyState()
 
     def update(updates, state, params=None):
+        check_state(state, EmptyState, "add_decayed_weights")
         require_params(params, "add_decayed_weights")
+        check_matches(updates, params, "params")
         updates = tree_map(lambda g, p: g + weight_decay * p, updates, params)
         return updates, state
 
@@ -110,7 +115,9 @@ def decoupled_weight_decay(lr: ScalarOrSchedule, weight_decay: float = 1e-2) -> 
         return DecoupledWeightDecayState(count=jnp.zeros((), jnp.int32))
 
     def update(updates, state, params=None):
+        check_state(state, DecoupledWeightDecayState, "decoupled_weight_decay")
         require_params(params, "decoupled_weight_decay")
+        check_matches(updates, params, "params")
         factor = 1 - learning_rate_at(lr, state.count) * weight_decay
 
         def decay(u, p):
@@ -161,6 +168,8 @@ def trace(momentum: float, dampening: float = 0.0, nesterov: bool = False) -> Op
 
     def update(updates, state, params=None):
         del params
+        check_state(state, TraceState, "trace")
+        check_matches(updates, state.momentum_buffer, "params (the optimizer state)")
         first = state.count == 0
 
         def accumulate(g, b):

@@ -11,7 +11,8 @@ Per epoch e (counted from 0 over the whole run, also across resumed calls)::
 so the order depends only on `key` and `e`: a resumed run shuffles as an uninterrupted one.
 The last `n_rows % B` rows form one more step with their own shape.
 
-NaN guard: `guard.ok` turns False at the first step whose loss is not finite; from then on
+NaN guard: `guard.ok` turns False at the first step whose loss or gradient is not finite (a
+finite loss can have a NaN gradient, e.g. an inf input behind a saturated tanh); from then on
 every update is discarded by a select (`where(ok, new, old)`, fused by XLA into the update
 itself), so the params and optimizer state that come back are the last finite ones, and
 `guard.epoch`, `guard.step` say where it happened. No host sync per step.
@@ -19,6 +20,7 @@ itself), so the params and optimizer state that come back are the last finite on
 Cache: `run_epochs` is one module-level `jax.jit`; `plan` (hashable, holding the user's
 functions) is its static argument, so equal plans and shapes reuse the compiled program.
 """
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -55,6 +57,16 @@ def new_guard() -> Guard:
     return Guard(jnp.array(True), jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def initial_state(params, opt_state, *, optimizer):
+    """Fresh copies of `params` and `opt_state` (`optimizer.init(params)` when None) and a new
+    guard, in one dispatch: the programs donate these, never the caller's arrays."""
+    params = jax.tree_util.tree_map(jnp.copy, params)
+    opt_state = (optimizer.init(params) if opt_state is None
+                 else jax.tree_util.tree_map(jnp.copy, opt_state))
+    return params, opt_state, new_guard()
+
+
 def _keep_if(ok, new, old):
     return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
 
@@ -82,17 +94,17 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
     def train_on(state, step, start, size):
         params, opt_state, guard, sums = state
         xb, yb = take_rows((x, y), start, size, order, mesh)
-        new_params, new_state, loss, pred = apply_step(
+        new_params, new_state, loss, pred, finite = apply_step(
             spec, params, opt_state, xb, yb, jax.random.fold_in(step_key, step))
         loss = jnp.asarray(loss)
-        good = guard.ok & jnp.isfinite(loss)
+        good = guard.ok & finite
         first_bad = guard.ok & ~good
         guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),
                       jnp.where(first_bad, step, guard.step))
         values = [loss] + [jnp.asarray(fn(pred, yb)).astype(loss.dtype) for _, fn in spec.metrics]
         sums = sums + size * jnp.stack(values).astype(sums.dtype)
         if plan.progress == "step":
-            rows_done = start + size
+            rows_done = jnp.asarray(start + size).astype(sums.dtype)
             _when((step + 1) % progress_every == 0, progress.report, token,
                   epoch * steps_per_epoch + step + 1, sums[0] / rows_done)
         return (_keep_if(good, new_params, params), _keep_if(good, new_state, opt_state),
@@ -104,7 +116,10 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
     params, opt_state, guard = carry
     sums = jnp.zeros((1 + len(spec.metrics),), jax.dtypes.canonicalize_dtype(jnp.float64))
     state = (params, opt_state, guard, sums)
-    state, _ = lax.scan(full_batch, state, jnp.arange(plan.n_full, dtype=jnp.int32))
+    if plan.n_full == 1:  # full batch: no loop of one trip inside the loop over epochs
+        state, _ = full_batch(state, jnp.int32(0))
+    else:
+        state, _ = lax.scan(full_batch, state, jnp.arange(plan.n_full, dtype=jnp.int32))
     if plan.remainder:
         state = train_on(state, jnp.int32(plan.n_full), plan.n_full * plan.batch, plan.remainder)
     params, opt_state, guard, sums = state

@@ -16,6 +16,7 @@ of `x` are cast to `compute_dtype` inside the differentiated function, so the fo
 backward passes run in it while the gradient arrives in the params' own dtype (the cast's
 derivative casts back); predictions are cast to float32 before `loss_fn` and the metrics.
 """
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -38,19 +39,11 @@ class StepSpec(NamedTuple):
     metrics: tuple = ()  # ((name, fn(pred, target) -> scalar), ...)
 
 
-def _astype(leaf, dtype):
-    if hasattr(ops, "astype"):
-        return ops.astype(leaf, dtype)
-    if isinstance(leaf, autodiff.Tensor):  # until fdl.ops.astype is in
-        raise TypeError("`compute_dtype` with grad_backend='funcdl' needs fdl.ops.astype")
-    return leaf.astype(dtype)
-
-
 def _cast_floats(tree, dtype):
     """Every floating leaf of `tree` (arrays or Tensors) cast to `dtype`; others unchanged."""
     def cast(leaf):
         if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != dtype:
-            return _astype(leaf, dtype)
+            return ops.astype(leaf, dtype)
         return leaf
     is_tensor = lambda leaf: isinstance(leaf, autodiff.Tensor)  # noqa: E731
     return jax.tree_util.tree_map(cast, tree, is_leaf=is_tensor)
@@ -87,11 +80,20 @@ def loss_and_grad(spec: StepSpec, params, x, y, key):
     return loss, _plain(pred), grads
 
 
+def all_finite(tree) -> jax.Array:
+    """bool (): every element of every floating leaf of `tree` is finite."""
+    flags = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)
+             if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return functools.reduce(jnp.logical_and, flags, jnp.array(True))
+
+
 def apply_step(spec: StepSpec, params, opt_state, x, y, key):
-    """One update: `(new_params, new_opt_state, loss_before, pred)`."""
+    """One update: `(new_params, new_opt_state, loss_before, pred, finite)`; `finite` (bool ())
+    says that the loss and every gradient element were finite."""
     loss, pred, grads = loss_and_grad(spec, params, x, y, key)
     updates, opt_state = spec.optimizer.update(grads, opt_state, params)
-    return apply_updates(params, updates), opt_state, loss, pred
+    finite = jnp.isfinite(loss) & all_finite(grads)
+    return apply_updates(params, updates), opt_state, loss, pred, finite
 
 
 def check_grad_backend(grad_backend):
@@ -163,7 +165,7 @@ def make_train_step(apply, loss_fn, optimizer, *, grad_backend="jax", compute_dt
     spec = StepSpec(apply, loss_fn, optimizer, grad_backend, check_compute_dtype(compute_dtype))
 
     def step(params, opt_state, x, y, key=None):
-        params, opt_state, loss, _ = apply_step(spec, params, opt_state, x, y, key)
+        params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
         return params, opt_state, loss
 
     return jax.jit(step, donate_argnums=(0, 1))
