@@ -100,7 +100,7 @@ def conv_configs(draw):
                 stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
-PROPERTY_SETTINGS = settings(max_examples=8, deadline=None, derandomize=True,
+PROPERTY_SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
                              suppress_health_check=[HealthCheck.too_slow])
 
 
