@@ -177,9 +177,128 @@ def main():
                      "compile_s": None if compile_s is None else round(compile_s, 3)}
                     for name, ms, compile_s in rows],
     }
+    result["cnn"] = cnn_report(options.repeats)  # issue 13's CNN workloads
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nsaved {options.out}")
+
+
+
+# ---- CNN workloads (issue 13): conv, max pooling, Flatten, Linear --------------------------
+# The digits CNN (1x8x8 inputs, batch 256) and a 3-layer 64-channel CNN on 3x32x32 inputs
+# (batch 64), float32, mean cross-entropy. HIPS autograd has no conv2d/max-pool op with
+# PyTorch's layout, so it has no row here.
+
+def cnn_workloads():
+    """{name: (model, input shape)}: the two CNNs of the issue."""
+    from funcdl import nn
+
+    def block(channels):
+        return [nn.Conv2d(channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+
+    return {
+        "digits CNN, batch 256": (nn.Sequential(*block(16), *block(32), nn.Flatten(), nn.Linear(10)),
+                                  (256, 1, 8, 8)),
+        "3x64-channel CNN, 32x32, batch 64": (nn.Sequential(*block(64), *block(64), *block(64),
+                                                            nn.Flatten(), nn.Linear(10)),
+                                              (64, 3, 32, 32)),
+    }
+
+
+def hlo_op_counts(compiled):
+    """(instructions, convolutions) in a compiled program's optimised HLO."""
+    lines = [line.strip() for line in compiled.as_text().splitlines()]
+    instructions = [line for line in lines if " = " in line and not line.startswith("//")]
+    return len(instructions), sum(" convolution(" in line for line in instructions)
+
+
+def _torch_cnn_gradient(params, shape):
+    """PyTorch eager gradient of the same CNN with the same weights, or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count())
+    F = torch.nn.functional
+
+    def grad(params, x, labels):
+        leaves = [torch.from_numpy(p[k]).requires_grad_() for p in params if p for k in ("w", "b")]
+        h = torch.from_numpy(x)
+        for i in range(0, len(leaves) - 2, 2):
+            h = F.max_pool2d(torch.relu(F.conv2d(h, leaves[i], leaves[i + 1], padding=1)), 2)
+        logits = h.flatten(1) @ leaves[-2] + leaves[-1]
+        return torch.autograd.grad(F.cross_entropy(logits, torch.from_numpy(labels)), leaves)
+
+    return grad
+
+
+def interleaved_median_ms(calls, repeats, warmup=3):
+    """Median ms of each call, timed in alternation so that both see the same machine load
+    (the (b)/(a) ratio is the target; on a shared machine back-to-back blocks drift apart)."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, samples in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(samples) for samples in times]
+
+
+def run_cnn(repeats):
+    """{workload: rows} with rows as `run`'s, plus the HLO op counts of the two jitted rows."""
+    from funcdl import losses
+    block = jax.block_until_ready
+    results = {}
+    for name, (model, shape) in cnn_workloads().items():
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        labels = jnp.asarray(rng.integers(0, 10, shape[0]))
+        params = model.init(jax.random.key(0), x)
+
+        def cnn_loss(params, x, labels, model=model):
+            return losses.cross_entropy(model.apply(params, x), labels)
+
+        args = (params, x, labels)
+        jax_jit, jax_compile = jitted(jax.grad(cnn_loss), args)
+        fdl_jit, fdl_compile = jitted(funcdl.autodiff.grad(cnn_loss), args)
+        jax_ms, fdl_ms = interleaved_median_ms([lambda: block(jax_jit(*args)),
+                                                lambda: block(fdl_jit(*args))], repeats)
+        rows = [("(a) jax.grad, jit", jax_ms, jax_compile), ("(b) fdl.autodiff.grad, jit", fdl_ms, fdl_compile)]
+        fdl_eager = funcdl.autodiff.grad(cnn_loss)
+        rows.append(("(c) fdl.autodiff.grad, eager", median_ms(lambda: block(fdl_eager(*args)), repeats), None))
+        reference = jax_jit(*args)
+        _check_same_gradient("fdl.autodiff jit (CNN)", fdl_jit(*args), reference)
+        _check_same_gradient("fdl.autodiff eager (CNN)", fdl_eager(*args), reference)
+        torch_grad = _torch_cnn_gradient(params, shape)
+        if torch_grad is not None:
+            np_args = (jax.tree_util.tree_map(np.array, params), np.array(x), np.array(labels, np.int64))
+            rows.append(("(e) PyTorch eager", median_ms(lambda: torch_grad(*np_args), repeats), None))
+            _check_same_gradient("PyTorch (CNN)", [g.numpy() for g in torch_grad(*np_args)],
+                                 [leaf for p in reference if p for leaf in (p["w"], p["b"])])
+        jax_eager = jax.grad(cnn_loss)
+        rows.append(("(f) jax.grad, eager (for reference)", median_ms(lambda: block(jax_eager(*args)), repeats), None))
+        results[name] = {"rows": rows, "hlo_ops": {"jax.grad": hlo_op_counts(jax_jit),
+                                                   "fdl.autodiff.grad": hlo_op_counts(fdl_jit)}}
+    return results
+
+
+def cnn_report(repeats):
+    """Print one table per CNN workload (with HLO op counts); return them for the JSON."""
+    results = run_cnn(repeats)
+    for name, result in results.items():
+        (jax_total, jax_convs), (fdl_total, fdl_convs) = result["hlo_ops"].values()
+        print(f"\n{name}: compiled HLO instructions (convolutions): jax.grad {jax_total} "
+              f"({jax_convs}), fdl.autodiff.grad {fdl_total} ({fdl_convs})")
+        print(table(result["rows"]))
+    return {name: {"hlo_ops": result["hlo_ops"],
+                   "results": [{"implementation": row, "median_ms": round(ms, 4),
+                                "ratio_to_jax_jit": round(ms / result["rows"][0][1], 3),
+                                "compile_s": None if compile_s is None else round(compile_s, 3)}
+                               for row, ms, compile_s in result["rows"]]}
+            for name, result in results.items()}
 
 
 if __name__ == "__main__":

@@ -81,6 +81,20 @@ def gradcheck_cases():
                                (away(3, 1), away(4), away(2, 1, 1)), (0, 1, 2)),
         "broadcasting_size_1": (lambda a, b: total(a * b), (away(2, 1, 3), away(1, 4, 1)), (0, 1)),
         "mlp_softmax_cross_entropy": (_mlp_loss, (mlp, away(5, 4), labels), 0),
+        # ---- layer ops (conv, pooling, erf/gelu/silu, take); pooled inputs are distinct
+        "conv2d": (lambda x, w, b: total(ops.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(1, 2))),
+                   (away(2, 3, 6, 7), away(4, 3, 3, 2), away(4)), (0, 1, 2)),
+        "conv2d_groups_same": (lambda x, w: total(ops.conv2d(x, w, padding="same", groups=2)),
+                               (away(1, 4, 5, 5), away(6, 2, 2, 3)), (0, 1)),
+        "conv1d_unbatched": (lambda x, w: total(ops.conv1d(x, w, stride=2)), (away(3, 9), away(2, 3, 3)), (0, 1)),
+        "max_pool2d": (lambda a: total(ops.max_pool2d(a, 3, 2, 1)),
+                       (rng.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) / 100.0,), 0),
+        "avg_pool2d": (lambda a: total(ops.avg_pool2d(a, (2, 3), (1, 2), (1, 1))), (away(2, 2, 5, 6),), 0),
+        "erf": (lambda a: total(ops.erf(a)), (x,), 0),
+        "gelu": (lambda a: total(ops.gelu(a)), (x,), 0),
+        "gelu_tanh": (lambda a: total(ops.gelu(a, approximate="tanh")), (x,), 0),
+        "silu": (lambda a: total(ops.silu(a)), (x,), 0),
+        "take_repeated": (lambda a: total(ops.take(a, np.array([[2, 0], [2, 2]]), axis=1)), (away(2, 3, 4),), 0),
     }
 
 

@@ -152,7 +152,12 @@ def power(x, y):
     """x ** y, as the `**` operator on Tensors, with PyTorch's derivatives: d/dx is 0 where
     y == 0 (so d(x ** 0.0)/dx = 0 at x = 0) and d/dy is 0 where x == 0 and y >= 0 (so
     d(x ** x)/dx = 0 at 0). Use it on the jax path: `**` on jax arrays is jax's own power,
-    whose derivatives there are NaN."""
+    whose derivatives there are NaN. An integer array operand is a constant (cast to the
+    other's float dtype); a Python int exponent stays an integer power."""
+    if hasattr(x, "dtype") and not isinstance(x, Tensor):
+        x = as_float_constant(x, _raw(y))
+    if hasattr(y, "dtype") and not isinstance(y, Tensor):
+        y = as_float_constant(y, _raw(x))
     return apply("power", x, y)
 
 

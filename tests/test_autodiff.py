@@ -486,3 +486,144 @@ def test_tensor_reshape_accepts_the_forms_of_jax_arrays(shape_args, expected):
     assert Tensor(value).reshape(*shape_args).shape == value.reshape(*shape_args).shape == expected
     grads = fdl.autodiff.grad(lambda x: ops.sum(x.reshape(*shape_args) * jnp.arange(6.0).reshape(expected)))(value)
     assert jnp.array_equal(grads, jnp.arange(6.0).reshape(2, 3))
+
+
+# ---- issue 9: where the two autodiffs must agree, and the crashes and errors it found --------------
+def test_float16_mean_over_more_than_65504_elements_matches_jax():
+    """The count N = 90,000 overflows float16 (max 65,504): it is applied in float32, as jnp.mean."""
+    x32 = jax.random.normal(jax.random.PRNGKey(0), (300, 300))
+    for dtype in (jnp.float16, jnp.bfloat16):
+        x = x32.astype(dtype)
+        for f in (lambda x: ops.mean(x), lambda x: ops.mean(ops.mean(x * x, axis=[1])),
+                  lambda x: ops.var(x), lambda x: ops.mean(ops.var(x, axis=(0,), ddof=1))):
+            by_funcdl, by_jax = fdl.autodiff.grad(f)(x), jax.grad(f)(x)
+            assert by_funcdl.dtype == dtype and float(jnp.max(jnp.abs(by_jax.astype(jnp.float32)))) > 0
+            np.testing.assert_allclose(np.asarray(by_funcdl, np.float32), np.asarray(by_jax, np.float32),
+                                       rtol=2e-2, atol=1e-7)
+
+
+OUT_OF_BOUNDS = {"scalar": lambda x, i: x[i], "scalar and slice": lambda x, i: x[i, 1:],
+                 "array": lambda x, i: x[jnp.stack([i, i - 3, jnp.array(1)])]}
+
+
+@pytest.mark.parametrize("index", [7, -7, 2])
+@pytest.mark.parametrize("kind", list(OUT_OF_BOUNDS))
+def test_traced_out_of_bounds_index_follows_jax(kind, index):
+    """Traced: a scalar index is clamped (so is its gradient); an array index's is dropped."""
+    x = jnp.arange(10.0).reshape(5, 2)
+    f = lambda x, i: ops.sum(OUT_OF_BOUNDS[kind](x, i) ** 2.0)
+    i = jnp.array(index)
+    np.testing.assert_array_equal(jax.jit(fdl.autodiff.grad(f))(x, i), jax.jit(jax.grad(f))(x, i))
+
+
+def test_integer_bounds_and_targets_are_constants_under_every_transform(x64):
+    """Issue 9.7: an integer bound, target or exponent gives no float0 tangent."""
+    x, p = jnp.array([-2.0, 0.5, 3.0]), jnp.array([0.2, 0.5, 0.9])
+    fns = {"clip": lambda x: ops.sum(ops.clip(x, -1, 1)),
+           "clip integer array": lambda x: ops.sum(ops.clip(x, jnp.array([-1, 0, 1]), 2)),
+           "clip one bound": lambda x: ops.sum(ops.clip(x, 0.0, None) + ops.clip(x, None, 1)),
+           "bce": lambda p: ops.sum(ops.binary_cross_entropy(p, 0) + ops.binary_cross_entropy(p, jnp.array([1, 0, 1]))),
+           "power": lambda x: ops.sum(ops.power(ops.abs(x) + 1.0, jnp.array([2, 1, 3])) + ops.power(2, x))}
+    for name, f in fns.items():
+        arg = p if name == "bce" else x
+        expected = jax.grad(f)(arg)
+        np.testing.assert_allclose(fdl.autodiff.grad(f)(arg), expected, rtol=1e-14, err_msg=name)
+        np.testing.assert_allclose(jax.jvp(f, (arg,), (jnp.ones(3),))[1], jnp.sum(expected), rtol=1e-14)
+        np.testing.assert_allclose(jax.jacfwd(f)(arg), expected, rtol=1e-14, err_msg=name)
+        np.testing.assert_allclose(jax.grad(lambda a: jnp.sum(fdl.autodiff.grad(f)(a)))(arg),
+                                   jax.grad(lambda a: jnp.sum(jax.grad(f)(a)))(arg), rtol=1e-12, err_msg=name)
+        fdl.gradcheck.check_grads(f, (arg,))
+
+
+def _escape_cases():
+    lax = jax.lax
+    return {
+        "jnp.sin": lambda x: jnp.sin(x),
+        "jnp.sum": lambda x: jnp.sum(x),
+        "jnp.asarray": lambda x: ops.sum(jnp.asarray(x)),
+        "lax.scan": lambda x: lax.scan(lambda c, _: (c * 2.0, None), x, None, length=2)[0],
+        "lax.fori_loop": lambda x: lax.fori_loop(0, 2, lambda i, c: c * 2.0, x),
+        "lax.while_loop": lambda x: lax.while_loop(lambda c: False, lambda c: c, x),
+        "lax.cond": lambda x: lax.cond(True, lambda a: a * 2.0, lambda a: a, x),
+        "inner vmap": lambda x: jax.vmap(lambda a: a * 2.0)(x),
+        "jax.checkpoint": lambda x: jax.checkpoint(lambda a: a * 2.0)(x),
+        "inner jit": lambda x: jax.jit(lambda a: a * 2.0)(x),
+        "jax.nn.relu": lambda x: jax.nn.relu(x),
+    }
+
+
+@pytest.mark.parametrize("entry", list(_escape_cases()))
+def test_tensor_reaching_jax_raises_a_clear_type_error(entry):
+    f = _escape_cases()[entry]
+    with pytest.raises(TypeError, match=r"fdl\.autodiff\.Tensor reached a jax function.*fdl\.ops.*jax\.grad"):
+        fdl.autodiff.grad(lambda x: ops.sum(f(x)))(jnp.ones(3))
+    jax.grad(lambda x: ops.sum(f(x)))(jnp.ones(3))  # the same function is fine under jax.grad
+
+
+def test_tensor_methods_and_builtins_equal_jax(x64):
+    x = jnp.arange(1.0, 7.0).reshape(2, 3) ** 1.5
+
+    def f(x):
+        total = x.sum(axis=[0]).max() + x.mean(axis=1, keepdims=True).min() + abs(-x).sum()
+        total = total + x.reshape(np.array([3, 2])).transpose().T.sum() + x.transpose(1, 0)[0].sum()
+        return total + x.astype(jnp.float32).astype(jnp.float64).sum() * len(x) + ops.stop_gradient(x).sum()
+
+    np.testing.assert_allclose(fdl.autodiff.grad(f)(x), jax.grad(f)(x), rtol=1e-14)
+    assert ops.argmax(Tensor(x), axis=1).dtype == jnp.argmax(x, axis=1).dtype
+    assert not isinstance(ops.argmin(Tensor(x)), Tensor) and int(ops.argmin(Tensor(x))) == 0
+    assert not isinstance(ops.stop_gradient(Tensor(x)), Tensor)
+    assert not isinstance(ops.astype(Tensor(x), jnp.int32), Tensor)
+
+
+def test_tape_keeps_only_the_values_its_rules_read():
+    """A chain of y * c keeps no intermediate values (the rule of x reads c); tanh keeps ans."""
+    x = Tensor(jnp.ones(4))
+    y = (x * 0.2) * 3.0
+    node = y._node
+    assert node.ans is None and node.inputs[1] == 3.0
+    assert isinstance(node.inputs[0], fdl.autodiff.vjps.Shape) and node.inputs[0].shape == (4,)
+    t = ops.tanh(y)
+    assert t._node.ans is t.value and isinstance(t._node.inputs[0], fdl.autodiff.vjps.Shape)
+    ops.sum(t).backward()
+    np.testing.assert_allclose(x.grad, 0.6 * (1 - np.tanh(0.6) ** 2) * np.ones(4), rtol=1e-6)
+
+
+ISSUE_9_ERRORS = [
+    ("leaky_relu with an array slope", lambda: ops.leaky_relu(Tensor(jnp.ones(2)), jnp.array(0.1)), TypeError,
+     r"`negative_slope` must be a float \(a constant\), got ArrayImpl"),
+    ("leaky_relu with a Tensor slope", lambda: ops.leaky_relu(jnp.ones(2), Tensor(jnp.array(0.1))), TypeError,
+     r"`negative_slope` must be a float"),
+    ("bce probs above 1", lambda: ops.binary_cross_entropy(jnp.array([0.5, 1.5]), jnp.ones(2)), ValueError,
+     r"`probs` must lie in \[0, 1\].*from 0.5 to 1.5"),
+    ("bce negative target", lambda: ops.binary_cross_entropy(Tensor(jnp.array([0.5])), jnp.array([-1.0])),
+     ValueError, r"`target` must lie in \[0, 1\]"),
+    ("bce integer target 2", lambda: ops.binary_cross_entropy(jnp.array([0.5]), 2), ValueError, r"`target`"),
+    ("bce NaN probs", lambda: ops.binary_cross_entropy(jnp.array([jnp.nan]), 1.0), ValueError, r"`probs`"),
+    ("clip without bounds", lambda: ops.clip(jnp.ones(2), None, None), ValueError, r"`clip`: at least one"),
+    ("reshape with floats", lambda: ops.reshape(Tensor(jnp.ones(4)), (2.0, 2.0)), TypeError,
+     r"`shape` must be an int or a sequence of ints, got \(2.0, 2.0\)"),
+    ("axis a float", lambda: ops.sum(Tensor(jnp.ones(4)), axis=0.5), TypeError,
+     r"`axis` must be None, an int or a tuple of ints, got 0.5"),
+    ("var ddof a float", lambda: ops.var(jnp.ones(4), ddof=1.0), TypeError, r"`ddof` must be an int, got float"),
+    ("stack shapes", lambda: ops.stack([Tensor(jnp.ones(2)), jnp.ones(3)]), ValueError,
+     r"`stack`: all operands must have the same shape, got \(2,\), \(3,\)"),
+    ("stack of nothing", lambda: ops.stack([]), TypeError, r"`xs` must be a non-empty"),
+]
+
+
+@pytest.mark.parametrize("what, call, exception, match", ISSUE_9_ERRORS, ids=[e[0] for e in ISSUE_9_ERRORS])
+def test_issue_9_error(what, call, exception, match):
+    with pytest.raises(exception, match=match):
+        call()
+
+
+def test_bce_range_is_not_checked_on_traced_inputs():
+    f = lambda p: ops.sum(ops.binary_cross_entropy(p, 1.0))
+    assert np.isnan(jax.jit(f)(jnp.array([1.5])))  # nothing can be raised while tracing
+    assert jnp.isfinite(jax.grad(f)(jnp.array([0.5])))[0]
+
+
+def test_reshape_and_one_hot_take_numpy_integers():
+    x = Tensor(jnp.arange(6.0))
+    assert ops.reshape(x, np.array([2, 3])).shape == (2, 3) == ops.reshape(x.value, np.int64(6)).reshape(2, 3).shape
+    np.testing.assert_array_equal(ops.one_hot(jnp.array([0, 2]), np.int64(3)), jax.nn.one_hot(jnp.array([0, 2]), 3))

@@ -572,3 +572,75 @@ ERRORS = [
 def test_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# ---------------------------------------------------------------- repr and call mistakes (issue 9)
+
+def test_repr_reads_like_the_construction_and_model_stays_a_pair():
+    model = nn.Sequential(nn.Linear(16), nn.Tanh(), nn.Linear(1))
+    assert repr(model) == str(model) == "Sequential(Linear(16), Tanh(), Linear(1))"
+    assert repr(nn.Sequential(nn.Linear(3, bias=False), ops.relu, nn.Dropout(0.5), nn.LogSoftmax())) == (
+        "Sequential(Linear(3, bias=False), relu, Dropout(0.5), LogSoftmax(axis=-1))")
+    assert repr(nn.LeakyReLU(0.2)) == "LeakyReLU(0.2)" and repr(nn.Flatten()) == "Flatten()"
+    # Still exactly the 2-field NamedTuple: unpacking, indexing, _fields, equality of fields.
+    init, apply = model
+    assert model._fields == ("init", "apply") and len(model) == 2 and model[0] is init
+    assert isinstance(model, tuple) and type(model) is nn.Model
+    params = init(KEY, jnp.zeros((2, 4)))
+    np.testing.assert_array_equal(apply(params, jnp.ones((2, 4))), model.apply(params, jnp.ones((2, 4))))
+    # A Model built by hand from plain functions keeps the NamedTuple's own repr.
+    plain = nn.Model(jnp.zeros_like, jnp.add)
+    assert repr(plain).startswith("Model(init=<") and "apply=<" in repr(plain)
+
+
+def test_a_custom_layer_from_named_model_follows_the_contract():
+    def Scale():
+        def init(key, x):
+            return {"s": jnp.ones((x.shape[-1],), x.dtype)}
+
+        def apply(params, x, *, key=None, train=False):
+            return x * ops.reshape(params["s"], (1, -1))
+        return nn.named_model("Scale()", init, apply)
+
+    model = nn.Sequential(nn.Linear(3), Scale())
+    assert repr(model) == "Sequential(Linear(3), Scale())"
+    params = model.init(key=KEY, x=jnp.zeros((2, 4)))  # keywords work as positions do
+    y = model.apply(params=params, x=jnp.ones((2, 4)))
+    grads = autodiff.grad(lambda p: ops.sum(model.apply(p, jnp.ones((2, 4)))))(params)
+    np.testing.assert_allclose(grads[1]["s"], jnp.sum(y, axis=0), rtol=1e-6)  # d/ds sum(h s) = Σ h
+
+
+CALL_MISTAKES = [
+    (lambda m, p, x: m.apply(x),
+     r"Sequential\(Linear\(4\), ReLU\(\)\)\.apply: expected apply\(params, x, \*, key=None, train=False\), "
+     r"got 1 positional argument\(s\): an array of shape \(2, 3\) and dtype float32 \(the params are "
+     r"missing: pass them first, `model.apply\(params, x\)`, with `params = model.init\(key, x\)`\)"),
+    (lambda m, p, x: m.apply(x, p),
+     r"Sequential\(Linear\(4\), ReLU\(\)\)\.apply: expected apply\(params, x\), the params pytree first, "
+     r"got `params` an array of shape \(2, 3\) and dtype float32 and `x` a list: the arguments look "
+     r"swapped, call `model.apply\(params, x\)`"),
+    (lambda m, p, x: jax.jit(m.apply)(x, p),  # under jit x is a tracer: still said in plain words
+     r"got `params` an array of shape \(2, 3\) and dtype float32 and `x` a list: the arguments look swapped"),
+    (lambda m, p, x: m.layers_first_apply(x, p[0]),
+     r"Linear\(4\)\.apply: expected apply\(params, x\), the params pytree first, got `params` an array "
+     r"of shape \(2, 3\) and dtype float32 and `x` a dict"),
+    (lambda m, p, x: m.init(x),
+     r"Sequential\(Linear\(4\), ReLU\(\)\)\.init: expected init\(key, x\), a PRNG key and a sample input, "
+     r"got 1 positional argument\(s\): an array of shape \(2, 3\) and dtype float32; call "
+     r"`params = model.init\(jax.random.key\(0\), x\)`"),
+]
+
+
+@pytest.mark.parametrize("mistake, message", CALL_MISTAKES)
+def test_call_mistakes_say_what_was_expected(mistake, message):
+    linear = nn.Linear(4)
+    model = nn.Sequential(linear, nn.ReLU())
+    x = jnp.ones((2, 3), jnp.float32)
+    params = model.init(KEY, x)
+
+    class WithLayer:  # gives the lambdas the first layer alone too
+        apply, init = model.apply, model.init
+        layers_first_apply = linear.apply
+
+    with pytest.raises(TypeError, match=message):
+        mistake(WithLayer, params, x)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcdl import ops, optim, train
+from funcdl import optim, train
 from train_reference import (ADAM, BATCH, LOSS, MODEL, PARAMS, X, Y, assert_trees_close,
                              reference_fit)
 
@@ -54,11 +54,7 @@ def test_an_inf_data_row_stops_at_its_batch_before_any_update_from_it():
     assert caught.value.history == {"loss": []}
 
 
-BF16_BACKENDS = ["jax", pytest.param("funcdl", marks=pytest.mark.skipif(
-    not hasattr(ops, "astype"), reason="needs fdl.ops.astype (not yet merged)"))]
-
-
-@pytest.mark.parametrize("backend", BF16_BACKENDS)
+@pytest.mark.parametrize("backend", ["jax", "funcdl"])
 def test_bf16_compute_keeps_float32_state_and_tracks_the_float32_loss(backend):
     kwargs = dict(epochs=30, batch_size=BATCH, grad_backend=backend, progress=False)
     p16, s16, h16 = train.fit(MODEL, PARAMS, LOSS, ADAM, X, Y, compute_dtype=jnp.bfloat16,

@@ -13,6 +13,7 @@ Plain `jax.numpy` picks other subgradients at some points (`jnp.abs` has slope 1
 | clip(x, lo, hi)       | 1 at x = lo and x = hi (bounds inclusive)         |
 | power(x, y), d/dx     | 0 where y == 0 (also at x = 0: d(x ** 0)/dx = 0)   |
 | power(x, y), d/dy     | 0 where x == 0 and y >= 0 (d(x ** x)/dx = 0 at 0)  |
+| max / min over an axis | 1/k to each of k ties; NaN over a slice with NaN  |
 | binary_cross_entropy, d/dy | -logit(p), unclamped                          |
 | binary_cross_entropy  | (p - y) / max(p (1 - p), 1e-12), finite at 0 and 1 |
 """
@@ -163,3 +164,41 @@ def _binary_cross_entropy_jvp(primals, tangents):
 def bce_target_derivative(p):
     """d bce / d y = -logit(p), unclamped (+-inf at p = 0 and 1), as PyTorch."""
     return jnp.log1p(-p) - jnp.log(p)
+
+
+def _reduced_axes(x, axis):
+    ndim = jnp.ndim(x)
+    if axis is None:
+        return tuple(range(ndim))
+    return tuple(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,)))
+
+
+def chooser_share(x, ans, axis, keepdims):
+    """Each element's share of a max / min's derivative: 1/k for each of k tied winners, 0
+    elsewhere, and NaN over a slice holding NaN (NaN is its max and equals nothing). The NaN
+    is explicit: XLA rewrites `g * bool_mask` into a select, which would drop a 0/0."""
+    axes = _reduced_axes(x, axis)
+    kept = ans if keepdims else jnp.expand_dims(ans, axes)
+    winners = jnp.equal(x, kept)
+    dtype = jnp.result_type(x)
+    count = jnp.sum(winners, axis=axes, keepdims=True).astype(dtype)
+    return jnp.where(jnp.isnan(kept), jnp.nan, winners.astype(dtype) / count).astype(dtype)
+
+
+def _chooser(reduce):
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+    def chooser(x, axis=None, keepdims=False):
+        return reduce(x, axis=axis, keepdims=keepdims)
+
+    @chooser.defjvp
+    def _jvp(axis, keepdims, primals, tangents):
+        (x,), (t,) = primals, tangents
+        ans = chooser(x, axis, keepdims)
+        share = chooser_share(x, ans, axis, keepdims)
+        return ans, jnp.sum(t * share, axis=_reduced_axes(x, axis), keepdims=keepdims)
+
+    return chooser
+
+
+max = _chooser(jnp.max)  # noqa: A001 -- max / min over `axis`, ties 1/k each, NaN gives NaN
+min = _chooser(jnp.min)  # noqa: A001

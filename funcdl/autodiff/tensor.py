@@ -198,6 +198,12 @@ class Tensor:
         self._node = _leaf_node(self)
 
     @property
+    def __array_interface__(self):
+        """Refused: NumPy (and so `jnp.asarray`) asks for it before treating a Tensor as a
+        sequence of numbers, which would drop it off the tape."""
+        raise TypeError(ESCAPED)
+
+    @property
     def value(self):
         """The array this Tensor holds (assignable on a leaf, for the seeds' update step)."""
         return self._value
@@ -233,8 +239,8 @@ class Tensor:
     def __rmul__(self, other): return apply("multiply", other, self)
     def __truediv__(self, other): return apply("divide", self, other)
     def __rtruediv__(self, other): return apply("divide", other, self)
-    def __pow__(self, other): return apply("power", self, other)
-    def __rpow__(self, other): return apply("power", other, self)
+    def __pow__(self, other): return _ops().power(self, other)
+    def __rpow__(self, other): return _ops().power(other, self)
     def __matmul__(self, other): return apply("matmul", self, other)
     def __rmatmul__(self, other): return apply("matmul", other, self)
     def __neg__(self): return apply("negative", self)

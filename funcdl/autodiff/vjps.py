@@ -122,10 +122,8 @@ def _power_vjp_exponent(g, ans, x, y):
 
 def _chooser_vjp(g, ans, x, axis=None, keepdims=False):
     """max / min: k tied winners get 1/k of the gradient each (torch.amax, jnp.max); a slice
-    holding NaN has no winner (NaN != NaN), and 0/0 makes its gradient NaN, as in both."""
-    winners = jnp.equal(x, _kept(ans, x, axis, keepdims))
-    count = jnp.sum(winners, axis=_axes(x, axis), keepdims=True).astype(jnp.result_type(g))
-    return (_expand(g, x, axis, keepdims) / count) * winners.astype(jnp.result_type(g))
+    holding NaN gets NaN (as PyTorch and eager jax.grad)."""
+    return _expand(g, x, axis, keepdims) * kinks.chooser_share(x, ans, axis, keepdims)
 
 
 def _matmul_operands(g, ans, a, b):
@@ -242,8 +240,10 @@ PRIMITIVES = {
     "mean": P(jnp.mean, (_mean_vjp,), reads=(NOTHING,)),
     "var":  P(lambda x, axis=None, ddof=0, keepdims=False: jnp.var(x, axis=axis, ddof=ddof, keepdims=keepdims),
               (_var_vjp,), reads=(X,)),
-    "max":  P(jnp.max,  (_chooser_vjp,), reads=((0, ANS),)),
-    "min":  P(jnp.min,  (_chooser_vjp,), reads=((0, ANS),)),
+    "max":  P(lambda x, axis=None, keepdims=False: kinks.max(x, axis, keepdims), (_chooser_vjp,),
+              reads=((0, ANS),)),
+    "min":  P(lambda x, axis=None, keepdims=False: kinks.min(x, axis, keepdims), (_chooser_vjp,),
+              reads=((0, ANS),)),
     "logsumexp": P(lambda x, axis=None, keepdims=False: jax.nn.logsumexp(x, axis=axis, keepdims=keepdims),
                    (lambda g, ans, x, axis=None, keepdims=False:
                     _expand(g, x, axis, keepdims) * jnp.exp(x - _kept(ans, x, axis, keepdims)),),

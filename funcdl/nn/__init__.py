@@ -7,17 +7,18 @@
     >>> model.apply(params, jnp.ones((8, 4)), key=jax.random.key(1), train=True).shape
     (8, 3)
 
-``fdl.nn.init`` holds the initializers ``(key, shape, dtype) -> array``.
+``fdl.nn.init`` holds the initializers ``(key, shape, dtype) -> array``; ``help(fdl.nn.Model)``
+says how to write a layer of your own (``fdl.nn.named_model``).
 """
 from funcdl.nn import init
 from funcdl.nn.layers import (Dropout, Flatten, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
                               Softmax, Tanh)
-from funcdl.nn.model import Model, Sequential
+from funcdl.nn.model import Model, Sequential, named_model
 from funcdl.nn.activations import GELU, SiLU
 from funcdl.nn.conv import AvgPool2d, Conv1d, Conv2d, MaxPool2d
 from funcdl.nn.embedding import Embedding
 from funcdl.nn.norm import LayerNorm
 
 __all__ = ["Model", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
-           "LogSoftmax", "Dropout", "Flatten", "init",
+           "LogSoftmax", "Dropout", "Flatten", "init", "named_model",
            "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU"]

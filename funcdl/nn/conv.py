@@ -143,7 +143,10 @@ def _pool_layer(kind, op, kernel_size, stride, padding):
     _ints(kernel_size, 2, "kernel_size", kind, 1)
     if stride is not None:
         _ints(stride, 2, "stride", kind, 1)
-    _ints(padding, 2, "padding", kind, 0)
+    pad = _ints(padding, 2, "padding", kind, 0)
+    if any(2 * p > k for p, k in zip(pad, _ints(kernel_size, 2, "kernel_size", kind, 1))):
+        raise ValueError(f"{kind}: `padding` must be at most half of `kernel_size` (as PyTorch), "
+                         f"got padding {padding!r} for kernel_size {kernel_size!r}")
     options = [(k, v) for k, v, default in (("stride", stride, None), ("padding", padding, 0))
                if v != default]
     name = f"{kind}({kernel_size!r}{', ' if options else ''}{_arguments(options)})"

@@ -15,6 +15,7 @@ a layer's own messages start with that name (``"Linear(4): ..."``), and ``Sequen
 the prefix with the layer's position: ``"Sequential layer 2 (Linear(4)): ..."``.
 """
 import contextlib
+import functools
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
@@ -23,16 +24,112 @@ import numpy as np
 
 
 class Model(NamedTuple):
-    """A layer or network as two pure functions over a params pytree."""
+    """A layer or a network: two pure functions over a params pytree.
+
+    ``params = model.init(key, x)``
+        key: a PRNG key (``jax.random.key(0)``); x: a sample input, an array or a
+        ``jax.ShapeDtypeStruct`` (only its shape and dtype are read). Returns the params, a plain
+        pytree of arrays (dicts, lists, tuples): ``{}`` for a layer without parameters.
+    ``y = model.apply(params, x, *, key=None, train=False)``
+        params: what ``init`` returned (or trained values of the same structure); x: the input;
+        key: a PRNG key for random layers (``Dropout``), required when they are trained;
+        train: ``True`` while training. Layers that need neither accept and ignore them.
+
+    ``Model`` is exactly the 2-field ``NamedTuple(init, apply)``: ``init, apply = model`` works.
+    Only its ``repr`` is its own: it reads like the construction,
+    ``Sequential(Linear(16), Tanh(), Linear(1))``.
+
+    Writing a layer: a function that returns ``named_model(name, init, apply)``, where ``name``
+    is how the layer reads (its ``repr`` and the prefix of its error messages), ``init(key, x)``
+    returns the params and ``apply(params, x, *, key=None, train=False)`` computes y with
+    ``fdl.ops`` and Python operators only (so that ``jax.grad`` and ``fdl.autodiff.grad`` both
+    differentiate it). ``named_model`` also checks the call: ``apply(x)`` (params forgotten)
+    and ``apply(x, params)`` (swapped) raise a ``TypeError`` that says so.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcdl import nn, ops
+    >>> def Scale(factor):
+    ...     def init(key, x):
+    ...         return {"s": jnp.full((x.shape[-1],), factor, x.dtype)}
+    ...     def apply(params, x, *, key=None, train=False):
+    ...         return x * ops.reshape(params["s"], (1,) * (len(x.shape) - 1) + (-1,))
+    ...     return nn.named_model(f"Scale({factor})", init, apply)
+    >>> model = nn.Sequential(nn.Linear(16), nn.Tanh(), Scale(2.0), nn.Linear(1))
+    >>> model
+    Sequential(Linear(16), Tanh(), Scale(2.0), Linear(1))
+    >>> params = model.init(jax.random.key(0), jnp.zeros((8, 4)))
+    >>> model.apply(params, jnp.ones((8, 4))).shape
+    (8, 1)
+    """
     init: Callable[..., Any]  # (key, x) -> params
     apply: Callable[..., Any]  # (params, x, *, key=None, train=False) -> y
 
+    def __repr__(self):
+        name = getattr(self.apply, "__funcdl_name__", None)
+        if name is None:  # a Model built by hand from plain functions
+            return f"Model(init={self.init!r}, apply={self.apply!r})"
+        return name
+
+
+def _describe(value) -> str:
+    """A call argument in plain words: "an array of shape (8, 4) and dtype float32", "a dict"."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"an array of shape {tuple(shape)} and dtype {dtype}"
+    article = "an" if type(value).__name__[0].lower() in "aeiou" else "a"
+    return f"{article} {type(value).__name__}"
+
+
+def _is_array(value) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (Mapping, list, tuple))
+
 
 def named_model(name: str, init: Callable, apply: Callable) -> Model:
-    """`Model(init, apply)` whose functions carry the qualified names `name.init`, `name.apply`
-    (which `repr` and error messages show)."""
-    init.__qualname__, apply.__qualname__ = f"{name}.init", f"{name}.apply"
-    return Model(init, apply)
+    """`Model(init, apply)` that reads as `name` (its `repr`, `"Linear(4)"`) and checks its calls.
+
+    Every layer constructor returns through this helper (see ``help(Model)``, "Writing a
+    layer"). ``init`` and ``apply`` are wrapped (``functools.wraps``; qualified names
+    ``name.init`` and ``name.apply``) so that a wrong call says what was expected and what was
+    received: ``apply(x)`` (the params forgotten), ``apply(x, params)`` (swapped; under
+    ``jax.jit`` too, where x is a tracer), ``init(x)`` (the key forgotten).
+    """
+    def positional(args, kwargs, names):
+        """The call's `names` arguments as a tuple, whether passed by position or by keyword."""
+        args = list(args)
+        for argument in names[len(args):]:
+            if argument in kwargs:
+                args.append(kwargs.pop(argument))
+        return tuple(args), kwargs
+
+    @functools.wraps(init)
+    def checked_init(*args, **kwargs):
+        args, kwargs = positional(args, kwargs, ("key", "x"))
+        if len(args) != 2:
+            received = ", ".join(_describe(a) for a in args) or "nothing"
+            raise TypeError(f"{name}.init: expected init(key, x), a PRNG key and a sample input, "
+                            f"got {len(args)} positional argument(s): {received}; call "
+                            f"`params = model.init(jax.random.key(0), x)`")
+        return init(*args, **kwargs)
+
+    @functools.wraps(apply)
+    def checked_apply(*args, **kwargs):
+        args, kwargs = positional(args, kwargs, ("params", "x"))
+        if len(args) != 2:
+            received = ", ".join(_describe(a) for a in args) or "nothing"
+            hint = (" (the params are missing: pass them first, `model.apply(params, x)`, "
+                    "with `params = model.init(key, x)`)" if len(args) == 1 else "")
+            raise TypeError(f"{name}.apply: expected apply(params, x, *, key=None, train=False), "
+                            f"got {len(args)} positional argument(s): {received}{hint}")
+        params, x = args
+        if _is_array(params) and isinstance(x, (Mapping, list, tuple)):
+            raise TypeError(f"{name}.apply: expected apply(params, x), the params pytree first, "
+                            f"got `params` {_describe(params)} and `x` {_describe(x)}: the "
+                            f"arguments look swapped, call `model.apply(params, x)`")
+        return apply(*args, **kwargs)
+
+    checked_init.__qualname__, checked_apply.__qualname__ = f"{name}.init", f"{name}.apply"
+    checked_apply.__funcdl_name__ = name
+    return Model(checked_init, checked_apply)
 
 
 def layer_name(layer) -> str:

@@ -48,6 +48,11 @@ def sgd(
     >>> [round(v, 4) for v in params["w"].tolist()]
     [0.72, -1.44]
 
+    Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
+    `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
+    1000 updates at lr 1e-4 on 300 params (tests/golden/measure_optim_float32.py, jax 0.10.2,
+    CPU): 1.2e-7 eagerly, 0 (bit-equal) under `jax.jit`.
+
     PyTorch: torch.optim.SGD(params, lr, momentum, dampening, weight_decay, nesterov)
     """
     return chain(
@@ -80,6 +85,11 @@ def momentum(lr: ScalarOrSchedule, beta: float = 0.9, nesterov: bool = False) ->
     ...     params = apply_updates(params, updates)
     >>> [round(v, 4) for v in params.tolist()]   # 1 -> 0.9 -> 0.9 - 0.1 (0.5 * 1 + 0.9) = 0.76
     [0.76]
+
+    Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
+    `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
+    1000 updates at lr 1e-4 on 300 params (tests/golden/measure_optim_float32.py, jax 0.10.2,
+    CPU): 2.0e-7 eagerly, 2.1e-7 under `jax.jit`.
 
     PyTorch: torch.optim.SGD(params, lr, momentum=beta, nesterov=nesterov)
     """
@@ -119,6 +129,11 @@ def adagrad(
     >>> # first step: p - lr sign(g)
     >>> [round(v, 4) for v in apply_updates(params, updates).tolist()]
     [1.0, -4.0]
+
+    Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
+    `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
+    1000 updates at lr 1e-4 on 300 params (tests/golden/measure_optim_float32.py, jax 0.10.2,
+    CPU): 0 (bit-equal) eagerly, 7.2e-8 under `jax.jit`.
 
     PyTorch: torch.optim.Adagrad(params, lr, lr_decay, weight_decay, initial_accumulator_value, eps)
     """
@@ -163,6 +178,11 @@ def rmsprop(
     >>> [round(v, 6) for v in apply_updates(params, updates).tolist()]
     [0.98]
 
+    Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
+    `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
+    1000 updates at lr 1e-4 on 300 params (tests/golden/measure_optim_float32.py, jax 0.10.2,
+    CPU): 1.2e-7 eagerly, 1.4e-7 under `jax.jit`.
+
     PyTorch: torch.optim.RMSprop(params, lr, alpha, eps, weight_decay, momentum, centered)
     """
     return chain(
@@ -203,6 +223,11 @@ def adam(
     >>> [round(v, 5) for v in apply_updates(params, updates).tolist()]
     [0.9, 1.1]
 
+    Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
+    `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
+    1000 updates at lr 1e-4 on 300 params (tests/golden/measure_optim_float32.py, jax 0.10.2,
+    CPU): 1.3e-7 eagerly, 2.7e-7 under `jax.jit`.
+
     PyTorch: torch.optim.Adam(params, lr, betas, eps, weight_decay, amsgrad)
     """
     return chain(
@@ -240,6 +265,13 @@ def adamw(
     >>> # 2 (1 - 0.05) - 0.1 sign(3)
     >>> [round(v, 5) for v in apply_updates(params, updates).tolist()]
     [1.8]
+
+    Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
+    `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
+    1000 updates at lr 1e-4 on 300 params (tests/golden/measure_optim_float32.py, jax 0.10.2,
+    CPU): 1.4e-7 eagerly, 2.1e-5 under `jax.jit`.
+    The jitted drift is XLA contracting `p * f` and the add that follows into one fused
+    multiply-add (openxla/xla issue 41579), so the decayed product is never rounded.
 
     PyTorch: torch.optim.AdamW(params, lr, betas, eps, weight_decay, amsgrad)
     """

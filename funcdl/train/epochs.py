@@ -20,6 +20,7 @@ itself), so the params and optimizer state that come back are the last finite on
 Cache: `run_epochs` is one module-level `jax.jit`; `plan` (hashable, holding the user's
 functions) is its static argument, so equal plans and shapes reuse the compiled program.
 """
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -54,6 +55,16 @@ class Guard(NamedTuple):
 
 def new_guard() -> Guard:
     return Guard(jnp.array(True), jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def initial_state(params, opt_state, *, optimizer):
+    """Fresh copies of `params` and `opt_state` (`optimizer.init(params)` when None) and a new
+    guard, in one dispatch: the programs donate these, never the caller's arrays."""
+    params = jax.tree_util.tree_map(jnp.copy, params)
+    opt_state = (optimizer.init(params) if opt_state is None
+                 else jax.tree_util.tree_map(jnp.copy, opt_state))
+    return params, opt_state, new_guard()
 
 
 def _keep_if(ok, new, old):
@@ -105,7 +116,10 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
     params, opt_state, guard = carry
     sums = jnp.zeros((1 + len(spec.metrics),), jax.dtypes.canonicalize_dtype(jnp.float64))
     state = (params, opt_state, guard, sums)
-    state, _ = lax.scan(full_batch, state, jnp.arange(plan.n_full, dtype=jnp.int32))
+    if plan.n_full == 1:  # full batch: no loop of one trip inside the loop over epochs
+        state, _ = full_batch(state, jnp.int32(0))
+    else:
+        state, _ = lax.scan(full_batch, state, jnp.arange(plan.n_full, dtype=jnp.int32))
     if plan.remainder:
         state = train_on(state, jnp.int32(plan.n_full), plan.n_full * plan.batch, plan.remainder)
     params, opt_state, guard, sums = state

@@ -6,6 +6,7 @@ never shuffled, run all their epochs (or all up to the next checkpoint) in one c
 a 400-epoch XOR run is one dispatch. See `epochs.py` for the order of the batches, the keys
 and the NaN guard.
 """
+import functools
 import time
 
 import jax
@@ -14,11 +15,18 @@ import numpy as np
 
 from funcdl.train import checks, resume as resume_state
 from funcdl.train.batches import batch_layout
-from funcdl.train.epochs import EpochPlan, new_guard, run_epochs
+from funcdl.train.epochs import EpochPlan, initial_state, new_guard, run_epochs
 from funcdl.train.progress import ProgressBar, choose_every
-from funcdl.train.sharding import check_mesh, place_copy, place_data
+from funcdl.train.sharding import (check_mesh, is_main_process, place_copy, place_data,
+                                   to_host)
 from funcdl.train.step import (StepSpec, check_callables, check_compute_dtype,
                                check_grad_backend)
+
+
+@functools.lru_cache(maxsize=None)
+def default_key(impl_name):
+    """`jax.random.PRNGKey(0)` as a NumPy array (made once per PRNG implementation)."""
+    return np.asarray(jax.random.PRNGKey(0))
 
 
 def _history_names(metrics, validation) -> list:
@@ -89,13 +97,17 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
         raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
     batch, n_full, remainder = batch_layout(n_rows, batch_size)
     check_mesh(mesh, batch)
-    key = jax.random.PRNGKey(0) if key is None else key
+    key = default_key(jax.config.jax_default_prng_impl) if key is None else key
 
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
     names = _history_names(metrics, validation)
     history = {name: [] for name in names}
-    params = place_copy(params, mesh)
-    opt_state = optimizer.init(params) if opt_state is None else place_copy(opt_state, mesh)
+    if mesh is None:
+        params, opt_state, guard = initial_state(params, opt_state, optimizer=optimizer)
+    else:  # on a mesh, init's fresh scalars must be replicated like the program's outputs
+        params = place_copy(params, mesh)
+        opt_state = place_copy(optimizer.init(params) if opt_state is None else opt_state, mesh)
+        guard = place_copy(new_guard(), mesh)
     done = 0
     if resume:
         loaded = resume_state.load_state(checkpoint, params, opt_state, names, key)
@@ -111,11 +123,11 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     per_call = (epochs - done if checkpoint is None else every) if full_batch else 1
     x_val, y_val = validation if validation is not None else (None, None)
     data = place_data((x, y, x_val, y_val), mesh)
-    guard = new_guard()
     unit_scale = 1 if full_batch else steps_per_epoch
     progress_every = max(1, (per_call if full_batch else steps_per_epoch) // 10)
 
-    with ProgressBar(epochs * unit_scale, done * unit_scale, unit, progress) as bar:
+    with ProgressBar(epochs * unit_scale, done * unit_scale, unit,
+                     progress and is_main_process()) as bar:
         while done < epochs:
             n_epochs = min(per_call, epochs - done)
             plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
@@ -123,11 +135,11 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                              unit if progress else None, mesh)
             started = time.perf_counter()
             new_params, new_state, guard, means = run_epochs(
-                params, opt_state, guard, data, key, jnp.int32(done), jnp.int32(progress_every),
-                jnp.int32(bar.token), plan=plan)
-            means = np.asarray(means)
-            if not bool(guard.ok):
-                bad_epoch, bad_step = int(guard.epoch), int(guard.step)
+                params, opt_state, guard, data, key, np.int32(done), np.int32(progress_every),
+                np.int32(bar.token), plan=plan)
+            means, host_guard = to_host((means, guard))
+            if not bool(host_guard.ok):
+                bad_epoch, bad_step = int(host_guard.epoch), int(host_guard.step)
                 for row in means[:bad_epoch - done]:
                     for name, value in zip(names, row):
                         history[name].append(float(value))

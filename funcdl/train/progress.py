@@ -27,9 +27,9 @@ def report(token, position, loss):
     if bar is None:
         return
     position = int(position)
-    if position > bar.n:
+    bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+    if position > bar.n:  # tqdm redraws at most every `mininterval` (0.1 s) from here
         bar.update(position - bar.n)
-    bar.set_postfix(loss=f"{float(loss):.4g}", refresh=True)
 
 
 def choose_every(seconds: float, units: int, previous: int) -> int:
@@ -60,6 +60,7 @@ class ProgressBar:
         """After a compiled call: the bar at `position` exactly, with the epoch's loss."""
         if self.bar is not None:
             report(self.token, position, loss)
+            self.bar.refresh()
 
     def __exit__(self, *exc):
         _open_bars.pop(self.token, None)

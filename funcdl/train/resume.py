@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl.train.sharding import writes_files
+from funcdl.train.sharding import to_host, writes_files
 
 FORMAT = "fit"
 
@@ -38,7 +38,7 @@ def save_state(path, params, opt_state, history, epochs_done, key, mesh=None):
 
     if not writes_files(mesh):
         return
-    tree = {"params": params, "opt_state": opt_state, "key": _key_data(key),
+    tree = {"params": to_host(params), "opt_state": to_host(opt_state), "key": _key_data(key),
             "history": {name: np.asarray(values, history_dtype())
                         for name, values in history.items()}}
     checkpoint.save(os.fspath(path), tree,

@@ -49,6 +49,21 @@ def place_data(tree, mesh):
     return jax.tree_util.tree_map(lambda leaf: _replicated(mesh, leaf), tree)
 
 
+def to_host(tree):
+    """NumPy copies of the leaves; a replicated array spanning several processes is read from
+    this process's own copy (`np.asarray` of it alone would refuse)."""
+    def host(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return np.asarray(leaf.addressable_data(0))
+        return np.asarray(leaf)
+    return jax.tree_util.tree_map(host, tree)
+
+
+def is_main_process() -> bool:
+    """Whether this process shows the progress bar and writes checkpoints: process 0 only."""
+    return jax.process_index() == 0
+
+
 def writes_files(mesh) -> bool:
     """Whether this process writes checkpoints: process 0 only."""
     return jax.process_index() == 0

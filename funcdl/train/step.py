@@ -39,19 +39,11 @@ class StepSpec(NamedTuple):
     metrics: tuple = ()  # ((name, fn(pred, target) -> scalar), ...)
 
 
-def _astype(leaf, dtype):
-    if hasattr(ops, "astype"):
-        return ops.astype(leaf, dtype)
-    if isinstance(leaf, autodiff.Tensor):  # until fdl.ops.astype is in
-        raise TypeError("`compute_dtype` with grad_backend='funcdl' needs fdl.ops.astype")
-    return leaf.astype(dtype)
-
-
 def _cast_floats(tree, dtype):
     """Every floating leaf of `tree` (arrays or Tensors) cast to `dtype`; others unchanged."""
     def cast(leaf):
         if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != dtype:
-            return _astype(leaf, dtype)
+            return ops.astype(leaf, dtype)
         return leaf
     is_tensor = lambda leaf: isinstance(leaf, autodiff.Tensor)  # noqa: E731
     return jax.tree_util.tree_map(cast, tree, is_leaf=is_tensor)

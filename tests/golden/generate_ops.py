@@ -236,6 +236,47 @@ def op_cases(torch, F):
     case("binary_cross_entropy_kink", lambda p, y: F.binary_cross_entropy(p, y, reduction="none"),
          fixed(edge_p), fixed(edge_y, kind="numpy"), **kink)
 
+    # power at x = 0 (PyTorch: d(x ** 0)/dx = 0, d(x ** x)/dx = 0 there); max/min over NaN: NaN
+    zero_points = fixed([0.0, 0.5, 1.0, 0.0])
+    case("pow_zero_exponent_kink", lambda x: x ** 0.0, zero_points, **kink)
+    case("pow_self_kink", lambda x: x ** x, zero_points, exact=True)
+    case("pow_arrays_kink", lambda x, y: x ** y, fixed([0.0, 0.0, 0.0, 2.0]), fixed([0.0, 1.0, 2.5, 0.0]), exact=True)
+    with_nan = fixed([[1.0, float("nan"), 3.0], [0.5, 2.0, -1.0]])
+    case("max_nan_axis1", lambda x: torch.amax(x, dim=1), with_nan, exact=True)
+    case("min_nan_axis1", lambda x: torch.amin(x, dim=1), with_nan, exact=True)
+
+    # ---- issue 9: the ops added to fdl.ops and the Tensor methods --------------------------------
+    case("sin", torch.sin, randn(2, 3, scale=2.0), float32=True)
+    case("cos", torch.cos, randn(2, 3, scale=2.0))
+    case("log1p", torch.log1p, uniform(-0.9, 3.0, 2, 3))
+    case("expm1", torch.expm1, randn(2, 3), float32=True)
+    reductions("min", lambda x, dim, keepdim: torch.amin(x, dim=dim, keepdim=keepdim))
+    case("min_tie_axis1", lambda x: torch.amin(x, dim=1), fixed([[1.0, 0.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0]]),
+         **kink)
+    reductions("var", lambda x, dim, keepdim: torch.var(x, dim=dim, keepdim=keepdim, correction=0), float32=True)
+    case("var_ddof1", lambda x: torch.var(x, dim=1, correction=1), randn(2, 3, 4))
+    case("stack_axis0", lambda a, b: torch.stack([a, b], 0), randn(2, 3), randn(2, 3))
+    case("stack_axis_neg1", lambda a, b, c: torch.stack([a, b, c], -1), randn(2, 3), randn(2, 3), randn(2, 3))
+    case("expand_dims", lambda x: torch.unsqueeze(x, 1), randn(2, 3))
+    case("squeeze", lambda x: torch.squeeze(x), randn(2, 1, 3, 1))
+    case("squeeze_axis", lambda x: torch.squeeze(x, -1), randn(2, 1, 3, 1))
+    case("astype_float32", lambda x: x.to(torch.float32).to(torch.float64), randn(2, 3))
+    case("stop_gradient", lambda x: x * x.detach(), randn(2, 3))
+    case("argmax", lambda x: torch.argmax(x, dim=1), randn(3, 4, kind="jax"))
+    case("argmin", lambda x: torch.argmin(x), randn(3, 4, kind="jax"))
+    case("method_max_axis", lambda x: x.amax(dim=1), randn(2, 3, 4))
+    case("method_min", lambda x: x.amin(), randn(2, 3))
+    case("method_transpose", lambda x: x.permute(1, 0, 2), randn(2, 3, 4))
+    case("method_astype", lambda x: x.to(torch.float32).to(torch.float64) * 2.0, randn(2, 3))
+    case("abs_builtin", lambda x: abs(x), randn(2, 3))
+    case("reduction_list_axis", lambda x: torch.sum(x, dim=(0, 2)), randn(2, 3, 4))
+    case("clip_int_bounds", lambda x: torch.clamp(x, -1, 1), randn(2, 3, scale=2.0))
+    case("clip_no_upper", lambda x: torch.clamp(x, min=0.0), randn(2, 3))
+    case("clip_no_lower", lambda x: torch.clamp(x, max=0.25), randn(2, 3))
+    case("binary_cross_entropy_int_target", lambda p: F.binary_cross_entropy(p, torch.zeros_like(p),
+                                                                               reduction="none"),
+         uniform(0.05, 0.95, 2, 3))
+
     # ---- where funcdl is known to differ from PyTorch (xfail tests in tests/test_ops.py) -------------
     # clip with lo > hi: the value is hi everywhere, so PyTorch gives the whole gradient to hi.
     case("clip_lo_above_hi", torch.clamp, fixed([-1.0, 0.0, 0.3, 0.6, 2.0]), fixed([0.5] * 5), fixed([0.2] * 5),
