@@ -59,7 +59,8 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=1e-3, optimizer="
     params, _, history = fdl.train.fit(
         classifier, params, fdl.losses.cross_entropy, getattr(fdl.optim, optimizer)(lr),
         x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, key=shuffle_key,
-        grad_backend=backend, validation=validation, metrics={"accuracy": accuracy})
+        grad_backend=backend, validation=validation, metrics={"accuracy": accuracy},
+        progress=False)  # a program with the bar's host callback is never persistently cached
     test = fdl.train.evaluate(classifier, params, fdl.losses.cross_entropy, x_test, y_test,
                               metrics={"accuracy": accuracy})
     predicted = np.asarray(jnp.argmax(fdl.train.predict(classifier, params, x_test), axis=-1))

@@ -175,7 +175,7 @@ def verdict(results):
     and, given at least 10,000 iterations, the second fits by the end."""
     first, second = results["first_loss_at_1500"], results["second_loss_at_1500"]
     passed = first < FITS <= second
-    got = f"|loss| at 1500: {first:.3f} and {second:.3f}"
+    got = f"mean abs loss at 1500: {first:.3f} and {second:.3f}"
     if results["iterations"] >= 10_000:
         passed = passed and results["second_final_loss"] < FITS
         got += f"; second at {results['iterations']}: {results['second_final_loss']:.3f}"

@@ -140,7 +140,7 @@ def plot(losses, model, params, out_dir):
         surface = np.asarray(fdl.train.predict(model, params, points)).reshape(len(grid), len(grid))
     image = ax_map.contourf(grid, grid, surface, levels=np.linspace(0, 1, 11), cmap="coolwarm")
     ax_map.scatter(*np.array(SEED_X).T, c="k")
-    ax_map.set(xlabel="x1", ylabel="x2", title="output of the trained network")
+    ax_map.set(xlabel="x1", ylabel="x2", title="trained on the seed's data: (1, 0) never seen")
     fig.colorbar(image, ax=ax_map)
     return examples.save(fig, out_dir, "xor.png")
 
