@@ -3,6 +3,9 @@
 Each example runs once per session (module-scoped fixtures); the pictures go to a temporary
 folder and are decoded with Pillow.
 """
+import json
+import pathlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,6 +77,13 @@ def test_optimizers_fall_and_the_ema_has_its_closed_form(ran):
     for name, first in results["first_loss"].items():
         assert first == pytest.approx(0.298371109, abs=1e-6)  # the published loss at the start
         assert results["final_loss"][name] < first
+    # the seed's PyTorch code, run by tests/golden/generate_optim.py (float32, foreach=False)
+    golden = json.loads((pathlib.Path(__file__).parent / "golden" / "optim.json").read_text())
+    torch_runs = {case["name"]: case["float32"]["loss"] for case in golden["cases"]}
+    for name, case in (("momentum", "seed_sgd_momentum"), ("adagrad", "seed_adagrad"),
+                       ("rmsprop", "seed_rmsprop_momentum"), ("adam", "seed_adam")):
+        losses = results["losses"][name]
+        np.testing.assert_allclose(losses, torch_runs[case][:len(losses)], rtol=1e-4, err_msg=name)
     temperature = examples.load("optimizers").TEMPERATURE
     for beta in (0.5, 0.9):
         # S_t = beta^t Y_0 + (1 - beta) sum_{k=1..t} beta^(t-k) Y_k
