@@ -7,7 +7,7 @@ on the images as `(N, 1, 8, 8)`), the loss `cross_entropy` on the logits, Adam l
 mini-batches of 64; `fit` reports the validation loss and an accuracy metric after each
 epoch. The pictures: loss and accuracy curves, and the confusion matrix on the test images.
 Target: at least 97% test accuracy (measured: 97.2% after 40 epochs, 96.4% after 15).
-The CNN needs more epochs than the MLP for that (94.4% after 15, measured).
+The CNN (`--model cnn`): 97.8% after 40 epochs, 94.4% after 15 (measured).
 """
 import jax
 import jax.numpy as jnp
