@@ -22,8 +22,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed
 
+# Every seed reproduced (exit 1 if one misses); the pictures become the README's gallery.
 demo: $(VENV)/.installed
 	$(BIN)/funcdl gradcheck
+	$(BIN)/funcdl demo --out docs/gallery
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

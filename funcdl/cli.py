@@ -202,7 +202,7 @@ def run_demo(options):
     rows = []
     for name in examples.NAMES:
         module = examples.load(name)
-        out = os.path.join(options.out, name) if options.out else os.path.join("docs", "gallery")
+        out = options.out or os.path.join("runs", "demo")  # the pictures' names are distinct
         seconds = []
         for _ in ("cold", "warm"):
             start = time.perf_counter()
@@ -286,7 +286,7 @@ def build_parser():
 
     demo = commands.add_parser("demo", help="every example, then a table against the seeds",
                                description=run_demo.__doc__)
-    demo.add_argument("--out", metavar="DIR", help="where the pictures go (default docs/gallery/)")
+    demo.add_argument("--out", metavar="DIR", help="where the pictures go (default runs/demo/)")
     demo.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
     demo.set_defaults(run=run_demo)
     return parser

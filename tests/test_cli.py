@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import funcdl
-from funcdl import cli
+from funcdl import cli, examples
 from funcdl.autodiff.vjps import PRIMITIVES
 
 
@@ -26,12 +26,67 @@ def test_python_dash_m_funcdl():
     assert (done.returncode, done.stdout) == (0, f"funcdl {funcdl.__version__}\n")
 
 
-@pytest.mark.parametrize("argv", [[], ["nonsense"], ["gradcheck", "no_such_case"]])
-def test_usage_errors_exit_with_code_2(argv, capsys):
+@pytest.mark.parametrize("argv, message", [
+    ([], "funcdl: error: the following arguments are required: command"),
+    (["nonsense"], "funcdl: error: argument command: invalid choice: 'nonsense'"),
+    (["gradcheck", "no_such_case"], "funcdl gradcheck: error: argument case: unknown case 'no_such_case'"),
+    (["run", "mnist"], "funcdl run: error: argument NAME: unknown example 'mnist' (choose from adaline,"),
+    (["run", "xor", "--epochs", "ten"], "funcdl run: error: argument --epochs: expected a positive int, got 'ten'"),
+    (["run", "xor", "--epochs", "0"], "funcdl run: error: argument --epochs: expected a positive int, got '0'"),
+    (["run", "boston", "--lr", "-0.1"], "funcdl run: error: argument --lr: expected a positive float, got '-0.1'"),
+    (["run", "boston", "--lr", "nan"], "funcdl run: error: argument --lr: expected a positive float, got 'nan'"),
+    (["run", "boston", "--optimizer", "lbfgs"], "funcdl run: error: argument --optimizer: invalid choice: 'lbfgs'"),
+    (["run", "boston", "--backend", "torch"], "funcdl run: error: argument --backend: invalid choice: 'torch'"),
+    (["run", "backprop", "--epochs", "3"], "funcdl run: error: backprop does not take --epochs (it takes --lr, --backend)"),
+    (["demo", "--quick"], "funcdl: error: unrecognized arguments: --quick"),
+])
+def test_usage_errors_are_one_line_and_exit_with_code_2(argv, message, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main(argv)
     assert done.value.code == 2
-    assert "usage: funcdl" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_list_names_every_example_with_its_seed(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(examples.NAMES)
+    assert [line.split()[2] for line in lines] == ["000", "001", "002", "002", "003", "004", "-"]
+
+
+def test_run_prints_the_results_and_writes_to_out(tmp_path, capsys):
+    assert cli.main(["run", "optimizers", "--optimizer", "adam", "--lr", "0.05", "--epochs", "5",
+                     "--out", str(tmp_path), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "adam(lr=0.05): loss 0.298371 ->" in out and "in 5 epochs" in out
+    assert "momentum" not in out and "[pass]" in out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ema.png", "optimizers.png"]
+
+
+def test_demo_table_and_exit_code(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(examples, "NAMES", ("backprop",))
+    assert cli.main(["demo", "--out", str(tmp_path), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    header = "| example | the seed reports | funcdl got | pass | cold s | warm s |"
+    row = next(line for line in out.splitlines() if line.startswith("| backprop |"))
+    assert header in out and "| pass |" in row and "1 examples in" in out and "all reproduced" in out
+    backprop = examples.load("backprop")
+    monkeypatch.setattr(backprop, "verdict", lambda results: ("a", "b", False))
+    assert cli.main(["demo", "--out", str(tmp_path), "--no-cache"]) == 1
+    assert "| backprop | a | b | FAIL |" in capsys.readouterr().out
+
+
+def test_example_file_runs_alone_and_fills_the_compilation_cache(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "FUNCDL_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("PYTHONPATH", None)  # the example file finds the checkout's funcdl by itself
+    done = subprocess.run([sys.executable, str(root / "examples" / "backprop.py"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "all 21 published numbers within" in done.stdout and "[pass]" in done.stdout
+    assert any((tmp_path / "cache").iterdir())  # compilations cached, thresholds at 0
 
 
 def test_gradcheck_passes_and_covers_every_primitive(monkeypatch, capsys):

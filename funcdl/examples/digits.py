@@ -7,7 +7,7 @@ on the images as `(N, 1, 8, 8)`), the loss `cross_entropy` on the logits, Adam l
 mini-batches of 64; `fit` reports the validation loss and an accuracy metric after each
 epoch. The pictures: loss and accuracy curves, and the confusion matrix on the test images.
 Target: at least 97% test accuracy (measured: 97.2% after 40 epochs, 96.4% after 15).
-The CNN needs more epochs than the MLP for that (94.4% after 15, measured).
+The CNN (`--model cnn`): 97.8% after 40 epochs, 94.4% after 15 (measured).
 """
 import jax
 import jax.numpy as jnp
@@ -59,7 +59,8 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=1e-3, optimizer="
     params, _, history = fdl.train.fit(
         classifier, params, fdl.losses.cross_entropy, getattr(fdl.optim, optimizer)(lr),
         x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, key=shuffle_key,
-        grad_backend=backend, validation=validation, metrics={"accuracy": accuracy})
+        grad_backend=backend, validation=validation, metrics={"accuracy": accuracy},
+        progress=False)  # a program with the bar's host callback is never persistently cached
     test = fdl.train.evaluate(classifier, params, fdl.losses.cross_entropy, x_test, y_test,
                               metrics={"accuracy": accuracy})
     predicted = np.asarray(jnp.argmax(fdl.train.predict(classifier, params, x_test), axis=-1))

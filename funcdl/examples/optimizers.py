@@ -80,7 +80,8 @@ def run(quick=False, out_dir="runs/optimizers", *, epochs=100, lr=None, optimize
     averages = {beta: ema(TEMPERATURE, beta) for beta in BETAS}
     for beta, values in averages.items():
         print(f"EMA beta={beta}: " + " ".join(f"{value:.2f}" for value in values))
-    return {"first_loss": {name: float(c[0]) for name, c in curves.items()},
+    return {"losses": {name: c.tolist() for name, c in curves.items()},
+            "first_loss": {name: float(c[0]) for name, c in curves.items()},
             "final_loss": {name: float(c[-1]) for name, c in curves.items()},
             "ema": {beta: values.tolist() for beta, values in averages.items()},
             "pictures": [plot_losses(curves, out_dir), plot_ema(averages, out_dir)]}

@@ -1,0 +1,165 @@
+"""Every example in quick mode, its results checked against the seed or an independent reference.
+
+Each example runs once per session (module-scoped fixtures); the pictures go to a temporary
+folder and are decoded with Pillow.
+"""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from funcdl import examples
+
+PUBLISHED = {  # Mazur (2015), the worked example of seed 002, as published
+    "h1": 0.593269992, "h2": 0.596884378, "o1": 0.75136507, "o2": 0.772928465,
+    "loss": 0.298371109, "dw1": 0.000438568, "dw4": 0.000995425, "dw5": 0.082167041,
+    "dw8": -0.022740242, "w1": 0.149780716, "w5": 0.35891648, "w8": 0.561370121,
+}
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """ran(name) -> the quick results of example `name` (each computed once)."""
+    cache = {}
+
+    def result(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(name)
+            cache[name] = examples.load(name).run(quick=True, out_dir=str(out))
+        return cache[name]
+
+    return result
+
+
+def check_pictures(results, count):
+    assert len(results["pictures"]) == count
+    for path in results["pictures"]:
+        with Image.open(path) as image:
+            assert image.format == ("GIF" if path.endswith(".gif") else "PNG")
+            assert 200 <= image.width <= 1200 and 150 <= image.height <= 800
+            if image.format == "GIF":
+                assert image.n_frames >= 4
+            assert image.convert("L").getextrema()[0] < 128  # something drawn on the white
+
+
+def test_adaline_mean_of_last_half_is_2x_plus_1(ran):
+    results = ran("adaline")
+    assert abs(results["w_mean_last_half"] - 2) < 0.1 and abs(results["b_mean_last_half"] - 1) < 0.1
+    assert abs(results["b"] * 10 - round(results["b"] * 10)) < 1e-4  # b moves in steps of 0.1
+    assert examples.load("adaline").verdict(results)[2]
+    check_pictures(results, 1)
+
+
+def test_relu_quadratic_first_initialisation_fits_in_1500_and_second_does_not(ran):
+    results = ran("relu_quadratic")
+    assert results["iterations"] == 1500
+    assert results["first_loss_at_1500"] < 0.15 < 0.5 < results["second_loss_at_1500"]
+    check_pictures(results, 3)
+
+
+def test_backprop_matches_the_published_numbers_in_both_autodiffs(ran):
+    results = ran("backprop")
+    for column in ("jax", "funcdl"):
+        for name, value in PUBLISHED.items():
+            assert results[column][name] == pytest.approx(value, abs=1e-6), (column, name)
+    # the shared bias's gradient is the sum over its units: closed form from the forward values
+    r = results["jax"]
+    delta_o = [(r["o1"] - 0.01) * r["o1"] * (1 - r["o1"]), (r["o2"] - 0.99) * r["o2"] * (1 - r["o2"])]
+    assert r["db2 (shared)"] == pytest.approx(sum(delta_o), rel=1e-12)
+    assert r["b2"] == pytest.approx(0.60 - 0.5 * sum(delta_o), rel=1e-12)
+
+
+def test_optimizers_fall_and_the_ema_has_its_closed_form(ran):
+    results = ran("optimizers")
+    assert set(results["final_loss"]) == {"sgd", "momentum", "adagrad", "rmsprop", "adam"}
+    for name, first in results["first_loss"].items():
+        assert first == pytest.approx(0.298371109, abs=1e-6)  # the published loss at the start
+        assert results["final_loss"][name] < first
+    # the seed's PyTorch code, run by tests/golden/generate_optim.py (float32, foreach=False)
+    golden = json.loads((pathlib.Path(__file__).parent / "golden" / "optim.json").read_text())
+    torch_runs = {case["name"]: case["float32"]["loss"] for case in golden["cases"]}
+    for name, case in (("momentum", "seed_sgd_momentum"), ("adagrad", "seed_adagrad"),
+                       ("rmsprop", "seed_rmsprop_momentum"), ("adam", "seed_adam")):
+        losses = results["losses"][name]
+        np.testing.assert_allclose(losses, torch_runs[case][:len(losses)], rtol=1e-4, err_msg=name)
+    temperature = examples.load("optimizers").TEMPERATURE
+    for beta in (0.5, 0.9):
+        # S_t = beta^t Y_0 + (1 - beta) sum_{k=1..t} beta^(t-k) Y_k
+        t = np.arange(len(temperature))
+        weights = np.where(t[None, :] <= t[:, None], beta ** np.maximum(t[:, None] - t[None, :], 0), 0.0)
+        weights[:, 1:] *= 1 - beta
+        np.testing.assert_allclose(results["ema"][beta], weights @ temperature, rtol=1e-12)
+    check_pictures(results, 2)
+
+
+def test_boston_quick_improves_and_the_closed_form_is_least_squares(ran):
+    results = ran("boston")
+    assert results["epochs"] == 100
+    assert results["test_mse"] < results["first_test_mse"]
+    boston = examples.load("boston")
+    x_train, y_train, x_test, y_test = (np.asarray(a, np.float64) for a in boston.split_and_standardise())
+    assert (len(x_train), len(x_test)) == (430, 76)
+    np.testing.assert_allclose(x_train.mean(axis=0), 0, atol=1e-5)
+    design = np.hstack([x_train, np.ones((430, 1))])
+    solution = np.linalg.solve(design.T @ design, design.T @ y_train)  # normal equations
+    test_design = np.hstack([x_test, np.ones((76, 1))])
+    assert results["closed_form_test_mse"] == pytest.approx(
+        np.mean((test_design @ solution - y_test) ** 2), rel=1e-8)
+    check_pictures(results, 1)
+
+
+def seed_xor_in_numpy(x, y, lr=0.6, epochs=400):
+    """Seed 004's NumPy network and backward, with the step function as ReLU's derivative."""
+    rng = np.random.RandomState(0)
+    shapes = ((2, 8), (8, 4), (4, 1))
+    params = [(rng.rand(*shape), rng.rand(shape[1])) for shape in shapes]
+    for _ in range(epochs):
+        (w1, b1), (w2, b2), (w3, b3) = params
+        z1 = x @ w1 + b1
+        a1 = np.maximum(z1, 0)
+        a2 = 1 / (1 + np.exp(-(a1 @ w2 + b2)))
+        p = 1 / (1 + np.exp(-(a2 @ w3 + b3)))
+        g3 = 2 * (p - y) * p * (1 - p)
+        g2 = g3 @ w3.T * a2 * (1 - a2)
+        g1 = g2 @ w2.T * (z1 > 0)
+        params = [(w - lr * a.T @ g, b - lr * g.sum(0)) for (w, b), a, g in
+                  zip(params, (x, a1, a2), (g1, g2, g3))]
+    (w1, b1), (w2, b2), (w3, b3) = params
+    hidden = 1 / (1 + np.exp(-(np.maximum(x @ w1 + b1, 0) @ w2 + b2)))
+    return (1 / (1 + np.exp(-(hidden @ w3 + b3))))[:, 0]
+
+
+def test_xor_reproduces_the_seed(ran):
+    results = ran("xor")
+    xor = examples.load("xor")
+    predictions = np.array(results["predictions"])
+    assert list(predictions > 0.5) == [True, False, False, True]
+    reference = seed_xor_in_numpy(np.array(xor.SEED_X, float), np.array(xor.SEED_Y, float))
+    np.testing.assert_allclose(predictions, reference, rtol=1e-9)
+    np.testing.assert_allclose(predictions, xor.SEED_PREDICTIONS, atol=2e-3)  # the seed's ReLU rule
+    assert results["runs"] == 20 and results["converged_sum"] > 10
+    assert results["converged_sum"] >= results["converged_mean"]
+    check_pictures(results, 1)
+
+
+def test_digits_quick_accuracy(ran):
+    results = ran("digits")
+    assert results["test_accuracy"] >= 0.95
+    assert len(results["history"]["val_accuracy"]) == results["epochs"] == 15
+    confusion = np.array(results["confusion"])
+    assert confusion.sum() == 359
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(results["test_accuracy"], abs=1e-6)
+    check_pictures(results, 2)
+
+
+def test_every_example_has_the_interface():
+    for name in examples.NAMES:
+        module = examples.load(name)
+        assert callable(module.run) and callable(module.verdict) and callable(module.main)
+        assert isinstance(module.SEED, str) and module.SHOWS and isinstance(module.OPTIONS, tuple)
+    with pytest.raises(ValueError, match="`name` must be one of adaline, .*got 'mnist'"):
+        examples.load("mnist")
+    with pytest.raises(ValueError, match="`model` must be 'mlp' or 'cnn', got 'rnn'"):
+        examples.load("digits").build("rnn")
