@@ -2,8 +2,9 @@
 
 `fdl.datasets.load_digits()` gives 1797 images (64 intensities 0-16) with labels 0-9. They are
 split 70/10/20 (train/validation/test) with a fixed seed and scaled to [0, 1]. The model is an
-MLP 64-128-10 with ReLU (`--model cnn`: Conv2d(16, 3, padding=1)-ReLU-MaxPool2d(2)-Linear(10)
-on the images as `(N, 1, 8, 8)`), the loss `cross_entropy` on the logits, Adam lr 1e-3,
+MLP 64-128-10 with ReLU (`--model cnn`: Conv2d(16, 3, padding=1)-ReLU-MaxPool2d(2)-
+Conv2d(32, 3, padding=1)-ReLU-MaxPool2d(2)-Flatten-Linear(10) on the images as `(N, 1, 8, 8)`),
+the loss `cross_entropy` on the logits, Adam (lr 1e-3 for the MLP, 5e-3 for the CNN),
 mini-batches of 64; `fit` reports the validation loss and an accuracy metric after each
 epoch. The pictures: loss and accuracy curves, and the confusion matrix on the test images.
 Target: at least 97% test accuracy (measured: 97.2% after 40 epochs, 96.4% after 15).
@@ -28,13 +29,15 @@ def accuracy(logits, labels):
 
 
 def build(kind):
-    """The classifier: "mlp" (64-128-10) or "cnn" (one convolution, one pooling, one Linear)."""
+    """The classifier: "mlp" (64-128-10) or "cnn" (two convolution-pooling blocks, one Linear)."""
     if kind == "mlp":
         return fdl.nn.Sequential(fdl.nn.Linear(128), fdl.nn.ReLU(), fdl.nn.Linear(10))
     if kind == "cnn":
         as_images = lambda x: ops.reshape(x, (-1, 1, 8, 8))
-        return fdl.nn.Sequential(as_images, fdl.nn.Conv2d(16, 3, padding=1), fdl.nn.ReLU(),
-                                 fdl.nn.MaxPool2d(2), fdl.nn.Flatten(), fdl.nn.Linear(10))
+        return fdl.nn.Sequential(as_images,
+                                 fdl.nn.Conv2d(16, 3, padding=1), fdl.nn.ReLU(), fdl.nn.MaxPool2d(2),
+                                 fdl.nn.Conv2d(32, 3, padding=1), fdl.nn.ReLU(), fdl.nn.MaxPool2d(2),
+                                 fdl.nn.Flatten(), fdl.nn.Linear(10))
     raise ValueError(f"`model` must be 'mlp' or 'cnn', got {kind!r}")
 
 
@@ -47,10 +50,14 @@ def split():
     return [(jnp.asarray(x[rows] / 16, jnp.float32), jnp.asarray(y[rows], jnp.int32)) for rows in parts]
 
 
-def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=1e-3, optimizer="adam",
+LEARNING_RATES = {"mlp": 1e-3, "cnn": 5e-3}
+
+
+def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="adam",
         backend="jax", model="mlp", key=None):
     """Train, validate each epoch, test; returns the history, test accuracy and pictures."""
     epochs = (15 if quick else 40) if epochs is None else epochs
+    lr = LEARNING_RATES.get(model, 1e-3) if lr is None else lr
     key = jax.random.PRNGKey(0) if key is None else key
     init_key, shuffle_key = jax.random.split(key)
     classifier = build(model)

@@ -3,7 +3,8 @@
 The file holds the tree ``{"params", "opt_state", "history": {name: (epochs,)}, "key": raw
 key data}`` and the metadata ``{"funcdl": "fit", "epochs_done": "<int>"}``. It is written
 after every `checkpoint_every` epochs, after the last one, and at a NaN stop (then with the
-last finite state), by process 0 only.
+last finite state), by process 0 only; in a multi-process run every process waits for
+that write before it goes on.
 """
 import os
 
@@ -36,13 +37,17 @@ def save_state(path, params, opt_state, history, epochs_done, key, mesh=None):
     """Write the training state to `path` (atomically; process 0 only)."""
     from funcdl import checkpoint
 
-    if not writes_files(mesh):
-        return
-    tree = {"params": to_host(params), "opt_state": to_host(opt_state), "key": _key_data(key),
-            "history": {name: np.asarray(values, history_dtype())
-                        for name, values in history.items()}}
-    checkpoint.save(os.fspath(path), tree,
-                    metadata={"funcdl": FORMAT, "epochs_done": str(epochs_done)})
+    if writes_files(mesh):
+        tree = {"params": to_host(params), "opt_state": to_host(opt_state), "key": _key_data(key),
+                "history": {name: np.asarray(values, history_dtype())
+                            for name, values in history.items()}}
+        checkpoint.save(os.fspath(path), tree,
+                        metadata={"funcdl": FORMAT, "epochs_done": str(epochs_done)})
+    if jax.process_count() > 1:
+        # Every process waits for process 0's write, so that a `resume` on any of them (in
+        # this run or the next) reads this file, not an older one.
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f"funcdl.train checkpoint {epochs_done}")
 
 
 def load_state(path, params, opt_state, history_names, key):
