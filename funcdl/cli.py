@@ -77,6 +77,12 @@ def gradcheck_cases():
                                (away(3, 1), away(4), away(2, 1, 1)), (0, 1, 2)),
         "broadcasting_size_1": (lambda a, b: total(a * b), (away(2, 1, 3), away(1, 4, 1)), (0, 1)),
         "mlp_softmax_cross_entropy": (_mlp_loss, (mlp, away(5, 4), labels), 0),
+        # issue 9's ops
+        "sin_cos_log1p_expm1": (lambda a: total(ops.sin(a) * ops.cos(a) + ops.log1p(a * a) + ops.expm1(a)), (x,), 0),
+        "min_var": (lambda a: total(ops.min(a, axis=2)) + total(ops.var(a, axis=(0, 2), ddof=1)), (distinct,), 0),
+        "stack_expand_squeeze_astype": (lambda a, b: total(ops.squeeze(ops.expand_dims(ops.stack([a, b], axis=1), 0))
+                                                       * ops.astype(a, np.float64)[:, None]),
+                                        (x, y), (0, 1)),
     }
 
 
