@@ -95,6 +95,12 @@ def gradcheck_cases():
         "gelu_tanh": (lambda a: total(ops.gelu(a, approximate="tanh")), (x,), 0),
         "silu": (lambda a: total(ops.silu(a)), (x,), 0),
         "take_repeated": (lambda a: total(ops.take(a, np.array([[2, 0], [2, 2]]), axis=1)), (away(2, 3, 4),), 0),
+        # issue 9's ops
+        "sin_cos_log1p_expm1": (lambda a: total(ops.sin(a) * ops.cos(a) + ops.log1p(a * a) + ops.expm1(a)), (x,), 0),
+        "min_var": (lambda a: total(ops.min(a, axis=2)) + total(ops.var(a, axis=(0, 2), ddof=1)), (distinct,), 0),
+        "stack_expand_squeeze_astype": (lambda a, b: total(ops.squeeze(ops.expand_dims(ops.stack([a, b], axis=1), 0))
+                                                       * ops.astype(a, np.float64)[:, None]),
+                                        (x, y), (0, 1)),
     }
 
 
