@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 	$(BIN)/funcdl demo --out docs/gallery
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_autodiff.py
