@@ -33,7 +33,7 @@ def _as_operand(x, name, where):
     return x
 
 
-def _tuple(value, n, name, where, minimum):
+def int_tuple(value, n, name, where, minimum):
     """An int or a sequence of n ints (each >= minimum) as a tuple of n ints."""
     values = (value,) * n if isinstance(value, int) and not isinstance(value, bool) else value
     if (not isinstance(values, (tuple, list)) or len(values) != n
@@ -81,8 +81,8 @@ def _conv(where, spatial, x, w, b, stride, padding, dilation, groups):
     if w.shape[1] * groups != x.shape[1]:
         raise ValueError(f"{where}: `x` has {x.shape[1]} channels but `w` of shape "
                          f"{tuple(w.shape)} with groups={groups} expects {w.shape[1] * groups}")
-    stride = _tuple(stride, spatial, "stride", where, 1)
-    dilation = _tuple(dilation, spatial, "dilation", where, 1)
+    stride = int_tuple(stride, spatial, "stride", where, 1)
+    dilation = int_tuple(dilation, spatial, "dilation", where, 1)
     window = tuple(w.shape[2:])
     reach = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
     if padding == "valid":
@@ -95,7 +95,7 @@ def _conv(where, spatial, x, w, b, stride, padding, dilation, groups):
         raise ValueError(f"{where}: `padding` must be 'valid', 'same', an int or a tuple of "
                          f"{spatial} ints, got {padding!r}")
     else:
-        pads = tuple((p, p) for p in _tuple(padding, spatial, "padding", where, 0))
+        pads = tuple((p, p) for p in int_tuple(padding, spatial, "padding", where, 0))
     _check_fits(x.shape[2:], pads, reach, where)
     y = apply("conv", x, w, stride=stride, padding=pads, dilation=dilation, groups=groups)
     if b is not None:
@@ -131,9 +131,9 @@ def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 def _pool(name, x, kernel_size, stride, padding):
     x = _as_operand(x, "x", name)
     x, unbatched = _batched(x, 2, "x", name)
-    window = _tuple(kernel_size, 2, "kernel_size", name, 1)
-    stride = window if stride is None else _tuple(stride, 2, "stride", name, 1)
-    pad = _tuple(padding, 2, "padding", name, 0)
+    window = int_tuple(kernel_size, 2, "kernel_size", name, 1)
+    stride = window if stride is None else int_tuple(stride, 2, "stride", name, 1)
+    pad = int_tuple(padding, 2, "padding", name, 0)
     if any(2 * p > k for p, k in zip(pad, window)):
         raise ValueError(f"{name}: `padding` must be at most half of `kernel_size` (as PyTorch), "
                          f"got padding {pad} for kernel_size {window}")

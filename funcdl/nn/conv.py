@@ -18,20 +18,10 @@ from collections.abc import Mapping
 import jax
 
 from funcdl import ops
+from funcdl.ops_layers import int_tuple
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _initialized, _param_dtype
 from funcdl.nn.model import check_input, check_key, named_model, parameter_free, sample_struct
-
-
-def _ints(value, n, argument, where, minimum):
-    """An int or a sequence of n ints (each >= minimum), as a tuple of n ints."""
-    values = (value,) * n if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(values, (tuple, list)) or len(values) != n
-            or any(isinstance(v, bool) or not isinstance(v, int) for v in values)):
-        raise TypeError(f"{where}: `{argument}` must be an int or a tuple of {n} ints, got {value!r}")
-    if any(v < minimum for v in values):
-        raise ValueError(f"{where}: `{argument}` must be >= {minimum}, got {value!r}")
-    return tuple(values)
 
 
 @contextlib.contextmanager
@@ -55,16 +45,16 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
         raise TypeError(f"{kind}: `out_channels` must be an int, got {type(out_channels).__name__}")
     if out_channels < 1:
         raise ValueError(f"{kind}: `out_channels` must be >= 1, got {out_channels}")
-    window = _ints(kernel_size, spatial, "kernel_size", kind, 1)
-    _ints(stride, spatial, "stride", kind, 1)
-    _ints(dilation, spatial, "dilation", kind, 1)
+    window = int_tuple(kernel_size, spatial, "kernel_size", kind, 1)
+    int_tuple(stride, spatial, "stride", kind, 1)
+    int_tuple(dilation, spatial, "dilation", kind, 1)
     if isinstance(padding, str):
         if padding not in ("valid", "same"):
             raise ValueError(f"{kind}: `padding` must be 'valid', 'same', an int or a tuple of "
                              f"{spatial} ints, got {padding!r}")
     else:
-        _ints(padding, spatial, "padding", kind, 0)
-    _ints(groups, 1, "groups", kind, 1)
+        int_tuple(padding, spatial, "padding", kind, 0)
+    int_tuple(groups, 1, "groups", kind, 1)
     if out_channels % groups:
         raise ValueError(f"{kind}: `groups` ({groups}) must divide `out_channels` ({out_channels})")
     options = [(k, v) for k, v, default in (("stride", stride, 1), ("padding", padding, 0),
@@ -140,11 +130,11 @@ def Conv1d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups
 
 
 def _pool_layer(kind, op, kernel_size, stride, padding):
-    _ints(kernel_size, 2, "kernel_size", kind, 1)
+    int_tuple(kernel_size, 2, "kernel_size", kind, 1)
     if stride is not None:
-        _ints(stride, 2, "stride", kind, 1)
-    pad = _ints(padding, 2, "padding", kind, 0)
-    if any(2 * p > k for p, k in zip(pad, _ints(kernel_size, 2, "kernel_size", kind, 1))):
+        int_tuple(stride, 2, "stride", kind, 1)
+    pad = int_tuple(padding, 2, "padding", kind, 0)
+    if any(2 * p > k for p, k in zip(pad, int_tuple(kernel_size, 2, "kernel_size", kind, 1))):
         raise ValueError(f"{kind}: `padding` must be at most half of `kernel_size` (as PyTorch), "
                          f"got padding {padding!r} for kernel_size {kernel_size!r}")
     options = [(k, v) for k, v, default in (("stride", stride, None), ("padding", padding, 0))
