@@ -13,7 +13,6 @@ Inputs may be batched `(N, C, *spatial)` or unbatched `(C, *spatial)`, as in PyT
 """
 import contextlib
 import math
-from collections.abc import Mapping
 
 import jax
 
@@ -21,7 +20,8 @@ from funcdl import ops
 from funcdl.ops_layers import int_tuple
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _initialized, _param_dtype
-from funcdl.nn.model import check_input, check_key, named_model, parameter_free, sample_struct
+from funcdl.nn.model import (check_input, check_key, check_params, named_model, parameter_free,
+                             sample_struct)
 
 
 @contextlib.contextmanager
@@ -86,10 +86,7 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
         return params
 
     def apply(params, x, *, key=None, train=False):
-        if not isinstance(params, Mapping):
-            raise TypeError(f"{name}: `params` must be a dict with keys {keys}, got {type(params).__name__}")
-        if sorted(params) != keys:
-            raise ValueError(f"{name}: `params` must have keys {keys}, got {sorted(params)}")
+        check_params(params, keys, name)
         check_input(x, name)
         w = params["w"]
         if tuple(w.shape[:1]) != (out_channels,) or tuple(w.shape[2:]) != window:

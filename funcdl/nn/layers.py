@@ -5,7 +5,6 @@ Every ``apply`` is written with ``fdl.ops`` and Python operators, and reads shap
 are checked when the function is traced, so mistakes surface eagerly, also under ``jax.jit``.
 """
 import math
-from collections.abc import Mapping
 from numbers import Real
 
 import jax
@@ -13,8 +12,8 @@ import jax.numpy as jnp
 
 from funcdl import ops
 from funcdl.nn import init as initializers
-from funcdl.nn.model import (Model, check_input, check_key, check_no_params, named_model,
-                             parameter_free, sample_struct)
+from funcdl.nn.model import (Model, check_input, check_key, check_no_params, check_params,
+                             named_model, parameter_free, sample_struct)
 
 
 def _param_dtype(dtype, sample_dtype, where):
@@ -83,11 +82,7 @@ def Linear(out_features: int, *, bias: bool = True,
         return params
 
     def apply(params, x, *, key=None, train=False):
-        if not isinstance(params, Mapping):
-            raise TypeError(f"{name}: `params` must be a dict with keys {keys}, "
-                            f"got {type(params).__name__}")
-        if sorted(params) != keys:
-            raise ValueError(f"{name}: `params` must have keys {keys}, got {sorted(params)}")
+        check_params(params, keys, name)
         check_input(x, name)
         w = params["w"]
         if len(w.shape) != 2 or w.shape[1] != out_features:

@@ -162,6 +162,16 @@ def sample_struct(x, where: str) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(tuple(x.shape), jax.dtypes.canonicalize_dtype(x.dtype))
 
 
+def check_params(params, keys, where: str):
+    """TypeError unless `params` is a mapping; ValueError unless its keys are exactly `keys`
+    (a sorted list)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{where}: `params` must be a dict with keys {keys}, "
+                        f"got {type(params).__name__}")
+    if sorted(params) != keys:
+        raise ValueError(f"{where}: `params` must have keys {keys}, got {sorted(params)}")
+
+
 def check_input(x, where: str):
     """TypeError unless `x` is array-like with a shape (an array or an `fdl.autodiff.Tensor`)."""
     if not hasattr(x, "shape"):

@@ -4,14 +4,13 @@ Composed from `fdl.ops` (mean, square, sqrt, divide), so both autodiffs differen
 through their existing rules; in float64 it matches PyTorch (values and gradients) to 1e-12
 relative in the tests, so it needs no primitive of its own.
 """
-from collections.abc import Mapping
 
 import jax.numpy as jnp
 
 from funcdl import ops
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _param_dtype
-from funcdl.nn.model import check_input, check_key, named_model, sample_struct
+from funcdl.nn.model import check_input, check_key, check_params, named_model, sample_struct
 
 
 def LayerNorm(normalized_shape, *, eps=1e-5, elementwise_affine=True, dtype=None):
@@ -56,10 +55,7 @@ def LayerNorm(normalized_shape, *, eps=1e-5, elementwise_affine=True, dtype=None
                 "b": initializers.zeros(key, shape, param_dtype)}
 
     def apply(params, x, *, key=None, train=False):
-        if not isinstance(params, Mapping):
-            raise TypeError(f"{name}: `params` must be a dict with keys {keys}, got {type(params).__name__}")
-        if sorted(params) != keys:
-            raise ValueError(f"{name}: `params` must have keys {keys}, got {sorted(params)}")
+        check_params(params, keys, name)
         check_input(x, name)
         check_shape(x.shape, "`x`")
         if not jnp.issubdtype(x.dtype, jnp.floating):
