@@ -80,8 +80,11 @@ CASES = [
     case("rmsprop_centered_momentum", "rmsprop", lr=0.01, momentum=0.9, centered=True),
     # RMSprop with weight decay easily becomes chaotic (normalised steps around p = 0): with
     # lr 0.01, alpha 0.9 a 2-ulp change of the initial params moves torch's own loss by 2%.
-    # This configuration is stable (2-ulp perturbations stay at ~1e-15 in float64).
-    case("rmsprop_weight_decay", "rmsprop", lr=0.005, weight_decay=0.1),
+    # lr 0.001 keeps every param away from 0 over the 1000 long steps: at lr 0.005 b2 reaches
+    # ~1e-8, where its gradient is a cancellation that jax and torch round apart by 3e-8 and
+    # g / sqrt(v) amplifies that (the trajectories part after ~450 steps); at lr 0.001 jax and
+    # torch agree to 3e-14 relative after 1000 float64 steps (measured).
+    case("rmsprop_weight_decay", "rmsprop", lr=0.001, weight_decay=0.1),
     # Adam (coupled L2) and AdamW (decoupled).
     case("adam_default", "adam"),
     case("adam_amsgrad", "adam", lr=0.05, amsgrad=True),
