@@ -4,15 +4,37 @@ a jitted step, and the same fused in one `lax.scan`), flax + optax and PyTorch e
 Workloads (float32): XOR 2-8-4-1 (4 rows, 400 full-batch epochs, SGD 0.6, summed squared
 error), Boston 13-1 (430 rows, 300 full-batch epochs, SGD 1e-2, MSE), MLP 784-256-256-10 (one
 epoch of 60,000 synthetic rows, batch 128, Adam 1e-3, cross-entropy) and wide 1024-2048-2048-10
-(`--wide-steps` batches of 512, Adam). Each row is the median of `--repeats` rounds; a round
-runs every implementation once, in turn, so that a change of machine load hits all alike; the
-warm-up run's extra time over the median is reported as compile time. Every run ends with its
-results ready.
+(`--wide-steps` batches of 512, Adam). Only when asked, `gpu_wide` (issue 10's GPU target):
+4096-8192-8192-8192-4096, batch 8192, `--gpu-steps` batches of synthetic rows with 10 classes,
+Adam, cross-entropy, in float32 and bf16 (float32 params, cast to bf16 inside the step);
+`--gpu-scale K` divides its widths and batch by K (a CPU smoke check).
+
+All implementations do the same work: the same model, optimizer, loss and steps (the last
+partial batch included: MLP has 468 batches of 128 and one of 96), from the same initial
+params (flax and PyTorch: their own initialisation of the same layers). Minibatch
+epochs are shuffled as `fit` shuffles (per epoch e: `shuffle_key, _ = jax.random.split(
+jax.random.fold_in(PRNGKey(0), e))`, `order = jax.random.permutation(shuffle_key, n)`, batch
+b = rows `order[b*B:(b+1)*B]`, gathered inside the compiled step or scan; PyTorch: a
+`torch.randperm` per epoch); full-batch runs are never shuffled. Every JAX implementation gets
+the same device-resident `x, y`, put on the device once per workload; the host->device copy
+of `x, y` (what `fit` adds when given NumPy arrays) is its own row, timed side by side. The
+Python loops pass only device arrays (and static sizes) to their jitted steps and never read a
+value back before the end of a run: their loops run under `jax.transfer_guard("disallow")` in
+the warm-up run, and "dispatched" says when (as % of the run) the loop had queued its last
+step. "max abs diff vs fit": how far the hand-written JAX runs' final params end from fit's
+of the same dtype (the same work gives float32 rounding; another batch order gives > 1e-3).
+
+Each row is the median of `--repeats` rounds; a round runs every implementation once, in turn,
+so that a change of machine load hits all alike; the warm-up run's extra time over the median
+is reported as compile time. Every run ends with its results ready.
 Targets (issue 10): on MLP and wide, fit <= 1.05x the hand-written scan and never slower than
 the loop, grad_backend="funcdl" <= 1.1x "jax", the progress bar <= 2%; on XOR and Boston,
-fit's overhead over the hand-written scan per call (target < 2 ms) and the run against PyTorch.
+fit's overhead over the hand-written scan per call (target < 2 ms) and the run against PyTorch;
+on gpu_wide, fit's steps/s >= 0.97x the hand-written step's of the same dtype, with the model
+FLOP/s (6 * batch * sum(in * out) per step) as a percentage of the measured matmul rate.
 
     python benchmarks/bench_train.py [--repeats 5] [--workloads xor,boston,mlp,wide]
+    python benchmarks/bench_train.py --workloads gpu_wide [--gpu-steps 20] [--gpu-scale 64]
     python benchmarks/bench_train.py --devices 1,2,4   # fit on N forced host devices
 """
 import argparse
@@ -27,33 +49,70 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import funcdl  # noqa: E402
 from funcdl import losses, nn, optim, train  # noqa: E402
 
+KEY = np.asarray(jax.random.PRNGKey(0))  # fit's default key
+COPY = "host->device copy of x, y (fit with NumPy input adds this)"
+GPU_SIZES, GPU_BATCH = (4096, 8192, 8192, 8192, 4096), 8192
 
-def workload(name, wide_steps=8):
-    """`(sizes, activations, x, y, epochs, batch, optimizer name, lr, loss name)`."""
+
+class Workload(NamedTuple):
+    sizes: tuple
+    activations: str  # "relu" (hidden layers), "relu-sigmoid" (XOR) or "" (linear)
+    x: np.ndarray  # (n, sizes[0]) float32
+    y: np.ndarray  # (n, 1) float32 or (n,) int32 class labels
+    epochs: int
+    batch: Optional[int]  # None: full batch (never shuffled)
+    opt: str  # "sgd" | "adam"
+    lr: float
+    loss: str  # "sse" | "mse" | "ce"
+    data: tuple = None  # (x, y) on the device, made once per workload for every JAX run
+
+
+def workload(name, wide_steps=8, gpu_steps=20, gpu_scale=1):
+    """The workload `name` with its NumPy data (`data` still None)."""
     rng = np.random.default_rng(0)
     if name == "xor":
         x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
-        return (2, 8, 4, 1), "relu-sigmoid", x, (x[:, :1] != x[:, 1:]).astype(np.float32), \
-            400, None, "sgd", 0.6, "sse"
+        return Workload((2, 8, 4, 1), "relu-sigmoid", x, (x[:, :1] != x[:, 1:]).astype(
+            np.float32), 400, None, "sgd", 0.6, "sse")
     if name == "boston":
         x, y = funcdl.datasets.load_boston()
         x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)[:430]
-        return (13, 1), "", x, y[:430, None].astype(np.float32), 300, None, "sgd", 1e-2, "mse"
-    sizes, rows, batch = {"mlp": ((784, 256, 256, 10), 60_000, 128),
-                          "wide": ((1024, 2048, 2048, 10), 512 * wide_steps, 512)}[name]
-    x = rng.normal(size=(rows, sizes[0])).astype(np.float32)
-    return sizes, "relu", x, rng.integers(0, 10, rows).astype(np.int32), 1, batch, "adam", \
-        1e-3, "ce"
+        return Workload((13, 1), "", x, y[:430, None].astype(np.float32), 300, None, "sgd",
+                        1e-2, "mse")
+    sizes, rows, batch = {
+        "mlp": ((784, 256, 256, 10), 60_000, 128),
+        "wide": ((1024, 2048, 2048, 10), 512 * wide_steps, 512),
+        "gpu_wide": (tuple(s // gpu_scale for s in GPU_SIZES), GPU_BATCH // gpu_scale
+                     * gpu_steps, GPU_BATCH // gpu_scale)}[name]
+    x = rng.standard_normal((rows, sizes[0]), np.float32)
+    return Workload(sizes, "relu", x, rng.integers(0, 10, rows).astype(np.int32), 1, batch,
+                    "adam", 1e-3, "ce")
+
+
+def layout(w):
+    """`(batch, n_full, remainder, shuffle)` as fit lays out the epoch."""
+    n = len(w.x)
+    batch = n if w.batch is None or w.batch >= n else w.batch
+    n_full, remainder = divmod(n, batch)
+    return batch, n_full, remainder, n_full + (remainder > 0) > 1
+
+
+def epoch_order(epoch, n):
+    """fit's row order of epoch `epoch` (a traced int32)."""
+    shuffle_key, _ = jax.random.split(jax.random.fold_in(KEY, epoch))
+    return jax.random.permutation(shuffle_key, n)
 
 
 def funcdl_model(sizes, activations):
@@ -68,95 +127,8 @@ def funcdl_model(sizes, activations):
     return nn.Sequential(*layers)
 
 
-def jax_loss(loss):
-    if loss == "sse":
-        return lambda p, t: jnp.sum((p - t) ** 2)
-    if loss == "mse":
-        return lambda p, t: jnp.mean((p - t) ** 2)
-    return lambda p, t: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(p), t[:, None], 1))
-
-
-def timed_side_by_side(runs, repeats):
-    """`{name: (median seconds, compile seconds)}`: a warm-up run of each (its extra time over
-    the median is the compile time), then `repeats` rounds that run every implementation once,
-    in turn, so that a change of machine load affects all of them alike."""
-    first, times = {}, {name: [] for name in runs}
-    for name, run in runs.items():
-        start = time.perf_counter()
-        run()
-        first[name] = time.perf_counter() - start
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    return {name: (medians[name], max(0.0, first[name] - medians[name])) for name in runs}
-
-
-def bench_funcdl(w, grad_backend, progress):
-    sizes, activations, x, y, epochs, batch, opt_name, lr, loss = w
-    model = funcdl_model(sizes, activations)
-    params = model.init(jax.random.key(0), x[:1])
-    opt = optim.sgd(lr) if opt_name == "sgd" else optim.adam(lr)
-    loss_fn = {"sse": lambda p, t: losses.mse_loss(p, t, reduction="sum"),
-               "mse": losses.mse_loss, "ce": losses.cross_entropy}[loss]
-
-    def run():
-        with contextlib.redirect_stderr(io.StringIO()):
-            out = train.fit(model, params, loss_fn, opt, x, y, epochs=epochs,
-                            batch_size=batch, grad_backend=grad_backend, progress=progress)
-        jax.block_until_ready(out[0])
-    return run
-
-
-def hand_jax(w, fused):
-    """optax + jax.value_and_grad, params as a list of (w, b); a loop or one lax.scan."""
-    import optax
-    sizes, activations, x, y, epochs, batch, opt_name, lr, loss = w
-    model = funcdl_model(sizes, activations)
-    params = model.init(jax.random.key(0), x[:1])
-    opt = optax.sgd(lr) if opt_name == "sgd" else optax.adam(lr)
-    loss_of = jax_loss(loss)
-    n = len(x)
-    batch = batch or n
-    steps = n // batch
-
-    def step(carry, rows):
-        p, s = carry
-        value, g = jax.value_and_grad(lambda q: loss_of(model.apply(q, xd[rows]), yd[rows]))(p)
-        updates, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, updates), s), value
-
-    xd, yd = jnp.asarray(x), jnp.asarray(y)
-    rows_of = jnp.arange(steps * batch, dtype=jnp.int32).reshape(steps, batch)
-    one_step = jax.jit(step)
-    row_batches = [rows_of[i] for i in range(steps)]  # made once: the loop dispatches steps only
-
-    @jax.jit
-    def all_epochs(p, s, order):
-        def epoch(carry, _):
-            return jax.lax.scan(step, carry, order)
-        (p, s), values = jax.lax.scan(epoch, (p, s), None, length=epochs)
-        return p, s, values
-
-    def run():
-        state = (params, opt.init(params))
-        if fused:
-            result = all_epochs(*state, rows_of)
-        else:
-            for _ in range(epochs):
-                for rows in row_batches:
-                    state, value = one_step(state, rows)
-            result = state
-        jax.block_until_ready(result)
-    return run
-
-
-def flax_optax(w):
+def flax_model(sizes, activations):
     import flax.linen as fnn
-    import optax
-    sizes, activations, x, y, epochs, batch, opt_name, lr, loss = w
 
     class MLP(fnn.Module):
         @fnn.compact
@@ -169,54 +141,176 @@ def flax_optax(w):
                 elif activations == "relu" and not last:
                     h = jax.nn.relu(h)
             return h
+    return MLP()
 
-    net, opt, loss_of = MLP(), (optax.sgd(lr) if opt_name == "sgd" else optax.adam(lr)), \
-        jax_loss(loss)
-    params = net.init(jax.random.key(0), x[:1])
-    batch = batch or len(x)
 
-    @jax.jit
-    def step(p, s, xb, yb):
-        value, g = jax.value_and_grad(lambda q: loss_of(net.apply(q, xb), yb))(p)
+def jax_loss(loss):
+    if loss == "sse":
+        return lambda p, t: jnp.sum((p - t) ** 2)
+    if loss == "mse":
+        return lambda p, t: jnp.mean((p - t) ** 2)
+    return lambda p, t: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(p), t[:, None], 1))
+
+
+def timed_side_by_side(runs, repeats):
+    """`({name: {"seconds", "compile_s", "dispatched"}}, {name: warm-up run's final params})`:
+    a warm-up run of each (its extra time
+    over the median is the compile time; loops run it under `jax.transfer_guard("disallow")`),
+    then `repeats` rounds that run every implementation once, in turn, so that a change of
+    machine load affects all of them alike. A run returns `(params, dispatched)`, dispatched
+    the time a loop had queued its last step: "dispatched" is the median of that as a fraction
+    of the run (None for the others)."""
+    first, times, queued = {}, {name: [] for name in runs}, {name: [] for name in runs}
+    outputs = {}
+    for name, run in runs.items():
+        start = time.perf_counter()
+        outputs[name], _ = run(guard=True)
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            _, dispatched = run()
+            times[name].append(time.perf_counter() - start)
+            if dispatched is not None:
+                queued[name].append((dispatched - start) / times[name][-1])
+    out = {}
+    for name in runs:
+        median = statistics.median(times[name])
+        out[name] = {"seconds": median, "compile_s": max(0.0, first[name] - median),
+                     "dispatched": statistics.median(queued[name]) if queued[name] else None}
+    return out, outputs
+
+
+def same_work(rows, outputs):
+    """Adds "max_abs_diff_vs_fit" to the hand-written JAX rows: the largest difference of their
+    final params from fit's of the same dtype (same model, init, batches: float32 rounding)."""
+    for impl, row in rows.items():
+        reference = "fit jax bf16" if impl.endswith("bf16") else "fit jax"
+        if impl.startswith("jax+optax") and reference in outputs:
+            pairs = zip(jax.tree_util.tree_leaves(outputs[impl]),
+                        jax.tree_util.tree_leaves(outputs[reference]))
+            row["max_abs_diff_vs_fit"] = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                                             for a, b in pairs)
+
+
+def bench_funcdl(w, grad_backend, progress, compute_dtype=None):
+    model = funcdl_model(w.sizes, w.activations)
+    params = model.init(jax.random.key(0), w.x[:1])
+    opt = optim.sgd(w.lr) if w.opt == "sgd" else optim.adam(w.lr)
+    loss_fn = {"sse": lambda p, t: losses.mse_loss(p, t, reduction="sum"),
+               "mse": losses.mse_loss, "ce": losses.cross_entropy}[w.loss]
+
+    def run(guard=False):
+        with contextlib.redirect_stderr(io.StringIO()):
+            out = train.fit(model, params, loss_fn, opt, *w.data, epochs=w.epochs,
+                            batch_size=w.batch, grad_backend=grad_backend, progress=progress,
+                            compute_dtype=compute_dtype)
+        return jax.block_until_ready(out[0]), None
+    return run
+
+
+def hand_jax(w, fused, compute_dtype=None, library="funcdl"):
+    """optax + jax.value_and_grad of the funcdl (or flax) model: a Python loop over a jitted
+    step, or all epochs in one jitted `lax.scan`; fit's batch order; state donated."""
+    import optax
+    if library == "flax":
+        net = flax_model(w.sizes, w.activations)
+        params, apply = net.init(jax.random.key(0), w.x[:1]), net.apply
+    else:
+        net = funcdl_model(w.sizes, w.activations)
+        params, apply = net.init(jax.random.key(0), w.x[:1]), net.apply
+    opt = optax.sgd(w.lr) if w.opt == "sgd" else optax.adam(w.lr)
+    loss_of, n = jax_loss(w.loss), len(w.x)
+    batch, n_full, remainder, shuffle = layout(w)
+
+    def objective(p, xb, yb):
+        if compute_dtype is not None:  # float32 master params, forward and backward in bf16
+            p = jax.tree_util.tree_map(lambda a: a.astype(compute_dtype), p)
+            xb = xb.astype(compute_dtype)
+        return loss_of(apply(p, xb).astype(jnp.float32), yb)
+
+    def train_on(state, data, order, start, size):
+        (p, s), (x, y) = state, data
+        if order is not None:  # the batch's rows gathered inside the compiled step
+            rows = lax.dynamic_slice_in_dim(order, start, size)
+            x, y = jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0)
+        value, g = jax.value_and_grad(objective)(p, x, y)
         updates, s = opt.update(g, s, p)
-        return optax.apply_updates(p, updates), s, value
+        return (optax.apply_updates(p, updates), s), value
 
-    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    def epoch(state, data, e):
+        order = epoch_order(e, n) if shuffle else None
+        if n_full == 1:
+            state, values = train_on(state, data, order, 0, batch)
+        else:
+            state, values = lax.scan(lambda c, b: train_on(c, data, order, b * batch, batch),
+                                     state, jnp.arange(n_full, dtype=jnp.int32))
+        if remainder:
+            state, _ = train_on(state, data, order, n_full * batch, remainder)
+        return state, values
 
-    def run():
-        p, s = params, opt.init(params)
-        for _ in range(epochs):
-            for start in range(0, len(x) - batch + 1, batch):
-                p, s, _ = step(p, s, xd[start:start + batch], yd[start:start + batch])
-        jax.block_until_ready(p)
+    init = jax.jit(lambda p: (jax.tree_util.tree_map(jnp.copy, p), opt.init(p)))
+    all_epochs = jax.jit(lambda state, data: lax.scan(
+        lambda c, e: epoch(c, data, e), state, jnp.arange(w.epochs, dtype=jnp.int32)),
+        donate_argnums=0)
+    one_step = jax.jit(train_on, static_argnames="size", donate_argnums=0)
+    order_of = jax.jit(lambda e: epoch_order(e, n))
+    epoch_ids = [jnp.asarray(e, jnp.int32) for e in range(w.epochs)]  # made once: the loop
+    starts = [jnp.asarray(b * batch, jnp.int32) for b in range(n_full + 1)]  # sends no scalars
+
+    def run(guard=False):
+        state = init(params)
+        if fused:
+            (p, _), _ = jax.block_until_ready(all_epochs(state, w.data))
+            return p, None
+        with jax.transfer_guard("disallow") if guard else contextlib.nullcontext():
+            for e in epoch_ids:
+                order = order_of(e) if shuffle else None
+                for b in range(n_full):
+                    state, _ = one_step(state, w.data, order, starts[b], size=batch)
+                if remainder:
+                    state, _ = one_step(state, w.data, order, starts[n_full], size=remainder)
+        dispatched = time.perf_counter()
+        return jax.block_until_ready(state)[0], dispatched
     return run
 
 
 def pytorch_eager(w):
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
-    sizes, activations, x, y, epochs, batch, opt_name, lr, loss = w
+    torch.manual_seed(0)
     layers = []
-    for i, size in enumerate(sizes[1:]):
-        layers.append(torch.nn.Linear(sizes[i], size))
-        last = i == len(sizes) - 2
-        if activations == "relu-sigmoid":
+    for i, size in enumerate(w.sizes[1:]):
+        layers.append(torch.nn.Linear(w.sizes[i], size))
+        last = i == len(w.sizes) - 2
+        if w.activations == "relu-sigmoid":
             layers.append(torch.nn.Sigmoid() if last or i == 1 else torch.nn.ReLU())
-        elif activations == "relu" and not last:
+        elif w.activations == "relu" and not last:
             layers.append(torch.nn.ReLU())
     net = torch.nn.Sequential(*layers)
     loss_of = {"sse": torch.nn.MSELoss(reduction="sum"), "mse": torch.nn.MSELoss(),
-               "ce": torch.nn.CrossEntropyLoss()}[loss]
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64) if loss == "ce" else y)
-    batch = batch or len(x)
+               "ce": torch.nn.CrossEntropyLoss()}[w.loss]
+    xt = torch.from_numpy(w.x)
+    yt = torch.from_numpy(w.y.astype(np.int64) if w.loss == "ce" else w.y)
+    batch, _, _, shuffle = layout(w)
+    n = len(w.x)
 
-    def run():
-        opt = (torch.optim.SGD if opt_name == "sgd" else torch.optim.Adam)(net.parameters(), lr)
-        for _ in range(epochs):
-            for start in range(0, len(x) - batch + 1, batch):
+    def run(guard=False):
+        opt = (torch.optim.SGD if w.opt == "sgd" else torch.optim.Adam)(net.parameters(), w.lr)
+        for _ in range(w.epochs):
+            order = torch.randperm(n) if shuffle else None
+            for start in range(0, n, batch):
+                rows = order[start:start + batch] if shuffle else slice(start, start + batch)
                 opt.zero_grad()
-                loss_of(net(xt[start:start + batch]), yt[start:start + batch]).backward()
+                loss_of(net(xt[rows]), yt[rows]).backward()
                 opt.step()
+        return net.state_dict(), None
+    return run
+
+
+def host_to_device(w):
+    def run(guard=False):  # what fit's `place_data` does with NumPy arrays
+        return jax.block_until_ready((jnp.asarray(w.x), jnp.asarray(w.y))), None
     return run
 
 
@@ -227,27 +321,75 @@ IMPLEMENTATIONS = {
     "fit funcdl + progress": lambda w: bench_funcdl(w, "funcdl", True),
     "jax+optax loop": lambda w: hand_jax(w, False),
     "jax+optax scan": lambda w: hand_jax(w, True),
-    "flax+optax loop": flax_optax,
+    "flax+optax loop": lambda w: hand_jax(w, False, library="flax"),
     "pytorch eager": pytorch_eager,
+    COPY: host_to_device,
 }
+GPU_IMPLEMENTATIONS = {
+    "fit jax": lambda w: bench_funcdl(w, "jax", False),
+    "fit jax bf16": lambda w: bench_funcdl(w, "jax", False, jnp.bfloat16),
+    "jax+optax loop": lambda w: hand_jax(w, False),
+    "jax+optax scan": lambda w: hand_jax(w, True),
+    "jax+optax loop bf16": lambda w: hand_jax(w, False, jnp.bfloat16),
+    "jax+optax scan bf16": lambda w: hand_jax(w, True, jnp.bfloat16),
+    COPY: host_to_device,
+}
+
+
+def matmul_rate(dtype, size, repeats=20):
+    """FLOP/s of a jitted (size x size) @ (size x size) matmul in `dtype`: the median of
+    `repeats` timed calls after a warm-up."""
+    a, b = (jax.random.normal(jax.random.key(i), (size, size), jnp.float32).astype(dtype)
+            for i in (1, 2))
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, b))
+        times.append(time.perf_counter() - start)
+    return 2 * size ** 3 / statistics.median(times)
+
+
+def gpu_summary(w, rows, repeats):
+    """Steps/s, ratios to the hand-written step of the same dtype, model FLOP/s and its share
+    of the measured matmul rate, added to `rows` of the gpu_wide workload."""
+    batch, steps, _, _ = layout(w)
+    flops = 6 * batch * sum(a * b for a, b in zip(w.sizes, w.sizes[1:]))
+    size = GPU_SIZES[1] * w.sizes[0] // GPU_SIZES[0]
+    rates = {"float32": matmul_rate(jnp.float32, size, 4 * repeats),
+             "bfloat16": matmul_rate(jnp.bfloat16, size, 4 * repeats)}
+    for impl, row in rows.items():
+        if impl == COPY:
+            continue
+        bf16 = impl.endswith("bf16")
+        suffix, dtype = (" bf16", "bfloat16") if bf16 else ("", "float32")
+        row["dtype"], row["steps_per_s"] = dtype, steps / row["seconds"]
+        row["model_flops_per_s"] = flops * row["steps_per_s"]
+        row["of_matmul_rate"] = row["model_flops_per_s"] / rates[dtype]
+        for ref in ("scan", "loop"):
+            hand = rows.get(f"jax+optax {ref}{suffix}")
+            row[f"x_hand_{ref}_steps_per_s"] = hand["seconds"] / row["seconds"] if hand else None
+    return {"model_flops_per_step": flops, "steps": steps, "matmul_size": size,
+            "matmul_flops_per_s": rates}
 
 
 def mesh_worker(devices, repeats):
     """fit of the MLP workload on a mesh of `devices` forced host devices: rows per second."""
     from jax.sharding import Mesh
-    sizes, activations, x, y, epochs, batch, _, lr, _ = workload("mlp")
-    x, y = x[:12_800], y[:12_800]
-    model = funcdl_model(sizes, activations)
+    w = workload("mlp")
+    x, y = w.x[:12_800], w.y[:12_800]
+    model = funcdl_model(w.sizes, w.activations)
     params = model.init(jax.random.key(0), x[:1])
     mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
 
-    def run():
-        out = train.fit(model, params, losses.cross_entropy, optim.adam(lr), x, y, epochs=1,
-                        batch_size=batch, mesh=mesh, progress=False)
-        jax.block_until_ready(out[0])
-    median, compile_s = timed_side_by_side({"fit": run}, repeats)["fit"]
-    return {"devices": devices, "seconds": median, "rows_per_s": len(x) / median,
-            "compile_s": compile_s}
+    def run(guard=False):
+        out = train.fit(model, params, losses.cross_entropy, optim.adam(w.lr), x, y, epochs=1,
+                        batch_size=w.batch, mesh=mesh, progress=False)
+        return jax.block_until_ready(out[0]), None
+    row = timed_side_by_side({"fit": run}, repeats)[0]["fit"]
+    return {"devices": devices, "seconds": row["seconds"], "rows_per_s": len(x) / row["seconds"],
+            "compile_s": row["compile_s"]}
 
 
 def run_devices(counts, repeats):
@@ -263,16 +405,21 @@ def run_devices(counts, repeats):
     return rows
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--workloads", default="xor,boston,mlp,wide")
-    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
+    parser.add_argument("--workloads", default="xor,boston,mlp,wide",
+                        help="also gpu_wide (not in the default list)")
+    parser.add_argument("--implementations", default=None,
+                        help="comma-separated; default: all for the workload")
     parser.add_argument("--wide-steps", type=int, default=8)
+    parser.add_argument("--gpu-steps", type=int, default=20, help="batches of gpu_wide")
+    parser.add_argument("--gpu-scale", type=int, default=1,
+                        help="divide gpu_wide's widths and batch by K (CPU smoke check)")
     parser.add_argument("--devices", default=None, help="e.g. 1,2,4: fit on forced host devices")
     parser.add_argument("--mesh-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(HERE / "results" / "bench_train.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.mesh_worker:
         print(json.dumps(mesh_worker(args.mesh_worker, args.repeats)))
         return
@@ -281,37 +428,75 @@ def main():
               "jax": jax.__version__, "command": " ".join(sys.argv), "results": {}}
     if args.devices:
         report["devices"] = run_devices([int(c) for c in args.devices.split(",")], args.repeats)
-    names = args.implementations.split(",") if args.workloads else []
     for name in filter(None, args.workloads.split(",")):
-        w = workload(name, args.wide_steps)
-        timings = timed_side_by_side({impl: IMPLEMENTATIONS[impl](w) for impl in names},
-                                     args.repeats)
-        rows = report["results"][name] = {}
-        for impl, (median, compile_s) in timings.items():
-            rows[impl] = {"seconds": median, "compile_s": compile_s}
-            print(f"{name:7s} {impl:22s} {median * 1e3:9.2f} ms  (compile {compile_s:.2f} s)",
-                  flush=True)
+        w = workload(name, args.wide_steps, args.gpu_steps, args.gpu_scale)
+        w = w._replace(data=jax.block_until_ready((jnp.asarray(w.x), jnp.asarray(w.y))))
+        table = GPU_IMPLEMENTATIONS if name == "gpu_wide" else IMPLEMENTATIONS
+        names = args.implementations.split(",") if args.implementations else list(table)
+        rows, outputs = timed_side_by_side(
+            {impl: table[impl](w) for impl in names if impl in table}, args.repeats)
+        same_work(rows, outputs)
+        report["results"][name] = rows
+        for impl, row in rows.items():
+            print(f"{name:8s} {impl:26.26s} {row['seconds'] * 1e3:10.2f} ms  "
+                  f"(compile {row['compile_s']:.2f} s)", flush=True)
+        if name == "gpu_wide":
+            report["gpu_wide"] = dict(gpu_summary(w, rows, args.repeats), sizes=w.sizes,
+                                      batch=w.batch, scale=args.gpu_scale)
     print(markdown(report))
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def markdown(report):
-    lines = ["| workload | implementation | median ms | x hand scan | compile s |",
-             "|---|---|---:|---:|---:|"]
+    lines = ["| workload | implementation | median ms | x hand scan | compile s | dispatched | "
+             "max abs diff vs fit |", "|---|---|---:|---:|---:|---:|---:|"]
     for name, rows in report["results"].items():
+        if name == "gpu_wide":
+            continue
         scan = rows.get("jax+optax scan", {}).get("seconds")
         for impl, row in rows.items():
-            ratio = f"{row['seconds'] / scan:.2f}" if scan else "-"
+            ratio = f"{row['seconds'] / scan:.2f}" if scan and impl != COPY else "-"
+            queued = f"{row['dispatched']:.0%}" if row["dispatched"] is not None else ""
             lines.append(f"| {name} | {impl} | {row['seconds'] * 1e3:.2f} | {ratio} | "
-                         f"{row['compile_s']:.2f} |")
+                         f"{row['compile_s']:.2f} | {queued} | {diff_of(row)} |")
         if "fit jax" in rows and scan:
             fit, bar = rows["fit jax"]["seconds"], rows.get("fit jax + progress", {})
             lines.append(f"| {name} | fit overhead over the scan | "
-                         f"{(fit - scan) * 1e3:+.2f} ms per call | | |")
+                         f"{(fit - scan) * 1e3:+.2f} ms per call | | | | |")
             if bar:
                 lines.append(f"| {name} | progress bar cost | "
-                             f"{(bar['seconds'] / fit - 1) * 100:+.1f}% | | |")
+                             f"{(bar['seconds'] / fit - 1) * 100:+.1f}% | | | | |")
+    if "gpu_wide" in report:
+        lines += ["", gpu_markdown(report["gpu_wide"], report["results"]["gpu_wide"])]
+    return "\n".join(lines)
+
+
+def diff_of(row):
+    return f"{row['max_abs_diff_vs_fit']:.1e}" if "max_abs_diff_vs_fit" in row else ""
+
+
+def gpu_markdown(summary, rows):
+    rates = summary["matmul_flops_per_s"]
+    size = summary["matmul_size"]
+    lines = [f"gpu_wide {'-'.join(map(str, summary['sizes']))}, batch {summary['batch']}, "
+             f"{summary['steps']} steps (scale 1/{summary['scale']}): model "
+             f"{summary['model_flops_per_step'] / 1e12:.3f} TFLOP per step; matmul "
+             f"{size}x{size}@{size}x{size}: float32 {rates['float32'] / 1e12:.1f}, "
+             f"bf16 {rates['bfloat16'] / 1e12:.1f} TFLOP/s", "",
+             "| implementation | median ms | steps/s | x hand scan | x hand loop | "
+             "model TFLOP/s | % matmul rate | compile s | max abs diff vs fit |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for impl, row in rows.items():
+        if impl == COPY:
+            lines.append(f"| {impl} | {row['seconds'] * 1e3:.2f} | | | | | | | |")
+            continue
+        ratios = [f"{r:.3f}" if r else "-" for r in
+                  (row["x_hand_scan_steps_per_s"], row["x_hand_loop_steps_per_s"])]
+        lines.append(f"| {impl} | {row['seconds'] * 1e3:.2f} | {row['steps_per_s']:.2f} | "
+                     f"{ratios[0]} | {ratios[1]} | {row['model_flops_per_s'] / 1e12:.2f} | "
+                     f"{row['of_matmul_rate']:.1%} | {row['compile_s']:.2f} | {diff_of(row)} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,73 @@
+"""benchmarks/bench_train.py: its command line runs end to end (the scaled-down gpu_wide path
+and XOR), and its hand-written JAX loops and scans train exactly what `fit` trains (the same
+shuffled batch order per epoch), as the benchmark itself checks on every run: else its
+timings would compare different work. Needs the bench extra (optax); no torch.
+"""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optax", reason="bench_train's hand-written loops need the bench extra")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_train  # noqa: E402
+
+IMPLS = "fit jax,jax+optax loop,jax+optax scan bf16"  # few compiles: the test costs ~15 s
+
+
+def test_layout_is_fits():
+    mlp = bench_train.Workload((784, 10), "", np.zeros((60_000, 1)), None, 1, 128, "", 0, "")
+    assert bench_train.layout(mlp) == (128, 468, 96, True)
+    assert bench_train.layout(bench_train.workload("xor")) == (4, 1, 0, False)
+    assert bench_train.layout(bench_train.workload("gpu_wide", gpu_steps=3, gpu_scale=64)) \
+        == (128, 3, 0, True)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """`(report, stdout)` of one run: XOR and gpu_wide at 1/64 scale, 2 steps, 1 repeat."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--workloads",
+         "xor,gpu_wide", "--gpu-scale", "64", "--gpu-steps", "2", "--repeats", "1",
+         "--implementations", IMPLS, "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.read_text()), done.stdout
+
+
+@pytest.mark.slow  # a fresh jax process and 5 small compiles
+def test_gpu_wide_scaled_down_reports_throughput_ratios_and_matmul_share(ran):
+    report, stdout = ran
+    gpu = report["results"]["gpu_wide"]
+    assert list(gpu) == IMPLS.split(",")
+    summary = report["gpu_wide"]
+    assert summary["sizes"] == [64, 128, 128, 128, 64] and summary["batch"] == 128
+    assert summary["steps"] == 2 and summary["matmul_size"] == 128
+    assert summary["model_flops_per_step"] == 6 * 128 * (64 * 128 + 2 * 128 * 128 + 128 * 64)
+    fit, loop, scan16 = gpu["fit jax"], gpu["jax+optax loop"], gpu["jax+optax scan bf16"]
+    assert fit["dtype"] == "float32" and scan16["dtype"] == "bfloat16"
+    assert fit["x_hand_loop_steps_per_s"] == pytest.approx(loop["seconds"] / fit["seconds"])
+    assert fit["x_hand_scan_steps_per_s"] is None  # no float32 scan in this run
+    assert scan16["x_hand_scan_steps_per_s"] == 1.0
+    for row, dtype in ((fit, "float32"), (scan16, "bfloat16")):
+        rate = summary["matmul_flops_per_s"][dtype]
+        assert row["steps_per_s"] == pytest.approx(2 / row["seconds"])
+        assert row["of_matmul_rate"] == pytest.approx(
+            summary["model_flops_per_step"] * 2 / row["seconds"] / rate)
+    assert "| jax+optax scan bf16 |" in stdout and "% matmul rate" in stdout
+
+
+@pytest.mark.slow
+def test_hand_written_runs_end_where_fit_ends(ran):
+    report, _ = ran
+    gpu, xor = report["results"]["gpu_wide"], report["results"]["xor"]
+    assert gpu["jax+optax loop"]["max_abs_diff_vs_fit"] < 1e-5  # shuffled, float32
+    assert xor["jax+optax loop"]["max_abs_diff_vs_fit"] < 1e-5  # 400 full-batch epochs
+    assert "max_abs_diff_vs_fit" not in gpu["jax+optax scan bf16"]  # no fit bf16 ran
+    assert gpu["jax+optax loop"]["dispatched"] is not None
+    assert list(xor) == ["fit jax", "jax+optax loop"]
