@@ -66,8 +66,10 @@ def test_gpu_wide_scaled_down_reports_throughput_ratios_and_matmul_share(ran):
 def test_hand_written_runs_end_where_fit_ends(ran):
     report, _ = ran
     gpu, xor = report["results"]["gpu_wide"], report["results"]["xor"]
-    assert gpu["jax+optax loop"]["max_abs_diff_vs_fit"] < 1e-5  # shuffled, float32
-    assert xor["jax+optax loop"]["max_abs_diff_vs_fit"] < 1e-5  # 400 full-batch epochs
-    assert "max_abs_diff_vs_fit" not in gpu["jax+optax scan bf16"]  # no fit bf16 ran
+    # 2 shuffled float32 Adam steps: rounding alone (another order: 4e-3 max, 0.6 rel)
+    assert gpu["jax+optax loop"]["max_abs_diff_vs_fit"] < 1e-5
+    assert gpu["jax+optax loop"]["rel_diff_vs_fit"] < 1e-4
+    assert xor["jax+optax loop"]["rel_diff_vs_fit"] < 1e-5  # 400 full-batch SGD epochs
+    assert "rel_diff_vs_fit" not in gpu["jax+optax scan bf16"]  # no fit bf16 ran
     assert gpu["jax+optax loop"]["dispatched"] is not None
     assert list(xor) == ["fit jax", "jax+optax loop"]
