@@ -158,8 +158,9 @@ def jax_loss(loss):
 def timed_side_by_side(runs, repeats):
     """`({name: {"seconds", "compile_s", "dispatched"}}, {name: warm-up run's final params})`:
     a warm-up run of each (its extra time over the median is the compile time; loops run it
-    under `jax.transfer_guard("disallow")`), then `repeats` rounds that run every implementation once, in turn, so that a change of
-    machine load affects all of them alike. A run returns `(params, dispatched)`, dispatched
+    under `jax.transfer_guard("disallow")`), then `repeats` rounds that run every
+    implementation once, in turn, so that a change of machine load affects all of them
+    alike. A run returns `(params, dispatched)`, dispatched
     the time a loop had queued its last step: "dispatched" is the median of that as a fraction
     of the run (None for the others)."""
     first, times, queued = {}, {name: [] for name in runs}, {name: [] for name in runs}
@@ -475,6 +476,12 @@ def markdown(report):
             if bar:
                 lines.append(f"| {name} | progress bar cost | "
                              f"{(bar['seconds'] / fit - 1) * 100:+.1f}% | | | | |")
+            for other, label in (("fit funcdl", "fit funcdl / fit jax"),
+                                 ("jax+optax loop", "fit jax / hand loop")):
+                if other in rows:
+                    ratio = (rows[other]["seconds"] / fit if other == "fit funcdl"
+                             else fit / rows[other]["seconds"])
+                    lines.append(f"| {name} | {label} | {ratio:.2f}x | | | | |")
     if "gpu_wide" in report:
         lines += ["", gpu_markdown(report["gpu_wide"], report["results"]["gpu_wide"])]
     return "\n".join(lines)
@@ -489,9 +496,9 @@ def gpu_markdown(summary, rows):
     size = summary["matmul_size"]
     lines = [f"gpu_wide {'-'.join(map(str, summary['sizes']))}, batch {summary['batch']}, "
              f"{summary['steps']} steps (scale 1/{summary['scale']}): model "
-             f"{summary['model_flops_per_step'] / 1e12:.3f} TFLOP per step; matmul "
-             f"{size}x{size}@{size}x{size}: float32 {rates['float32'] / 1e12:.1f}, "
-             f"bf16 {rates['bfloat16'] / 1e12:.1f} TFLOP/s", "",
+             f"{summary['model_flops_per_step'] / 1e12:.4g} TFLOP per step; matmul "
+             f"{size}x{size}@{size}x{size}: float32 {rates['float32'] / 1e12:.4g}, "
+             f"bf16 {rates['bfloat16'] / 1e12:.4g} TFLOP/s", "",
              "| implementation | median ms | steps/s | x hand scan | x hand loop | "
              "model TFLOP/s | % matmul rate | compile s | rel diff vs fit |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -502,7 +509,7 @@ def gpu_markdown(summary, rows):
         ratios = [f"{r:.3f}" if r else "-" for r in
                   (row["x_hand_scan_steps_per_s"], row["x_hand_loop_steps_per_s"])]
         lines.append(f"| {impl} | {row['seconds'] * 1e3:.2f} | {row['steps_per_s']:.2f} | "
-                     f"{ratios[0]} | {ratios[1]} | {row['model_flops_per_s'] / 1e12:.2f} | "
+                     f"{ratios[0]} | {ratios[1]} | {row['model_flops_per_s'] / 1e12:.3g} | "
                      f"{row['of_matmul_rate']:.1%} | {row['compile_s']:.2f} | {diff_of(row)} |")
     return "\n".join(lines)
 
