@@ -6,6 +6,7 @@ Per epoch e (counted from 0 over the whole run, also across resumed calls)::
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, e))
     order = jax.random.permutation(shuffle_key, n_rows)      # when shuffling
     batch b = rows order[b*B : (b+1)*B]                      # gathered inside the scan
+                                        # (on a mesh: built so by feed.py, fed as `data`)
     dropout key of step b = jax.random.fold_in(step_key, b)
 
 so the order depends only on `key` and `e`: a resumed run shuffles as an uninterrupted one.
@@ -88,7 +89,9 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
     spec, mesh = plan.spec, plan.mesh
     x, y, x_val, y_val = data
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
-    order = jax.random.permutation(shuffle_key, plan.n_rows) if plan.shuffle else None
+    fed = plan.mesh is not None  # data: batches.Fed leaves, already in the epoch's order
+    shuffled = plan.shuffle and not fed
+    order = jax.random.permutation(shuffle_key, plan.n_rows) if shuffled else None
     steps_per_epoch = plan.n_full + (1 if plan.remainder else 0)
 
     def train_on(state, step, start, size):
@@ -145,6 +148,6 @@ def _run_epochs(params, opt_state, guard, data, key, epoch0, progress_every, tok
 run_epochs = jax.jit(_run_epochs, static_argnames=("plan",), donate_argnums=(0, 1))
 run_epochs.__doc__ = """`(params, opt_state, guard, data, key, epoch0, progress_every, token,
 *, plan) -> (params, opt_state, guard, means)`: epochs `epoch0 .. epoch0 + plan.n_epochs - 1`.
-data: `(x, y, x_val, y_val)` on device; means: `(n_epochs, 1 + n_metrics [+ 1 + n_metrics])`
+data: `(x, y, x_val, y_val)` on device (on a mesh: `feed.Feed.data(epoch0)`); means: `(n_epochs, 1 + n_metrics [+ 1 + n_metrics])`
 float, per epoch [loss, *metrics] row-weighted over the training steps, then the same over
 the validation rows. params and opt_state are donated."""
