@@ -16,7 +16,8 @@ import numpy as np
 
 from funcdl.train import checks, resume as resume_state
 from funcdl.train.batches import batch_layout
-from funcdl.train.epochs import EpochPlan, initial_state, new_guard, run_epochs
+from funcdl.train.epochs import (EpochPlan, initial_state, new_guard, run_epochs,
+                                 run_epochs_guarded)
 from funcdl.train.feed import Feed
 from funcdl.train.progress import ProgressBar, choose_every
 from funcdl.train.sharding import check_mesh, is_main_process, place_copy, to_host
@@ -135,12 +136,17 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                              n_epochs, None if validation is None else min(batch, n_val), n_val,
                              unit if progress else None, mesh)
             started = time.perf_counter()
-            new_params, new_state, guard, means = run_epochs(
-                params, opt_state, guard, data, key, np.int32(done), np.int32(progress_every),
-                np.int32(bar.token), plan=plan)
+            args = (data, key, np.int32(done), np.int32(progress_every), np.int32(bar.token))
+            new_params, new_state, new_guard_state, means = run_epochs(
+                params, opt_state, guard, *args, plan=plan)
             # the next call's batches are built on the host while the device runs this one
             upcoming = feed.data(done + n_epochs) if done + n_epochs < epochs else None
-            means, host_guard = to_host((means, guard))
+            means, host_guard = to_host((means, new_guard_state))
+            if not bool(host_guard.ok):  # replay the call with the per-step guard (epochs.py)
+                new_params, new_state, new_guard_state, means = run_epochs_guarded(
+                    params, opt_state, guard, *args,
+                    plan=plan._replace(guarded=True, progress=None))
+                means, host_guard = to_host((means, new_guard_state))
             if not bool(host_guard.ok):
                 bad_epoch, bad_step = int(host_guard.epoch), int(host_guard.step)
                 for row in means[:bad_epoch - done]:
@@ -151,7 +157,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                                             bad_epoch, key, mesh)
                 raise _diverged(new_params, new_state, history, bad_epoch, bad_step,
                                 float(means[bad_epoch - done, 0]))
-            params, opt_state, data = new_params, new_state, upcoming
+            params, opt_state, guard = new_params, new_state, new_guard_state
+            data = upcoming
             for row in means:
                 for name, value in zip(names, row):
                     history[name].append(float(value))
