@@ -33,19 +33,22 @@ SCRIPT = textwrap.dedent('''
         shuffle_key, _ = jax.random.split(jax.random.fold_in(key, epoch))
         return np.asarray(jax.random.permutation(shuffle_key, N))
 
-    def check(fed, host, order, batch, mesh, last_spec):
+    def check(fed, host, order, batch, mesh, last_spec, full_spec=P(None, "data")):
         n_full = len(order) // batch
         rows = order[:n_full * batch].reshape(n_full, batch)
         assert fed.full.shape == (n_full, batch) + host.shape[1:], fed.full.shape
-        assert fed.full.sharding.spec == P(None, "data"), fed.full.sharding
-        per_device = batch // mesh.shape["data"]
+        assert fed.full.sharding.spec == full_spec, fed.full.sharding
+        per_device = batch // mesh.shape["data"] if full_spec == P(None, "data") else 0
         axis = mesh.axis_names.index("data")
         position = lambda device: int(np.argwhere(mesh.devices == device)[0][axis])
         for shard in fed.full.addressable_shards:
             k = position(shard.device)
-            want = host[rows[:, k * per_device:(k + 1) * per_device]]
-            np.testing.assert_array_equal(np.asarray(shard.data), want)
+            mine = rows[:, k * per_device:(k + 1) * per_device] if per_device else rows
+            np.testing.assert_array_equal(np.asarray(shard.data), host[mine])
         last = order[n_full * batch:]
+        if last_spec is None:
+            assert fed.last is None and len(last) == 0
+            return
         assert fed.last.sharding.spec == last_spec, fed.last.sharding
         np.testing.assert_array_equal(np.asarray(fed.last), host[last])
         if last_spec == P("data"):
@@ -71,12 +74,14 @@ SCRIPT = textwrap.dedent('''
         check(yv_fed, y_val, np.arange(20), B, mesh, P("data"))
     assert not np.array_equal(shuffled(0), shuffled(3))
 
-    # no shuffling: the order of the rows, fed once for every epoch; no validation
-    plain = feed.Feed(x, y, None, mesh, 16, False, key)
+    # no shuffling: the order of the rows, fed once for every epoch; 9 validation rows are
+    # one batch of 9 (fewer than 16), which 4 devices do not divide: replicated
+    plain = feed.Feed(x, y, (x_val[:9], y_val[:9]), mesh, 16, False, key)
     assert plain.data(0) is plain.data(4)
-    x_fed, y_fed, none_x, none_y = plain.data(2)
-    assert none_x is None and none_y is None
+    x_fed, y_fed, xv_fed, _ = plain.data(2)
     check(x_fed, x, np.arange(N), 16, mesh, P())
+    check(xv_fed, x_val[:9], np.arange(9), 9, mesh, None, full_spec=P())
+    assert feed.Feed(x, y, None, mesh, 16, False, key).data(0)[2:] == (None, None)
 
     # a ("model", "data") mesh of 2 x 2: the two replicas of each shard share one read
     mesh2 = Mesh(np.array(jax.devices()).reshape(2, 2), ("model", "data"))

@@ -13,7 +13,8 @@ its batches itself (`batches.take_rows`). On a mesh, the host builds every call'
 `full` is one global array sharded `NamedSharding(mesh, P(None, "data"))`: the device at
 position k of the "data" axis (of size D) holds `full[:, k*B/D : (k+1)*B/D]`, the same rows of
 every batch as the single-device program's batch would give it. `last` is sharded along
-"data" when D divides `n % B`, else replicated (it is smaller than one batch). Both are built
+"data" when D divides `n % B`, else replicated (it is smaller than one batch); so is a
+validation `full` whose batch (`min(B, n_val)`) D does not divide. Both are built
 with `jax.make_array_from_callback`: jax asks only for this process's devices' shards, and
 each shard reads from the host `x` (NumPy or memory-mapped) only its own rows
 `x[order[b*B + lo : b*B + hi]]` (one fancy index per shard, `read_rows`). So in a run of P
@@ -74,16 +75,18 @@ def _rows_array(mesh, host, rows: np.ndarray, spec: PartitionSpec):
 
 def fed_rows(mesh, tree, order: np.ndarray, batch: int):
     """Every leaf of `tree` (all with `len(order)` rows) as a `Fed` of its rows `order` in
-    batches of `batch` (which the mesh's "data" size divides)."""
+    batches of `batch`. A batch axis is sharded along "data" where the mesh's "data" size
+    divides it (always for training batches: `check_mesh`), else replicated."""
     n_full = len(order) // batch
     full_rows = order[:n_full * batch].reshape(n_full, batch)
     last_rows = order[n_full * batch:]
     size = mesh.shape["data"]
+    full_spec = PartitionSpec(None, "data") if batch % size == 0 else PartitionSpec()
     last_spec = PartitionSpec("data") if len(last_rows) % size == 0 else PartitionSpec()
 
     def leaf(array):
         host = _host(array)
-        full = _rows_array(mesh, host, full_rows, PartitionSpec(None, "data"))
+        full = _rows_array(mesh, host, full_rows, full_spec)
         return Fed(full, _rows_array(mesh, host, last_rows, last_spec) if len(last_rows) else None)
 
     return jax.tree_util.tree_map(leaf, tree)
@@ -93,23 +96,23 @@ class Feed:
     """`fit`'s data, call by call: `data(epoch)` is the `(x, y, x_val, y_val)` of the compiled
     call that starts at `epoch` (`run_epochs`'s `data`; `x_val`, `y_val` None without
     validation). Without a mesh: the arrays on device, the same for every call. On a mesh:
-    `Fed` leaves (see the module); when shuffled, the training ones are rebuilt for every
-    epoch and hold that ONE epoch (so a shuffled call runs one epoch), else built once."""
+    `Fed` leaves (see the module); with `shuffle` (a shuffled minibatch run) the training
+    ones are built for every epoch and hold that ONE epoch (so such a call runs one epoch),
+    else they are built once, like the validation ones."""
 
     def __init__(self, x, y, validation, mesh, batch_size, shuffle: bool, key):
-        self.mesh, self.key, self.shuffle = mesh, key, shuffle
-        self.batch, self.n_rows = batch_layout(len(x), batch_size)[0], len(x)
         x_val, y_val = validation if validation is not None else (None, None)
+        self.fixed = None
         if mesh is None:
             self.fixed = place_data((x, y, x_val, y_val))
             return
+        self.mesh, self.key, self.n_rows = mesh, key, len(x)
+        self.batch = batch_layout(self.n_rows, batch_size)[0]
         self.train = (_host(x), _host(y))
-        val = (None, None)
-        if validation is not None:
-            val_batch = min(self.batch, len(x_val))
-            val = fed_rows(mesh, (x_val, y_val), np.arange(len(x_val)), val_batch)
-        self.val = val
-        self.fixed = None if shuffle else self._build(np.arange(self.n_rows))
+        self.val = (None, None) if validation is None else fed_rows(
+            mesh, (x_val, y_val), np.arange(len(x_val)), min(self.batch, len(x_val)))
+        if not shuffle:
+            self.fixed = self._build(np.arange(self.n_rows))
 
     def _build(self, order):
         return fed_rows(self.mesh, self.train, order, self.batch) + self.val
