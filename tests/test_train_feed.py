@@ -55,7 +55,8 @@ SCRIPT = textwrap.dedent('''
             for shard in fed.last.addressable_shards:
                 k = position(shard.device)
                 n = len(last) // mesh.shape["data"]
-                np.testing.assert_array_equal(np.asarray(shard.data), host[last[k * n:(k + 1) * n]])
+                want = host[last[k * n:(k + 1) * n]]
+                np.testing.assert_array_equal(np.asarray(shard.data), want)
 
     mesh = Mesh(np.array(jax.devices()), ("data",))
     reads.clear()
