@@ -12,7 +12,8 @@ to agree:
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/distributed_worker.py \\
         process ID 2 PORT OUT
         process ID of 2 (jax.distributed on 127.0.0.1:PORT, gloo collectives): fit on the mesh
-        over all 4 devices of both processes, then a checkpoint/resume run; then a clean
+        over all 4 devices of both processes, recording every row that process reads from
+        `x` and `x_val` (`RowLog`), then a checkpoint/resume run; then a clean
         jax.distributed.shutdown().
 
 Results go to OUT as fdl.checkpoint files (params) and JSON (history); the test compares them.
@@ -45,8 +46,33 @@ def problem():
     return model, optim.adam(1e-2), {"mae": losses.l1_loss}, params, x, y.astype(np.float32)
 
 
-def train(mesh, *, epochs=EPOCHS, batch_size=BATCH, **options):
-    """`fit` of the configuration on `mesh` (None: one device); `options` go to `fit`."""
+def row_log_class():
+    import numpy as np
+
+    class RowLog(np.ndarray):
+        """An ndarray that records the index of every `[...]` read of it in `.reads` (a list
+        of row lists, or `{"other": repr}` for an index that is not an int array)."""
+
+        def __getitem__(self, index):
+            if isinstance(index, np.ndarray) and np.issubdtype(index.dtype, np.integer):
+                self.reads.append(index.tolist())
+            else:
+                self.reads.append({"other": repr(index)})
+            return np.asarray(super().__getitem__(index))
+
+    return RowLog
+
+
+def logged(array):
+    """A view of `array` that records its reads (see `row_log_class`)."""
+    view = array.view(row_log_class())
+    view.reads = []
+    return view
+
+
+def train(mesh, *, epochs=EPOCHS, batch_size=BATCH, x_log=None, **options):
+    """`fit` of the configuration on `mesh` (None: one device); `options` go to `fit`.
+    x_log: `(x_train, x_val)` to pass instead of the plain rows (e.g. `logged` views)."""
     import jax
 
     from funcdl import losses
@@ -54,9 +80,10 @@ def train(mesh, *, epochs=EPOCHS, batch_size=BATCH, **options):
 
     model, optimizer, metrics, params, x, y = problem()
     n = TRAIN_ROWS
-    return fit(model, params, losses.mse_loss, optimizer, x[:n], y[:n], epochs=epochs,
+    x_train, x_val = x_log if x_log is not None else (x[:n], x[n:])
+    return fit(model, params, losses.mse_loss, optimizer, x_train, y[:n], epochs=epochs,
                batch_size=batch_size, shuffle=True, key=jax.random.PRNGKey(1), progress=True,
-               validation=(x[n:], y[n:]), metrics=metrics, mesh=mesh, **options)
+               validation=(x_val, y[n:]), metrics=metrics, mesh=mesh, **options)
 
 
 def diverging_run(mesh, path):
@@ -126,8 +153,12 @@ def run_process(process_id, num_processes, port, out):
         raise SystemExit(f"expected {num_processes} processes of 2 devices, got "
                          f"{jax.process_count()} of {jax.local_device_count()}")
     mesh = Mesh(jax.devices(), ("data",))
-    params, _, history = train(mesh)
+    x = problem()[4]
+    x_log = logged(x[:TRAIN_ROWS]), logged(x[TRAIN_ROWS:])
+    params, _, history = train(mesh, x_log=x_log)
     save_run(out, f"process{process_id}", params, history)
+    with open(os.path.join(out, f"process{process_id}_reads.json"), "w") as file:
+        json.dump({"x": x_log[0].reads, "x_val": x_log[1].reads}, file)
     path = os.path.join(out, "multiprocess_checkpoint.safetensors")
     train(mesh, epochs=3, checkpoint=path)
     # process 0 writes the file; fit makes every process wait for that write, so each one

@@ -136,20 +136,67 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow  # two jax starts and compiles; in the default run: nothing else tests this
-def test_two_processes_on_localhost_equal_the_single_process_run(mesh_run, tmp_path):
-    """jax.distributed with gloo collectives: 2 processes x 2 devices, one 4-device mesh."""
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """jax.distributed with gloo collectives: 2 processes x 2 devices, one 4-device mesh; the
+    worker's "process" mode in both: their output folder."""
     if not hasattr(jax, "distributed") or "jax_cpu_collectives_implementation" not in jax.config.values:
         pytest.skip(f"jax {jax.__version__} has no jax.distributed with CPU collectives")
+    out = tmp_path_factory.mktemp("processes")
     port = free_port()
-    results = run_all([(["process", str(i), "2", str(port)], 2) for i in (0, 1)], tmp_path)
+    results = run_all([(["process", str(i), "2", str(port)], 2) for i in (0, 1)], out)
     for i, result in enumerate(results):
         stdout = check_ok(result, f"process {i}")
         assert f"process {i}: shut down cleanly" in stdout
+    return out
+
+
+@pytest.mark.slow  # two jax starts and compiles; in the default run: nothing else tests this
+def test_two_processes_on_localhost_equal_the_single_process_run(mesh_run, two_processes):
     single = load_run(mesh_run, "single")
     for i in (0, 1):
-        assert_close_runs(load_run(tmp_path, f"process{i}"), single)
-        assert_close_runs(load_run(tmp_path, f"process{i}_resumed"), single)
+        assert_close_runs(load_run(two_processes, f"process{i}"), single)
+        assert_close_runs(load_run(two_processes, f"process{i}_resumed"), single)
     # both processes hold the same replicated params, bit for bit
-    first, second = load_run(tmp_path, "process0")[0], load_run(tmp_path, "process1")[0]
+    first, second = load_run(two_processes, "process0")[0], load_run(two_processes, "process1")[0]
     assert all(first[k].tobytes() == second[k].tobytes() for k in first)
+
+
+def shard_position(shard, batches):
+    """k such that the rows `shard` (n_batches, B/4) are column block k of `batches`."""
+    width = shard.shape[1]
+    for k in range(batches.shape[1] // width):
+        if np.array_equal(shard, batches[:, k * width:(k + 1) * width]):
+            return k
+    raise AssertionError(f"rows read {shard.tolist()} are no device's slice of the batches "
+                         f"{batches.tolist()}")
+
+
+@pytest.mark.slow  # the same run as the test above
+def test_each_process_reads_only_its_own_devices_rows_of_every_batch(two_processes):
+    """Devices 0, 1 of the mesh are process 0's, 2, 3 process 1's: in every epoch, process p
+    read from `x` exactly rows `order[b*16 + 8p : b*16 + 8p + 8]` of each full batch b (one
+    read per device), in the single-device order `permutation(split(fold_in(key, e))[0], 82)`,
+    plus the last 2 rows (replicated: 4 devices do not divide them); of the 16 validation rows
+    (one batch) rows 8p .. 8p + 7. So neither read the whole data set, and the two processes'
+    rows of each full batch are disjoint and together the whole batch."""
+    epochs, batch, n_rows, n_full = 6, 16, 82, 5
+    key = jax.random.PRNGKey(1)
+    reads = [json.loads((two_processes / f"process{i}_reads.json").read_text()) for i in (0, 1)]
+    for p, read in enumerate(reads):
+        assert all(isinstance(rows, list) for rows in read["x"] + read["x_val"]), read
+        full = [np.array(rows) for rows in read["x"] if np.ndim(rows) == 2]
+        last = [np.array(rows) for rows in read["x"] if np.ndim(rows) == 1]
+        assert len(full) == 2 * epochs and len(last) == epochs, (len(full), len(last))
+        for epoch in range(epochs):
+            shuffle_key, _ = jax.random.split(jax.random.fold_in(key, epoch))
+            order = np.asarray(jax.random.permutation(shuffle_key, n_rows))
+            batches = order[:n_full * batch].reshape(n_full, batch)
+            mine = full[2 * epoch:2 * epoch + 2]  # the epochs' batches are built in order
+            assert sorted(shard_position(rows, batches) for rows in mine) == [2 * p, 2 * p + 1]
+            np.testing.assert_array_equal(last[epoch], order[n_full * batch:])
+            assert len({int(r) for rows in mine + [last[epoch]] for r in rows.ravel()}) < n_rows
+        val = [np.array(rows) for rows in read["x_val"]]
+        assert len(val) == 2, val
+        rows = np.arange(16).reshape(1, 16)
+        assert sorted(shard_position(v, rows) for v in val) == [2 * p, 2 * p + 1]

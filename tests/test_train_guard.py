@@ -1,12 +1,15 @@
 """The NaN guard inside the compiled scan, and bf16 mixed precision, against the hand-written
 reference loop of tests/train_reference.py."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from funcdl import optim, train
-from train_reference import (ADAM, BATCH, LOSS, MODEL, PARAMS, X, Y, assert_trees_close,
+from funcdl.train import epochs as epoch_program
+from train_reference import (ADAM, BATCH, LOSS, MODEL, PARAMS, SGD, X, Y, assert_trees_close,
                              reference_fit)
 
 
@@ -52,6 +55,38 @@ def test_an_inf_data_row_stops_at_its_batch_before_any_update_from_it():
     assert_trees_close(caught.value.params, ref_params)
     assert_trees_close(caught.value.opt_state, ref_state)
     assert caught.value.history == {"loss": []}
+
+
+def test_a_nan_gradient_under_a_finite_loss_stops_before_its_update():
+    # d sqrt(s)/ds = inf at s = 0 and 0 * inf = NaN: the loss stays finite, the gradient of `s`
+    # is NaN at the first step. The fast program only sees the NaN it leaves in `s`; the replay
+    # finds the step.
+    def apply(p, x):
+        return MODEL.apply(p["net"], x) + 0.0 * jnp.sqrt(p["s"])
+
+    params = {"net": PARAMS, "s": jnp.zeros((), jnp.float32)}
+    with pytest.raises(FloatingPointError, match=r"at epoch 0, step 0") as caught:
+        train.fit(apply, params, LOSS, SGD, X, Y, epochs=2, batch_size=BATCH, shuffle=False,
+                  progress=False)
+    assert_trees_close(caught.value.params, params)
+    assert caught.value.history == {"loss": []}
+
+
+def test_only_a_non_finite_run_replays_with_the_per_step_guard(monkeypatch):
+    fit_module = importlib.import_module("funcdl.train.fit")
+    replays = []
+
+    def counting(*args, **kwargs):
+        replays.append(kwargs["plan"].guarded)
+        return epoch_program.run_epochs_guarded(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "run_epochs_guarded", counting)
+    train.fit(MODEL, PARAMS, LOSS, ADAM, X, Y, epochs=3, batch_size=BATCH, progress=False)
+    assert replays == []  # finite: the fast program alone, no per-step check
+    with pytest.raises(FloatingPointError):
+        train.fit(MODEL, PARAMS, LOSS, blows_up_at(6), X, Y, epochs=3, batch_size=BATCH,
+                  progress=False)
+    assert replays == [True]  # the failing epoch only, with the guard
 
 
 @pytest.mark.parametrize("backend", ["jax", "funcdl"])

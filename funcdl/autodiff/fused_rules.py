@@ -10,7 +10,7 @@ arrays) rules run as they are: the jitted path is unchanged.
 import jax
 import numpy as np
 
-from funcdl.autodiff.vjps import Shape
+from funcdl.autodiff.vjps import Shape, same_cotangent
 
 JIT_AFTER = 3
 MAX_COMPILED_RULES = 2048
@@ -21,6 +21,8 @@ _compiled_rules = {}
 
 def call_rule(rule, args, params):
     """`rule(*args, **params)`, compiled once it has run JIT_AFTER times on the same signature."""
+    if rule is same_cotangent:  # nothing to compute: a compiled identity would still dispatch
+        return args[0]
     template, signature, dynamic = [], [], []
     for a in args:
         if isinstance(a, (jax.Array, np.ndarray)):

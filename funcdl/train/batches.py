@@ -2,6 +2,8 @@
 and stacked outputs, each as a `lax.scan` over the full batches plus one extra call for the
 last, partial batch (its own shape, so any `loss_fn` is exact on it: no masking).
 """
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -14,14 +16,36 @@ def batch_layout(n_rows: int, batch_size):
     return batch, n_rows // batch, n_rows % batch
 
 
+class Fed(NamedTuple):
+    """One leaf (e.g. `x`) of a mesh run's batches, built on the host in the order of the
+    epoch (`feed.py`): row r of batch b is the epoch's row `b * B + r`."""
+    full: Any  # (n_full, B, ...): the full batches, sharded P(None, "data")
+    last: Any  # (n % B, ...): the last, partial batch (sharded or replicated); None if none
+
+
+def _fed_batch(fed: Fed, start, size: int):
+    """Batch `start // size` of `fed`: `fed.full[start // size]` for a full batch (its first
+    axis is unsharded, so the batch keeps the rows' "data" sharding), `fed.last` for the last,
+    partial one."""
+    if size == fed.full.shape[1]:
+        return lax.dynamic_index_in_dim(fed.full, start // size, axis=0, keepdims=False)
+    return fed.last  # size == n % B < B
+
+
 def take_rows(tree, start, size: int, order=None, mesh=None):
     """Rows `start .. start+size` of every leaf (of `order[start:start+size]` when shuffled),
-    sharded along the mesh's "data" axis when `mesh` is given and divides `size`."""
-    if order is None:
-        batch = jax.tree_util.tree_map(lambda a: lax.dynamic_slice_in_dim(a, start, size), tree)
-    else:
-        rows = lax.dynamic_slice_in_dim(order, start, size)
-        batch = jax.tree_util.tree_map(lambda a: jnp.take(a, rows, axis=0), tree)
+    sharded along the mesh's "data" axis when `mesh` is given and divides `size`. A `Fed` leaf
+    is already in order (`order` is not used for it): it gives its batch `start // size`."""
+    rows = None if order is None else lax.dynamic_slice_in_dim(order, start, size)
+
+    def leaf(a):
+        if isinstance(a, Fed):
+            return _fed_batch(a, start, size)
+        if rows is None:
+            return lax.dynamic_slice_in_dim(a, start, size)
+        return jnp.take(a, rows, axis=0)
+
+    batch = jax.tree_util.tree_map(leaf, tree, is_leaf=lambda a: isinstance(a, Fed))
     if mesh is not None and size % mesh.shape["data"] == 0:
         sharding = NamedSharding(mesh, PartitionSpec("data"))
         batch = jax.tree_util.tree_map(lambda a: lax.with_sharding_constraint(a, sharding), batch)

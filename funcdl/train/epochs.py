@@ -6,19 +6,31 @@ Per epoch e (counted from 0 over the whole run, also across resumed calls)::
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, e))
     order = jax.random.permutation(shuffle_key, n_rows)      # when shuffling
     batch b = rows order[b*B : (b+1)*B]                      # gathered inside the scan
+                                        # (on a mesh: built so by feed.py, fed as `data`)
     dropout key of step b = jax.random.fold_in(step_key, b)
 
 so the order depends only on `key` and `e`: a resumed run shuffles as an uninterrupted one.
 The last `n_rows % B` rows form one more step with their own shape.
 
-NaN guard: `guard.ok` turns False at the first step whose loss or gradient is not finite (a
-finite loss can have a NaN gradient, e.g. an inf input behind a saturated tanh); from then on
-every update is discarded by a select (`where(ok, new, old)`, fused by XLA into the update
-itself), so the params and optimizer state that come back are the last finite ones, and
-`guard.epoch`, `guard.step` say where it happened. No host sync per step.
+NaN guard, in two programs compiled from this one function (`plan.guarded`):
+- The fast program (`run_epochs`, `guarded=False`) trains without any per-step check and does
+  not donate its inputs. At its end it computes ONE flag: every step's loss was finite (their
+  row-weighted sum is: a NaN or inf loss makes it non-finite) and every floating leaf of the
+  final params and optimizer state is finite (a non-finite gradient that reaches an update
+  leaves a non-finite param or moment behind: NaN and inf do not leave the arithmetic of
+  SGD, Adam and the rest). Success costs nothing per step.
+- Only when that flag is False does `fit` run the call again from the same inputs with the
+  guarded program (`run_epochs_guarded`, `guarded=True`, no progress callback): `guard.ok`
+  turns False at the first step whose loss or gradient is not finite (a finite loss can have a
+  NaN gradient, e.g. an inf input behind a saturated tanh), and from then on every update is
+  discarded by a select (`where(ok, new, old)`), so the params and optimizer state that come
+  back are the last finite ones, and `guard.epoch`, `guard.step` say where it happened. Both
+  programs run the same steps in the same order, so the replay reaches the same state.
+No host sync per step in either.
 
-Cache: `run_epochs` is one module-level `jax.jit`; `plan` (hashable, holding the user's
-functions) is its static argument, so equal plans and shapes reuse the compiled program.
+Cache: `run_epochs` and `run_epochs_guarded` are module-level `jax.jit`s; `plan` (hashable,
+holding the user's functions) is their static argument, so equal plans and shapes reuse the
+compiled programs (the guarded one is compiled only when a run goes non-finite).
 """
 import functools
 from typing import NamedTuple, Optional
@@ -29,7 +41,7 @@ from jax import lax
 
 from funcdl.train import progress
 from funcdl.train.batches import row_weighted_mean, take_rows
-from funcdl.train.step import StepSpec, apply_step, forward
+from funcdl.train.step import StepSpec, all_finite, apply_step, forward
 
 
 class EpochPlan(NamedTuple):
@@ -45,6 +57,7 @@ class EpochPlan(NamedTuple):
     n_val_rows: int
     progress: Optional[str]  # None (no callback compiled in), "epoch" or "step"
     mesh: object = None  # a jax.sharding.Mesh with a "data" axis, or None
+    guarded: bool = False  # per-step NaN guard (the replay after a failed fast call)
 
 
 class Guard(NamedTuple):
@@ -88,7 +101,9 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
     spec, mesh = plan.spec, plan.mesh
     x, y, x_val, y_val = data
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
-    order = jax.random.permutation(shuffle_key, plan.n_rows) if plan.shuffle else None
+    fed = plan.mesh is not None  # data: batches.Fed leaves, already in the epoch's order
+    shuffled = plan.shuffle and not fed
+    order = jax.random.permutation(shuffle_key, plan.n_rows) if shuffled else None
     steps_per_epoch = plan.n_full + (1 if plan.remainder else 0)
 
     def train_on(state, step, start, size):
@@ -97,18 +112,20 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
         new_params, new_state, loss, pred, finite = apply_step(
             spec, params, opt_state, xb, yb, jax.random.fold_in(step_key, step))
         loss = jnp.asarray(loss)
-        good = guard.ok & finite
-        first_bad = guard.ok & ~good
-        guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),
-                      jnp.where(first_bad, step, guard.step))
+        if plan.guarded:
+            good = guard.ok & finite
+            first_bad = guard.ok & ~good
+            guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),
+                          jnp.where(first_bad, step, guard.step))
+            new_params = _keep_if(good, new_params, params)
+            new_state = _keep_if(good, new_state, opt_state)
         values = [loss] + [jnp.asarray(fn(pred, yb)).astype(loss.dtype) for _, fn in spec.metrics]
         sums = sums + size * jnp.stack(values).astype(sums.dtype)
         if plan.progress == "step":
             rows_done = jnp.asarray(start + size).astype(sums.dtype)
             _when((step + 1) % progress_every == 0, progress.report, token,
                   epoch * steps_per_epoch + step + 1, sums[0] / rows_done)
-        return (_keep_if(good, new_params, params), _keep_if(good, new_state, opt_state),
-                guard, sums)
+        return new_params, new_state, guard, sums
 
     def full_batch(state, step):
         return train_on(state, step, step * plan.batch, plan.batch), None
@@ -139,12 +156,20 @@ def _run_epochs(params, opt_state, guard, data, key, epoch0, progress_every, tok
 
     (params, opt_state, guard), means = lax.scan(
         body, (params, opt_state, guard), jnp.arange(plan.n_epochs, dtype=jnp.int32))
+    if not plan.guarded:  # the fast program's one check, at the end (module docstring)
+        ok = guard.ok & jnp.all(jnp.isfinite(means[:, 0])) & all_finite((params, opt_state))
+        guard = guard._replace(ok=ok)
     return params, opt_state, guard, means
 
 
-run_epochs = jax.jit(_run_epochs, static_argnames=("plan",), donate_argnums=(0, 1))
+run_epochs = jax.jit(_run_epochs, static_argnames=("plan",))
 run_epochs.__doc__ = """`(params, opt_state, guard, data, key, epoch0, progress_every, token,
 *, plan) -> (params, opt_state, guard, means)`: epochs `epoch0 .. epoch0 + plan.n_epochs - 1`.
 data: `(x, y, x_val, y_val)` on device; means: `(n_epochs, 1 + n_metrics [+ 1 + n_metrics])`
 float, per epoch [loss, *metrics] row-weighted over the training steps, then the same over
-the validation rows. params and opt_state are donated."""
+the validation rows. The fast program (`plan.guarded` False): keeps its inputs (they are the
+start of a replay) and `guard.ok` says whether every loss and the final state are finite."""
+
+run_epochs_guarded = jax.jit(_run_epochs, static_argnames=("plan",), donate_argnums=(0, 1))
+run_epochs_guarded.__doc__ = """`run_epochs` with `plan.guarded` True: the per-step NaN guard
+(module docstring); params and opt_state are donated."""

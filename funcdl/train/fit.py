@@ -1,6 +1,7 @@
 """`fit`: train a model on `(x, y)` for some epochs with scan-fused compiled epochs.
 
-The data go to the device once per call. Minibatch runs make one compiled call per epoch (a
+The data go to the device once per call (on a mesh: each epoch's batches, fed by the host
+process by process; see `feed.py`). Minibatch runs make one compiled call per epoch (a
 `lax.scan` over its batches, the batches gathered inside it); full-batch runs, which are
 never shuffled, run all their epochs (or all up to the next checkpoint) in one compiled call:
 a 400-epoch XOR run is one dispatch. See `epochs.py` for the order of the batches, the keys
@@ -15,10 +16,11 @@ import numpy as np
 
 from funcdl.train import checks, resume as resume_state
 from funcdl.train.batches import batch_layout
-from funcdl.train.epochs import EpochPlan, initial_state, new_guard, run_epochs
+from funcdl.train.epochs import (EpochPlan, initial_state, new_guard, run_epochs,
+                                 run_epochs_guarded)
+from funcdl.train.feed import Feed
 from funcdl.train.progress import ProgressBar, choose_every
-from funcdl.train.sharding import (check_mesh, is_main_process, place_copy, place_data,
-                                   to_host)
+from funcdl.train.sharding import check_mesh, is_main_process, place_copy, to_host
 from funcdl.train.step import (StepSpec, check_callables, check_compute_dtype,
                                check_grad_backend)
 
@@ -121,8 +123,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     full_batch = steps_per_epoch == 1
     unit = "epoch" if full_batch else "step"
     per_call = (epochs - done if checkpoint is None else every) if full_batch else 1
-    x_val, y_val = validation if validation is not None else (None, None)
-    data = place_data((x, y, x_val, y_val), mesh)
+    feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key)
+    data = feed.data(done)
     unit_scale = 1 if full_batch else steps_per_epoch
     progress_every = max(1, (per_call if full_batch else steps_per_epoch) // 8)
 
@@ -134,10 +136,17 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                              n_epochs, None if validation is None else min(batch, n_val), n_val,
                              unit if progress else None, mesh)
             started = time.perf_counter()
-            new_params, new_state, guard, means = run_epochs(
-                params, opt_state, guard, data, key, np.int32(done), np.int32(progress_every),
-                np.int32(bar.token), plan=plan)
-            means, host_guard = to_host((means, guard))
+            args = (data, key, np.int32(done), np.int32(progress_every), np.int32(bar.token))
+            new_params, new_state, new_guard_state, means = run_epochs(
+                params, opt_state, guard, *args, plan=plan)
+            # the next call's batches are built on the host while the device runs this one
+            upcoming = feed.data(done + n_epochs) if done + n_epochs < epochs else None
+            means, host_guard = to_host((means, new_guard_state))
+            if not bool(host_guard.ok):  # replay the call with the per-step guard (epochs.py)
+                new_params, new_state, new_guard_state, means = run_epochs_guarded(
+                    params, opt_state, guard, *args,
+                    plan=plan._replace(guarded=True, progress=None))
+                means, host_guard = to_host((means, new_guard_state))
             if not bool(host_guard.ok):
                 bad_epoch, bad_step = int(host_guard.epoch), int(host_guard.step)
                 for row in means[:bad_epoch - done]:
@@ -148,7 +157,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                                             bad_epoch, key, mesh)
                 raise _diverged(new_params, new_state, history, bad_epoch, bad_step,
                                 float(means[bad_epoch - done, 0]))
-            params, opt_state = new_params, new_state
+            params, opt_state, guard = new_params, new_state, new_guard_state
+            data = upcoming
             for row in means:
                 for name, value in zip(names, row):
                     history[name].append(float(value))

@@ -1,12 +1,20 @@
 """Where `fit`'s arrays live: one device, or a `jax.sharding.Mesh` with a "data" axis.
 
-On a mesh the data set and the params/optimizer state are replicated on every device (each
-process fills only its own devices, from the whole `x`, `y` that every process passes), and
-each batch is constrained to `NamedSharding(mesh, P("data"))` inside the compiled step
-(`batches.take_rows`): XLA then splits the forward and backward passes by rows and reduces
-the gradient mean across devices itself, inside the program.
+On a mesh of D "data" devices (over one or many processes):
 
-Every placement makes a fresh copy, so that the compiled programs may donate (consume) it
+- params, optimizer state and the guard are replicated, `NamedSharding(mesh, P())`
+  (`place_copy`); each process fills its own devices' copies from its own (equal) values;
+- the training and validation rows are fed by the host call by call (`feed.py`): one epoch's
+  full batches as ONE array `(n_full, B, ...)` sharded `P(None, "data")`, so the device at
+  position k of the "data" axis holds rows `k*B/D .. (k+1)*B/D` of every batch b, i.e. the
+  epoch's rows `order[b*B + k*B/D : b*B + (k+1)*B/D]`; each process reads and sends only
+  the rows of its own devices;
+- inside the compiled step each batch `(B, ...)` is `NamedSharding(mesh, P("data"))`
+  (`batches.take_rows`): XLA splits the forward and backward passes by rows and reduces the
+  gradient mean across devices itself, inside the program.
+
+Without a mesh the data go to the device once per `fit` call (`place_data`). Every placement
+of params and state makes a fresh copy, so that the compiled programs may donate (consume) it
 while the caller's own arrays stay valid.
 """
 import jax
@@ -42,11 +50,10 @@ def place_copy(tree, mesh):
     return jax.tree_util.tree_map(lambda leaf: _replicated(mesh, leaf), tree)
 
 
-def place_data(tree, mesh):
-    """The data set on device once per `fit` call (not copied when it is already there)."""
-    if mesh is None:
-        return jax.tree_util.tree_map(jnp.asarray, tree)
-    return jax.tree_util.tree_map(lambda leaf: _replicated(mesh, leaf), tree)
+def place_data(tree):
+    """The data set on the default device, once per `fit` call without a mesh (not copied
+    when it is already there)."""
+    return jax.tree_util.tree_map(jnp.asarray, tree)
 
 
 def to_host(tree):
