@@ -21,11 +21,10 @@ of `x, y` (what `fit` adds when given NumPy arrays) is its own row, timed side b
 Python loops pass only device arrays (and static sizes) to their jitted steps and never read a
 value back before the end of a run: their loops run under `jax.transfer_guard("disallow")` in
 the warm-up run, and "dispatched" says when (as % of the run) the loop had queued its last
-step. "rel diff vs fit": how far the hand-written JAX runs' final params p end from fit's of
-the same dtype, |p - p_fit| / |p_fit - p0| (p0 the initial params): the same work differs by
-float32 rounding alone (~1e-5 relative after a few Adam steps; Adam amplifies rounding in
-near-zero gradients, ~3e-3 after 20 gpu_wide steps at 1/64 scale), another batch order by
-~0.3 there.
+step. "rel diff vs fit": after the first 4 steps of a minibatch workload (the partial batch
+included; full batch: the whole run), how far the hand-written JAX runs' params p end from fit's (same dtype):
+|p - p_fit| / |p_fit - p0|, p0 the initial params; float32 rounding alone gives ~1e-5,
+another batch order ~0.5 (`same_work`).
 
 Each row is the median of `--repeats` rounds; a round runs every implementation once, in turn,
 so that a change of machine load hits all alike; the warm-up run's extra time over the median
@@ -156,18 +155,16 @@ def jax_loss(loss):
 
 
 def timed_side_by_side(runs, repeats):
-    """`({name: {"seconds", "compile_s", "dispatched"}}, {name: warm-up run's final params})`:
-    a warm-up run of each (its extra time over the median is the compile time; loops run it
+    """`{name: {"seconds", "compile_s", "dispatched"}}`: a warm-up run of each (its extra time over the median is the compile time; loops run it
     under `jax.transfer_guard("disallow")`), then `repeats` rounds that run every
     implementation once, in turn, so that a change of machine load affects all of them
     alike. A run returns `(params, dispatched)`, dispatched
     the time a loop had queued its last step: "dispatched" is the median of that as a fraction
     of the run (None for the others)."""
     first, times, queued = {}, {name: [] for name in runs}, {name: [] for name in runs}
-    outputs = {}
     for name, run in runs.items():
         start = time.perf_counter()
-        outputs[name], _ = run(guard=True)
+        run(guard=True)
         first[name] = time.perf_counter() - start
     for _ in range(repeats):
         for name, run in runs.items():
@@ -181,20 +178,42 @@ def timed_side_by_side(runs, repeats):
         median = statistics.median(times[name])
         out[name] = {"seconds": median, "compile_s": max(0.0, first[name] - median),
                      "dispatched": statistics.median(queued[name]) if queued[name] else None}
-    return out, outputs
+    return out
 
 
-def same_work(w, rows, outputs):
-    """Adds to the hand-written JAX rows how far their final params p end from fit's p_fit of
-    the same dtype: "max_abs_diff_vs_fit" and "rel_diff_vs_fit" = |p - p_fit| / |p_fit - p0|
-    (L2 norms over all params, p0 the initial params: the same for both)."""
+def first_steps(w, steps=4):
+    """`w` cut to its first `steps` steps: `steps - 1` full batches and the partial one (if
+    `w` has one; else a full one) of one epoch; full batch (small: XOR, Boston): all of `w`."""
+    batch, _, remainder, shuffle = layout(w)
+    if not shuffle:
+        return w
+    rows = (steps - 1) * batch + (remainder or batch)
+    if rows >= len(w.x):
+        return w
+    return w._replace(x=w.x[:rows], y=w.y[:rows], epochs=1,
+                      data=tuple(a[:rows] for a in w.data))
+
+
+def same_work(w, table, rows, runs, steps=4):
+    """Adds to each hand-written JAX row (funcdl's model and init) how far its params p end
+    from fit's p_fit (same dtype) after the first `steps` steps of `w`: "max_abs_diff_vs_fit"
+    and "rel_diff_vs_fit" = |p - p_fit| / |p_fit - p0| (L2 norms, p0 the initial params).
+    Over a few steps the same work differs by float32 rounding alone (~1e-5 relative) and
+    another batch order by ~0.5; over hundreds of Adam steps on random labels even rounding
+    grows to O(1) (Adam amplifies it in near-zero gradients), hence the short runs. `runs`:
+    the timed runs of `w`, reused (compiled) when `w` has no more than `steps` steps."""
     flat = lambda tree: np.concatenate(  # noqa: E731
         [np.ravel(np.asarray(leaf, np.float64)) for leaf in jax.tree_util.tree_leaves(tree)])
+    short, ends = first_steps(w, steps), {}
+    make = (lambda name: runs[name]) if short is w else (lambda name: table[name](short))
     p0 = flat(funcdl_model(w.sizes, w.activations).init(jax.random.key(0), w.x[:1]))
     for impl, row in rows.items():
         reference = "fit jax bf16" if impl.endswith("bf16") else "fit jax"
-        if impl.startswith("jax+optax") and reference in outputs:
-            p, p_fit = flat(outputs[impl]), flat(outputs[reference])
+        if impl.startswith("jax+optax") and reference in rows:
+            for name in (reference, impl):
+                if name not in ends:
+                    ends[name] = flat(make(name)()[0])
+            p, p_fit = ends[impl], ends[reference]
             row["max_abs_diff_vs_fit"] = float(np.max(np.abs(p - p_fit)))
             row["rel_diff_vs_fit"] = float(np.linalg.norm(p - p_fit) / np.linalg.norm(p_fit - p0))
 
@@ -394,7 +413,7 @@ def mesh_worker(devices, repeats):
         out = train.fit(model, params, losses.cross_entropy, optim.adam(w.lr), x, y, epochs=1,
                         batch_size=w.batch, mesh=mesh, progress=False)
         return jax.block_until_ready(out[0]), None
-    row = timed_side_by_side({"fit": run}, repeats)[0]["fit"]
+    row = timed_side_by_side({"fit": run}, repeats)["fit"]
     return {"devices": devices, "seconds": row["seconds"], "rows_per_s": len(x) / row["seconds"],
             "compile_s": row["compile_s"]}
 
@@ -440,9 +459,9 @@ def main(argv=None):
         w = w._replace(data=jax.block_until_ready((jnp.asarray(w.x), jnp.asarray(w.y))))
         table = GPU_IMPLEMENTATIONS if name == "gpu_wide" else IMPLEMENTATIONS
         names = args.implementations.split(",") if args.implementations else list(table)
-        rows, outputs = timed_side_by_side(
-            {impl: table[impl](w) for impl in names if impl in table}, args.repeats)
-        same_work(w, rows, outputs)
+        runs = {impl: table[impl](w) for impl in names if impl in table}
+        rows = timed_side_by_side(runs, args.repeats)
+        same_work(w, table, rows, runs)
         report["results"][name] = rows
         for impl, row in rows.items():
             print(f"{name:8s} {impl:26.26s} {row['seconds'] * 1e3:10.2f} ms  "
