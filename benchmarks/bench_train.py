@@ -22,9 +22,9 @@ Python loops pass only device arrays (and static sizes) to their jitted steps an
 value back before the end of a run: their loops run under `jax.transfer_guard("disallow")` in
 the warm-up run, and "dispatched" says when (as % of the run) the loop had queued its last
 step. "rel diff vs fit": after the first 4 steps of a minibatch workload (the partial batch
-included; full batch: the whole run), how far the hand-written JAX runs' params p end from fit's (same dtype):
-|p - p_fit| / |p_fit - p0|, p0 the initial params; float32 rounding alone gives ~1e-5,
-another batch order ~0.5 (`same_work`).
+included; full batch: the whole run), how far the hand-written JAX runs' params p end from
+fit's (same dtype): |p - p_fit| / |p_fit - p0|, p0 the initial params; float32 rounding
+alone gives ~1e-5 (bf16: ~1e-2), another batch order ~0.5 (`same_work`).
 
 Each row is the median of `--repeats` rounds; a round runs every implementation once, in turn,
 so that a change of machine load hits all alike; the warm-up run's extra time over the median
