@@ -155,12 +155,12 @@ def jax_loss(loss):
 
 
 def timed_side_by_side(runs, repeats):
-    """`{name: {"seconds", "compile_s", "dispatched"}}`: a warm-up run of each (its extra time over the median is the compile time; loops run it
-    under `jax.transfer_guard("disallow")`), then `repeats` rounds that run every
-    implementation once, in turn, so that a change of machine load affects all of them
-    alike. A run returns `(params, dispatched)`, dispatched
-    the time a loop had queued its last step: "dispatched" is the median of that as a fraction
-    of the run (None for the others)."""
+    """`{name: {"seconds", "compile_s", "dispatched"}}`: a warm-up run of each (its extra time
+    over the median is the compile time; loops run it under `jax.transfer_guard("disallow")`),
+    then `repeats` rounds that run every implementation once, in turn, so that a change of
+    machine load affects all of them alike. A run returns `(params, dispatched)`, dispatched
+    the time a loop had queued its last step: "dispatched" is the median of that as a
+    fraction of the run (None for the others)."""
     first, times, queued = {}, {name: [] for name in runs}, {name: [] for name in runs}
     for name, run in runs.items():
         start = time.perf_counter()
