@@ -17,10 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_train  # noqa: E402
 
-IMPLS = "fit jax,jax+optax loop,jax+optax scan bf16"  # few compiles: the test costs ~15 s
+IMPLS = "fit jax,jax+optax loop"  # few compiles: the module costs ~14 s on 2 idle cores
 
 
-def test_layout_is_fits():
+def test_layout_is_the_one_fit_uses():
     mlp = bench_train.Workload((784, 10), "", np.zeros((60_000, 1)), None, 1, 128, "", 0, "")
     assert bench_train.layout(mlp) == (128, 468, 96, True)
     assert bench_train.layout(bench_train.workload("xor")) == (4, 1, 0, False)
@@ -40,7 +40,7 @@ def ran(tmp_path_factory):
     return json.loads(out.read_text()), done.stdout
 
 
-@pytest.mark.slow  # a fresh jax process and 5 small compiles
+@pytest.mark.slow  # a fresh jax process and 6 small compiles
 def test_gpu_wide_scaled_down_reports_throughput_ratios_and_matmul_share(ran):
     report, stdout = ran
     gpu = report["results"]["gpu_wide"]
@@ -49,17 +49,18 @@ def test_gpu_wide_scaled_down_reports_throughput_ratios_and_matmul_share(ran):
     assert summary["sizes"] == [64, 128, 128, 128, 64] and summary["batch"] == 128
     assert summary["steps"] == 2 and summary["matmul_size"] == 128
     assert summary["model_flops_per_step"] == 6 * 128 * (64 * 128 + 2 * 128 * 128 + 128 * 64)
-    fit, loop, scan16 = gpu["fit jax"], gpu["jax+optax loop"], gpu["jax+optax scan bf16"]
-    assert fit["dtype"] == "float32" and scan16["dtype"] == "bfloat16"
+    fit, loop = gpu["fit jax"], gpu["jax+optax loop"]
+    assert fit["dtype"] == "float32" == loop["dtype"]
     assert fit["x_hand_loop_steps_per_s"] == pytest.approx(loop["seconds"] / fit["seconds"])
-    assert fit["x_hand_scan_steps_per_s"] is None  # no float32 scan in this run
-    assert scan16["x_hand_scan_steps_per_s"] == 1.0
-    for row, dtype in ((fit, "float32"), (scan16, "bfloat16")):
-        rate = summary["matmul_flops_per_s"][dtype]
+    assert loop["x_hand_loop_steps_per_s"] == 1.0
+    assert fit["x_hand_scan_steps_per_s"] is None  # no scan in this run
+    assert summary["matmul_flops_per_s"]["bfloat16"] > 0
+    rate = summary["matmul_flops_per_s"]["float32"]
+    for row in (fit, loop):
         assert row["steps_per_s"] == pytest.approx(2 / row["seconds"])
         assert row["of_matmul_rate"] == pytest.approx(
             summary["model_flops_per_step"] * 2 / row["seconds"] / rate)
-    assert "| jax+optax scan bf16 |" in stdout and "% matmul rate" in stdout
+    assert "| jax+optax loop |" in stdout and "% matmul rate" in stdout
 
 
 @pytest.mark.slow
@@ -70,6 +71,5 @@ def test_hand_written_runs_end_where_fit_ends(ran):
     assert gpu["jax+optax loop"]["max_abs_diff_vs_fit"] < 1e-5
     assert gpu["jax+optax loop"]["rel_diff_vs_fit"] < 1e-4
     assert xor["jax+optax loop"]["rel_diff_vs_fit"] < 1e-5  # 400 full-batch SGD epochs
-    assert "rel_diff_vs_fit" not in gpu["jax+optax scan bf16"]  # no fit bf16 ran
     assert gpu["jax+optax loop"]["dispatched"] is not None
     assert list(xor) == ["fit jax", "jax+optax loop"]
