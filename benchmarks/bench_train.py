@@ -238,12 +238,8 @@ def hand_jax(w, fused, compute_dtype=None, library="funcdl"):
     """optax + jax.value_and_grad of the funcdl (or flax) model: a Python loop over a jitted
     step, or all epochs in one jitted `lax.scan`; fit's batch order; state donated."""
     import optax
-    if library == "flax":
-        net = flax_model(w.sizes, w.activations)
-        params, apply = net.init(jax.random.key(0), w.x[:1]), net.apply
-    else:
-        net = funcdl_model(w.sizes, w.activations)
-        params, apply = net.init(jax.random.key(0), w.x[:1]), net.apply
+    net = (flax_model if library == "flax" else funcdl_model)(w.sizes, w.activations)
+    params, apply = net.init(jax.random.key(0), w.x[:1]), net.apply
     opt = optax.sgd(w.lr) if w.opt == "sgd" else optax.adam(w.lr)
     loss_of, n = jax_loss(w.loss), len(w.x)
     batch, n_full, remainder, shuffle = layout(w)
