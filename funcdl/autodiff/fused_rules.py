@@ -18,30 +18,47 @@ _DYNAMIC, _EAGER = object(), object()
 _seen_rules = {}
 _compiled_rules = {}
 
+# How each argument type enters a rule's signature, decided once per type (`call_rule` runs
+# once per edge of the backward pass, so it avoids per-argument isinstance checks on ABCs).
+_ARRAY, _FLOAT, _STATIC, _UNCOMPILABLE = "array", "float", "static", "uncompilable"
+_kinds = {}
+
+
+def _kind_of(cls):
+    if issubclass(cls, jax.core.Tracer):
+        kind = _UNCOMPILABLE  # under a jax transform: the rule runs as it is
+    elif issubclass(cls, (jax.Array, np.ndarray)):
+        kind = _ARRAY
+    elif issubclass(cls, float):
+        kind = _FLOAT
+    elif cls is type(None) or issubclass(cls, (int, Shape)):  # Shape((), f32) == ((), f32) and
+        kind = _STATIC  # True == 1: the signature holds the type beside the value
+    else:
+        kind = _UNCOMPILABLE
+    _kinds[cls] = kind
+    return kind
+
 
 def call_rule(rule, args, params):
     """`rule(*args, **params)`, compiled once it has run JIT_AFTER times on the same signature."""
     if rule is same_cotangent:  # nothing to compute: a compiled identity would still dispatch
         return args[0]
-    template, signature, dynamic = [], [], []
+    signature, dynamic = [], []
     for a in args:
-        if isinstance(a, (jax.Array, np.ndarray)):
-            if isinstance(a, jax.core.Tracer):
-                return rule(*args, **params)
-            template.append(_DYNAMIC)
-            signature.append(("array", a.shape, a.dtype))
+        cls = type(a)
+        kind = _kinds.get(cls) or _kind_of(cls)
+        if kind is _ARRAY:
+            signature.append((a.shape, a.dtype))
             dynamic.append(a)
-        elif isinstance(a, float):
-            template.append(_DYNAMIC)
+        elif kind is _FLOAT:
             signature.append(float)
             dynamic.append(a)
-        elif a is None or isinstance(a, (int, Shape)):  # tagged: Shape((), f32) == ((), f32), True == 1
-            template.append(a)
-            signature.append((type(a), a))
+        elif kind is _STATIC:
+            signature.append((cls, a))
         else:
             return rule(*args, **params)
     try:
-        key = (rule, tuple(signature), tuple(params.items()))
+        key = (rule, tuple(signature), tuple(params.items()) if params else ())
         compiled = _compiled_rules.get(key)
     except TypeError:  # an unhashable param
         return rule(*args, **params)
@@ -51,7 +68,8 @@ def call_rule(rule, args, params):
             _seen_rules[key] = count
             return rule(*args, **params)
         _seen_rules.pop(key, None)
-        compiled = _compiled_rules[key] = _jit_rule(rule, tuple(template), params)
+        template = tuple(_DYNAMIC if _kinds[type(a)] in (_ARRAY, _FLOAT) else a for a in args)
+        compiled = _compiled_rules[key] = _jit_rule(rule, template, params)
     if compiled is _EAGER:
         return rule(*args, **params)
     try:
