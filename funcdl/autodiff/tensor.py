@@ -12,7 +12,7 @@ A Tensor is not something jax can trace: `jax.numpy` functions, `lax` control fl
 `jit` and `jax.checkpoint` called on one raise a `TypeError` that says so (Tensor is registered
 as a pytree node whose flattening refuses).
 """
-import gc
+import itertools
 import weakref
 from typing import NamedTuple
 
@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl.autodiff.fused_rules import call_rule
-from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape, unbroadcast
+from funcdl.autodiff.backward import backward_pass
+from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape
 
 ESCAPED = ("a fdl.autodiff.Tensor reached a jax function (a jax.numpy function, lax.scan, "
            "fori_loop, while_loop or cond, vmap, jit or jax.checkpoint) inside the function that "
@@ -143,12 +143,18 @@ class _Node:
     """One recorded op: primitive name, params, parent nodes (None for constants), the inputs
     (values the rules read, `Shape`s for the others, constants as given), `ans` when a rule
     reads it, and the output's shape. A leaf has `primitive` None and a weak reference to its
-    Tensor in `leaf`."""
-    __slots__ = ("primitive", "params", "parents", "inputs", "ans", "shape", "dtype", "leaf")
+    Tensor in `leaf`. `seq` counts nodes in the order they are made: a node's parents exist
+    before it, so a larger `seq` never feeds a smaller one."""
+    __slots__ = ("primitive", "params", "parents", "inputs", "ans", "shape", "dtype", "leaf",
+                 "seq")
+
+
+_next_seq = itertools.count().__next__
 
 
 def _leaf_node(tensor):
     node = _Node()
+    node.seq = _next_seq()
     node.primitive, node.params, node.parents, node.inputs, node.ans = None, None, (), (), None
     node.shape, node.dtype, node.leaf = jnp.shape(tensor._value), tensor._value.dtype, weakref.ref(tensor)
     return node
@@ -209,6 +215,7 @@ def apply(name, *args, **params):
     if plan is None or plan.primitive is not primitive:
         plan = _plan(name, primitive, mask, len(args))
     node = _Node()
+    node.seq = _next_seq()
     node.primitive, node.params, node.parents = name, params, tuple(parents)
     try:
         node.shape = ans.shape
@@ -345,49 +352,3 @@ jax.tree_util.register_pytree_node(Tensor, _refuse_to_flatten, lambda aux, child
 def _ops():
     from funcdl import ops  # the methods are the fdl.ops functions (ops imports this module)
     return ops
-
-
-def _reverse_topological_order(out):
-    """The nodes `out` depends on, each after every node that consumes it (iterative DFS)."""
-    order, visited, stack = [], set(), [(out, False)]
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-        elif node not in visited:
-            visited.add(node)
-            stack.append((node, True))
-            stack.extend((p, False) for p in node.parents if p is not None and p not in visited)
-    return reversed(order)
-
-
-def backward_pass(out, g):
-    """Push cotangent `g` of node `out` back through the graph: {leaf node: cotangent}."""
-    collecting = gc.isenabled()
-    gc.disable()  # the graph has no cycles: scanning it for some is pure cost
-    try:
-        return _backward(out, g)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _backward(out, g):
-    cotangents, leaf_grads = {out: g}, {}
-    for node in _reverse_topological_order(out):
-        g = cotangents.pop(node, None)
-        if g is None:  # reached only through a non-differentiable input (a `where` condition)
-            continue
-        if node.primitive is None:
-            leaf_grads[node] = g if getattr(g, "dtype", None) == node.dtype else jnp.asarray(g).astype(node.dtype)
-            continue
-        primitive = PRIMITIVES[node.primitive]
-        for i, parent in enumerate(node.parents):
-            rule = primitive.vjps[0] if primitive.variadic else primitive.vjps[i]
-            if parent is None or rule is None:
-                continue
-            args = (i, g) if primitive.variadic else (g,)
-            gx = unbroadcast(call_rule(rule, args + (node.ans,) + node.inputs, node.params), parent.shape)
-            previous = cotangents.get(parent)
-            cotangents[parent] = gx if previous is None else previous + gx
-    return leaf_grads
