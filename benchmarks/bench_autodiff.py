@@ -228,15 +228,20 @@ def _best_us_per_op(call, n_ops, repeats):
     return 1e6 * min(times) / n_ops, result
 
 
+def _chain_makers():
+    """`[(implementation name, make(n_ops, shape) -> (forward, backward))]`."""
+    makers = [("fdl.autodiff, eager", funcdl_chain)]
+    if _has_torch():
+        makers.append(("PyTorch eager", torch_chain))
+    return makers
+
+
 def chain_speed(repeats):
     """Rows (implementation, fwd µs/op, bwd µs/op or None) on the 10,000-op chain."""
     n, shape = CHAIN_SPEED["ops"], CHAIN_SPEED["shape"]
     rows = []
-    makers = [("fdl.autodiff, eager", lambda: funcdl_chain(n, shape))]
-    if _has_torch():
-        makers.append(("PyTorch eager", lambda: torch_chain(n, shape)))
-    for name, make in makers:
-        forward, backward = make()
+    for name, make in _chain_makers():
+        forward, backward = make(n, shape)
         backward(forward())  # warm-up: compiles each primitive (and the tape's fused rules) once
         fwd, bwd = [], []
         for _ in range(repeats):
@@ -261,12 +266,9 @@ def chain_memory():
     alive (values freed on the way are reused by the allocator, so this is the peak)."""
     n, shape = CHAIN_MEMORY["ops"], CHAIN_MEMORY["shape"]
     rows = []
-    makers = [("fdl.autodiff, eager", lambda: funcdl_chain(n, shape))]
-    if _has_torch():
-        makers.append(("PyTorch eager", lambda: torch_chain(n, shape)))
-    for name, make in makers:
-        forward, backward = make()
-        small_forward, small_backward = (funcdl_chain if name.startswith("fdl") else torch_chain)(30, shape)
+    for name, make in _chain_makers():
+        forward, backward = make(n, shape)
+        small_forward, small_backward = make(30, shape)
         small_backward(small_forward())  # warm-up outside the measurement
         gc.collect()
         before = _rss_bytes()

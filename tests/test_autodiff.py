@@ -644,6 +644,37 @@ def test_rules_compiled_for_long_eager_loops_equal_jax(jit_after, monkeypatch, x
                 np.testing.assert_allclose(fdl.autodiff.grad(f)(x), jax.grad(f)(x), rtol=1e-14, atol=1e-15)
 
 
+@pytest.mark.parametrize("jit_after", [1, 10**9], ids=["compiled chains", "eager rules"])
+def test_chains_of_rules_pushed_as_one_call_equal_jax(jit_after, monkeypatch, x64):
+    """Runs of nodes that each send their cotangent to one input consumed by nothing else go
+    through the backward pass as one (compiled) call per CHAIN_LIMIT links: with broadcasting
+    inside the chain, a chain longer than CHAIN_LIMIT, and chains that end where paths meet."""
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "JIT_AFTER", jit_after)
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "_compiled_rules", {})
+    w = jnp.array([[0.5], [1.5]])  # (2, 1): x (1, 3) is broadcast to (2, 3) inside the chain
+
+    def long_chain(x):
+        y = x
+        for _ in range(2 * fdl.autodiff.backward.CHAIN_LIMIT + 3):
+            y = ops.sin(y) * 1.1 - 0.2
+        return ops.sum(y)
+
+    def broadcast_in_chain(x):
+        return ops.sum(ops.tanh(ops.exp(x) * w) * 2.0)
+
+    def meeting_paths(x):
+        h = ops.tanh(x * 0.5)
+        return ops.sum(ops.sigmoid(h * 2.0) + ops.exp(-h) * 0.3)
+
+    for _ in range(3):
+        x = jnp.linspace(-1.0, 1.0, 3).reshape(1, 3)
+        for f in (long_chain, broadcast_in_chain, meeting_paths):
+            np.testing.assert_allclose(fdl.autodiff.grad(f)(x), jax.grad(f)(x), rtol=1e-13,
+                                       atol=1e-15)
+    chains = [key for key in fdl.autodiff.fused_rules._compiled_rules if key[0] == "chain"]
+    assert bool(chains) == (jit_after == 1)
+
+
 def test_a_rule_that_reads_concrete_values_keeps_running_eagerly(monkeypatch):
     """Another module's primitive whose rule needs concrete values (it could not run under
     jax.jit) still works in a long eager loop: compiling it fails once, then it runs as is."""

@@ -10,7 +10,7 @@ arrays) rules run as they are: the jitted path is unchanged.
 import jax
 import numpy as np
 
-from funcdl.autodiff.vjps import Shape, same_cotangent
+from funcdl.autodiff.vjps import Shape, same_cotangent, unbroadcast
 
 JIT_AFTER = 3
 MAX_COMPILED_RULES = 2048
@@ -18,47 +18,89 @@ _DYNAMIC, _EAGER = object(), object()
 _seen_rules = {}
 _compiled_rules = {}
 
+# How each argument type enters a rule's signature, decided once per type (`call_rule` runs
+# once per edge of the backward pass, so it avoids per-argument isinstance checks on ABCs).
+_ARRAY, _FLOAT, _STATIC, _UNCOMPILABLE = "array", "float", "static", "uncompilable"
+_kinds = {}
+
+
+def _kind_of(cls):
+    if issubclass(cls, jax.core.Tracer):
+        kind = _UNCOMPILABLE  # under a jax transform: the rule runs as it is
+    elif issubclass(cls, (jax.Array, np.ndarray)):
+        kind = _ARRAY
+    elif issubclass(cls, float):
+        kind = _FLOAT
+    elif cls is type(None) or issubclass(cls, (int, Shape)):  # Shape((), f32) == ((), f32) and
+        kind = _STATIC  # True == 1: the signature holds the type beside the value
+    else:
+        kind = _UNCOMPILABLE
+    _kinds[cls] = kind
+    return kind
+
+
+def _signature(args):
+    """`(signature, dynamic)` of a rule's arguments (the hashable description of everything
+    that is baked in, and the arrays and floats passed at each call), or None when they cannot
+    be compiled (a tracer, or an argument of another kind)."""
+    signature, dynamic = [], []
+    for a in args:
+        cls = type(a)
+        kind = _kinds.get(cls) or _kind_of(cls)
+        if kind is _ARRAY:
+            signature.append((a.shape, a.dtype))
+            dynamic.append(a)
+        elif kind is _FLOAT:
+            signature.append(float)
+            dynamic.append(a)
+        elif kind is _STATIC:
+            signature.append((cls, a))
+        else:
+            return None
+    return tuple(signature), dynamic
+
+
+def _template(args):
+    return tuple(_DYNAMIC if _kinds[type(a)] in (_ARRAY, _FLOAT) else a for a in args)
+
+
+def _compiled(key, make):
+    """The compiled function for `key` from its JIT_AFTER-th request on (`make()` builds it),
+    else None (run it eagerly). Raises TypeError for an unhashable key."""
+    compiled = _compiled_rules.get(key)
+    if compiled is None:
+        count = _seen_rules.get(key, 0) + 1
+        if count < JIT_AFTER or len(_compiled_rules) >= MAX_COMPILED_RULES:
+            _seen_rules[key] = count
+            return None
+        _seen_rules.pop(key, None)
+        compiled = _compiled_rules[key] = make()
+    return None if compiled is _EAGER else compiled
+
+
+def _run(key, compiled, dynamic, eager):
+    try:
+        return compiled(*dynamic)
+    except jax.errors.JAXTypeError:  # a rule that reads concrete values (it cannot run under
+        _compiled_rules[key] = _EAGER  # jax.jit either): keep running it eagerly
+        return eager()
+
 
 def call_rule(rule, args, params):
     """`rule(*args, **params)`, compiled once it has run JIT_AFTER times on the same signature."""
     if rule is same_cotangent:  # nothing to compute: a compiled identity would still dispatch
         return args[0]
-    template, signature, dynamic = [], [], []
-    for a in args:
-        if isinstance(a, (jax.Array, np.ndarray)):
-            if isinstance(a, jax.core.Tracer):
-                return rule(*args, **params)
-            template.append(_DYNAMIC)
-            signature.append(("array", a.shape, a.dtype))
-            dynamic.append(a)
-        elif isinstance(a, float):
-            template.append(_DYNAMIC)
-            signature.append(float)
-            dynamic.append(a)
-        elif a is None or isinstance(a, (int, Shape)):  # tagged: Shape((), f32) == ((), f32), True == 1
-            template.append(a)
-            signature.append((type(a), a))
-        else:
-            return rule(*args, **params)
+    described = _signature(args)
+    if described is None:
+        return rule(*args, **params)
+    signature, dynamic = described
+    eager = lambda: rule(*args, **params)  # noqa: E731
     try:
-        key = (rule, tuple(signature), tuple(params.items()))
-        compiled = _compiled_rules.get(key)
+        key = (rule, signature, tuple(params.items()) if params else ())
+        compiled = _compiled(key, lambda: _jit_rule(rule, _template(args), params))
     except TypeError:  # an unhashable param
-        return rule(*args, **params)
-    if compiled is None:
-        count = _seen_rules.get(key, 0) + 1
-        if count < JIT_AFTER or len(_compiled_rules) >= MAX_COMPILED_RULES:
-            _seen_rules[key] = count
-            return rule(*args, **params)
-        _seen_rules.pop(key, None)
-        compiled = _compiled_rules[key] = _jit_rule(rule, tuple(template), params)
-    if compiled is _EAGER:
-        return rule(*args, **params)
-    try:
-        return compiled(*dynamic)
-    except jax.errors.JAXTypeError:  # a rule that reads concrete values (it cannot run under
-        _compiled_rules[key] = _EAGER  # jax.jit either): keep running it eagerly
-        return rule(*args, **params)
+        return eager()
+    return eager() if compiled is None else _run(key, compiled, dynamic, eager)
 
 
 def _jit_rule(rule, template, params):
@@ -67,3 +109,44 @@ def _jit_rule(rule, template, params):
         values = iter(dynamic)
         return rule(*[next(values) if t is _DYNAMIC else t for t in template], **params)
     return jax.jit(fused_rule)
+
+
+def call_chain(g, steps):
+    """The cotangent at the end of a chain of rules: for each step `(rule, args, params,
+    shape)` in turn, `g = unbroadcast(rule(g, *args, **params), shape)`. Compiled as ONE call
+    once the same chain (rules, signatures, params, shapes) has run JIT_AFTER times."""
+    def eager():
+        out = g
+        for rule, args, params, shape in steps:
+            out = unbroadcast(call_rule(rule, (out,) + args, params), shape)
+        return out
+
+    described = _signature((g,))
+    if described is None:
+        return eager()
+    signature, dynamic = [described[0]], list(described[1])
+    for rule, args, params, shape in steps:
+        step = _signature(args)
+        if step is None:
+            return eager()
+        signature.append((rule, step[0], tuple(params.items()) if params else (), shape))
+        dynamic.extend(step[1])
+    key = ("chain", tuple(signature))
+    try:
+        compiled = _compiled(key, lambda: _jit_chain(
+            [(rule, _template(args), params, shape) for rule, args, params, shape in steps]))
+    except TypeError:  # an unhashable param
+        return eager()
+    return eager() if compiled is None else _run(key, compiled, dynamic, eager)
+
+
+def _jit_chain(steps):
+    """The chain compiled as a function of `g` and the dynamic arguments of every step, in
+    order (`steps`: `(rule, template, params, shape)`, templates holding no arrays)."""
+    def fused_chain(g, *dynamic):
+        values = iter(dynamic)
+        for rule, template, params, shape in steps:
+            args = [next(values) if t is _DYNAMIC else t for t in template]
+            g = unbroadcast(rule(g, *args, **params), shape)
+        return g
+    return jax.jit(fused_chain)

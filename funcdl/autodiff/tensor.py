@@ -12,15 +12,17 @@ A Tensor is not something jax can trace: `jax.numpy` functions, `lax` control fl
 `jit` and `jax.checkpoint` called on one raise a `TypeError` that says so (Tensor is registered
 as a pytree node whose flattening refuses).
 """
-import gc
+import itertools
 import weakref
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl.autodiff.fused_rules import call_rule
-from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape, unbroadcast
+from funcdl.autodiff.backward import backward_pass
+from funcdl.autodiff.operand_errors import operand_error
+from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape
 
 ESCAPED = ("a fdl.autodiff.Tensor reached a jax function (a jax.numpy function, lax.scan, "
            "fori_loop, while_loop or cond, vmap, jit or jax.checkpoint) inside the function that "
@@ -48,73 +50,23 @@ def check_float_array(value, name):
     return value
 
 
-# ---- clear errors for operands jax rejects (checked only once jax has failed) ------------------
-def _broadcast_error(name, *operands):
-    shapes = [jnp.shape(x) for x in operands]
-    try:
-        np.broadcast_shapes(*shapes)
-    except ValueError:
-        return ValueError(f"`{name}`: operand shapes {', '.join(map(str, shapes))} do not "
-                          "broadcast together")
-    return None
+# Binary elementwise primitives without params run eagerly through a jitted copy of their
+# forward: jax's C++ dispatch of a jitted call skips jax.numpy's Python argument handling
+# (~6 µs an op on the 2-core VM); same result and dtypes (Python scalars stay weakly typed).
+# Tracers (the tape under jax.jit or jax.grad) take the plain forward, so traced programs
+# are unchanged.
+_JITTED_FORWARD_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
+_jitted_forwards = {}
 
 
-_ELEMENTWISE = {"add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "where",
-                "clip", "binary_cross_entropy"}
-
-
-def _concatenate_error(shapes, axis):
-    if any(len(s) != len(shapes[0]) for s in shapes) or not shapes[0]:
-        return ValueError(f"`concatenate`: all operands must have the same rank >= 1, got shapes "
-                          f"{', '.join(map(str, shapes))}")
-    axis = axis % len(shapes[0])
-    if len({s[:axis] + s[axis + 1:] for s in shapes}) > 1:
-        return ValueError(f"`concatenate`: shapes {', '.join(map(str, shapes))} differ outside "
-                          f"axis {axis}")
-    return None
-
-
-def _reshape_error(shape, new_shape):
-    size, known = int(np.prod(shape, dtype=np.int64)), [n for n in new_shape if n != -1]
-    inferred = len(known) < len(new_shape)
-    known_size = int(np.prod(known, dtype=np.int64))
-    if len(new_shape) - len(known) > 1 or (
-            known_size != size if not inferred else (known_size == 0 or size % known_size)):
-        return ValueError(f"`reshape`: cannot reshape an array of shape {shape} (size {size}) "
-                          f"into shape {new_shape}")
-    return None
-
-
-def _matmul_error(a, b):
-    if not a or not b:
-        return ValueError(f"`matmul`: operands must have at least 1 dimension, got shapes {a} and {b}")
-    k_b = b[0] if len(b) == 1 else b[-2]
-    if a[-1] != k_b:
-        return ValueError(f"`matmul`: contraction dimensions differ: `a` {a} has {a[-1]} "
-                          f"columns but `b` {b} has {k_b} rows")
-    return None
-
-
-def operand_error(name, values, params):
-    """The clear error for operands of primitive `name` that do not fit, or None."""
-    if name in _ELEMENTWISE:
-        return _broadcast_error(name, *values)
-    if name in ("concatenate", "stack"):
-        shapes = [jnp.shape(x) for x in values]
-        if name == "stack":
-            return None if len(set(shapes)) == 1 else ValueError(
-                f"`stack`: all operands must have the same shape, got {', '.join(map(str, shapes))}")
-        return _concatenate_error(shapes, params.get("axis", 0))
-    if name == "reshape":
-        return _reshape_error(jnp.shape(values[0]), tuple(params["shape"]))
-    if name == "matmul":
-        return _matmul_error(*map(jnp.shape, values))
-    return None
-
-
-def _forward(name, primitive, values, params):
+def _forward(name, primitive, values, params, traced):
     """Run the forward; if jax rejects the operands, raise the clear error when there is one."""
     try:
+        if not traced and not params and name in _JITTED_FORWARD_OPS:
+            jitted = _jitted_forwards.get(name)
+            if jitted is None or jitted[0] is not primitive.forward:
+                jitted = _jitted_forwards[name] = (primitive.forward, jax.jit(primitive.forward))
+            return jitted[1](*values)
         return primitive.forward(*values, **params)
     except Exception as jax_error:
         error = operand_error(name, values, params)
@@ -128,35 +80,44 @@ class _Node:
     """One recorded op: primitive name, params, parent nodes (None for constants), the inputs
     (values the rules read, `Shape`s for the others, constants as given), `ans` when a rule
     reads it, and the output's shape. A leaf has `primitive` None and a weak reference to its
-    Tensor in `leaf`."""
-    __slots__ = ("primitive", "params", "parents", "inputs", "ans", "shape", "dtype", "leaf")
+    Tensor in `leaf`. `seq` counts nodes in the order they are made: a node's parents exist
+    before it, so a larger `seq` never feeds a smaller one."""
+    __slots__ = ("primitive", "params", "parents", "inputs", "ans", "shape", "dtype", "leaf",
+                 "seq")
+
+
+_next_seq = itertools.count().__next__
 
 
 def _leaf_node(tensor):
     node = _Node()
+    node.seq = _next_seq()
     node.primitive, node.params, node.parents, node.inputs, node.ans = None, None, (), (), None
     node.shape, node.dtype, node.leaf = jnp.shape(tensor._value), tensor._value.dtype, weakref.ref(tensor)
     return node
 
 
-_KEPT = {}  # (name, which inputs are Tensors) -> (primitive, what to keep or None: everything)
+_PLANS = {}  # (name, bit mask of the Tensor inputs) -> _Plan
 
 
-def _kept(name, primitive, parents):
-    """The input positions (and maybe "ans") that the rules of the Tensor inputs read."""
-    mask = tuple(p is not None for p in parents)
-    cached = _KEPT.get((name, mask))
-    if cached is not None and cached[0] is primitive:  # the table's entry may have been replaced
-        return cached[1]
-    needed = None
+class _Plan(NamedTuple):
+    """What a node of primitive `name` keeps when the inputs in `mask` are Tensors."""
+    primitive: object  # the table's entry this was made for (it may be replaced)
+    keep: tuple  # per input: True to keep its value (a constant, or read by a rule), else Shape
+    keep_all: bool
+    keep_ans: bool
+
+
+def _plan(name, primitive, mask: int, n_inputs: int) -> _Plan:
+    needed = None  # None: every value (a primitive without `reads`)
     if primitive.reads is not None:
         needed = set()
-        for i, is_tensor in enumerate(mask):
-            if is_tensor:
+        for i in range(n_inputs):
+            if mask >> i & 1:
                 needed.update(primitive.reads[0] if primitive.variadic else primitive.reads[i])
-        needed = frozenset(needed)
-    _KEPT[name, mask] = (primitive, needed)
-    return needed
+    keep = tuple(not mask >> i & 1 or needed is None or i in needed for i in range(n_inputs))
+    plan = _PLANS[name, mask] = _Plan(primitive, keep, all(keep), needed is None or ANS in needed)
+    return plan
 
 
 def _shape_of(v):
@@ -169,28 +130,38 @@ def _shape_of(v):
 def apply(name, *args, **params):
     """Run primitive `name`: on the tape if any input is a Tensor, else straight through jax.
 
-    This is the one seam between `fdl.ops` and the tape.
+    This is the one seam between `fdl.ops` and the tape. (Written for speed: it runs once per
+    eager op.)
     """
     primitive = PRIMITIVES[name]
-    values = [a._value if isinstance(a, Tensor) else a for a in args]
-    ans = _forward(name, primitive, values, params)
-    parents = tuple(a._node if isinstance(a, Tensor) else None for a in args)
-    if parents.count(None) == len(parents):
+    values, parents, mask, bit, traced = [], [], 0, 1, False
+    for a in args:
+        if isinstance(a, Tensor):
+            parents.append(a._node)
+            a = a._value
+            mask |= bit
+        else:
+            parents.append(None)
+        traced = traced or isinstance(a, jax.core.Tracer)
+        values.append(a)
+        bit <<= 1
+    ans = _forward(name, primitive, values, params, traced)
+    if not mask:
         return ans
+    plan = _PLANS.get((name, mask))
+    if plan is None or plan.primitive is not primitive:
+        plan = _plan(name, primitive, mask, len(args))
     node = _Node()
-    node.primitive, node.params, node.parents = name, params, parents
+    node.seq = _next_seq()
+    node.primitive, node.params, node.parents = name, params, tuple(parents)
     try:
         node.shape = ans.shape
     except AttributeError:
         node.shape = jnp.shape(ans)
-    node.dtype, node.leaf = None, None
-    needed = _kept(name, primitive, parents)
-    if needed is None:
-        node.inputs, node.ans = tuple(values), ans
-    else:
-        node.inputs = tuple(v if p is None or i in needed else _shape_of(v)
-                            for i, (v, p) in enumerate(zip(values, parents)))
-        node.ans = ans if ANS in needed else None
+    node.dtype = node.leaf = None
+    node.inputs = tuple(values) if plan.keep_all else tuple(
+        [v if keep else _shape_of(v) for v, keep in zip(values, plan.keep)])
+    node.ans = ans if plan.keep_ans else None
     tensor = Tensor.__new__(Tensor)
     tensor._value, tensor.grad, tensor._node = ans, None, node
     return tensor
@@ -318,49 +289,3 @@ jax.tree_util.register_pytree_node(Tensor, _refuse_to_flatten, lambda aux, child
 def _ops():
     from funcdl import ops  # the methods are the fdl.ops functions (ops imports this module)
     return ops
-
-
-def _reverse_topological_order(out):
-    """The nodes `out` depends on, each after every node that consumes it (iterative DFS)."""
-    order, visited, stack = [], set(), [(out, False)]
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-        elif node not in visited:
-            visited.add(node)
-            stack.append((node, True))
-            stack.extend((p, False) for p in node.parents if p is not None and p not in visited)
-    return reversed(order)
-
-
-def backward_pass(out, g):
-    """Push cotangent `g` of node `out` back through the graph: {leaf node: cotangent}."""
-    collecting = gc.isenabled()
-    gc.disable()  # the graph has no cycles: scanning it for some is pure cost
-    try:
-        return _backward(out, g)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _backward(out, g):
-    cotangents, leaf_grads = {out: g}, {}
-    for node in _reverse_topological_order(out):
-        g = cotangents.pop(node, None)
-        if g is None:  # reached only through a non-differentiable input (a `where` condition)
-            continue
-        if node.primitive is None:
-            leaf_grads[node] = g if getattr(g, "dtype", None) == node.dtype else jnp.asarray(g).astype(node.dtype)
-            continue
-        primitive = PRIMITIVES[node.primitive]
-        for i, parent in enumerate(node.parents):
-            rule = primitive.vjps[0] if primitive.variadic else primitive.vjps[i]
-            if parent is None or rule is None:
-                continue
-            args = (i, g) if primitive.variadic else (g,)
-            gx = unbroadcast(call_rule(rule, args + (node.ans,) + node.inputs, node.params), parent.shape)
-            previous = cotangents.get(parent)
-            cotangents[parent] = gx if previous is None else previous + gx
-    return leaf_grads

@@ -51,7 +51,10 @@ def same_cotangent(g, ans, *inputs, **params):
 
 def unbroadcast(g, shape):
     """Sum `g` over the axes that broadcasting added to an operand of shape `shape` (a tuple)."""
-    g_shape = jnp.shape(g)
+    try:
+        g_shape = g.shape
+    except AttributeError:  # a Python scalar
+        g_shape = jnp.shape(g)
     if g_shape == shape:
         return g
     g = jnp.asarray(g)

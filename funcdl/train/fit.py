@@ -11,7 +11,6 @@ import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from funcdl.train import checks, resume as resume_state
