@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl import train
-from funcdl.train import epochs as epoch_program
+from funcdl.train import epochs as epoch_program, progress
 from train_reference import ADAM, BATCH, LOSS, MODEL, PARAMS, X, Y, reference_fit
 
 
@@ -22,6 +22,28 @@ def test_the_bar_reaches_its_total_in_steps_for_minibatches_and_epochs_for_full_
     full_batch = capsys.readouterr()
     assert "30/30" in full_batch.err and "epoch" in full_batch.err
     assert minibatch.out == full_batch.out == ""
+
+
+def test_the_bar_moves_from_inside_the_compiled_epoch_and_a_repeat_of_a_short_run_does_not(
+        monkeypatch, capsys):
+    positions = []
+    real_report = progress.report
+
+    def recording(token, position, loss):
+        positions.append(int(position))
+        real_report(token, position, loss)
+
+    monkeypatch.setattr(progress, "report", recording)
+    loss = lambda pred, target: LOSS(pred, target)  # noqa: E731 (a program of its own)
+    train.fit(MODEL, PARAMS, loss, ADAM, X, Y, epochs=2, batch_size=BATCH, progress=True)
+    # 4 steps an epoch, k = 4 // 8 -> 1 on a first run: every step reports from inside the
+    # scan; after each call the bar is set to the call's end (4, 8).
+    assert positions == [1, 2, 3, 4, 4, 5, 6, 7, 8, 8]
+    positions.clear()
+    train.fit(MODEL, PARAMS, loss, ADAM, X, Y, epochs=2, batch_size=BATCH, progress=True)
+    # the same program measured at far below a quarter second a step: no callback inside
+    assert positions == [4, 8]
+    assert "8/8" in capsys.readouterr().err
 
 
 def test_progress_false_prints_nothing_and_compiles_no_callback(capsys):

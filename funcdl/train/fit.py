@@ -18,7 +18,7 @@ from funcdl.train.batches import batch_layout
 from funcdl.train.epochs import (EpochPlan, initial_state, new_guard, run_epochs,
                                  run_epochs_guarded)
 from funcdl.train.feed import Feed
-from funcdl.train.progress import ProgressBar, choose_every
+from funcdl.train.progress import ProgressBar, choose_every, first_every, remember
 from funcdl.train.sharding import check_mesh, is_main_process, place_copy, to_host
 from funcdl.train.step import (StepSpec, check_callables, check_compute_dtype,
                                check_grad_backend)
@@ -125,7 +125,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key)
     data = feed.data(done)
     unit_scale = 1 if full_batch else steps_per_epoch
-    progress_every = max(1, (per_call if full_batch else steps_per_epoch) // 8)
+    progress_every = None  # chosen at the first call (progress.first_every)
 
     with ProgressBar(epochs * unit_scale, done * unit_scale, unit,
                      progress and is_main_process()) as bar:
@@ -134,6 +134,9 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
             plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
                              n_epochs, None if validation is None else min(batch, n_val), n_val,
                              unit if progress else None, mesh)
+            if progress_every is None:
+                progress_every = first_every(
+                    plan, max(1, (per_call if full_batch else steps_per_epoch) // 8))
             started = time.perf_counter()
             args = (data, key, np.int32(done), np.int32(progress_every), np.int32(bar.token))
             new_params, new_state, new_guard_state, means = run_epochs(
@@ -163,8 +166,10 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                     history[name].append(float(value))
             done += n_epochs
             bar.finish_call(done * unit_scale, means[-1, 0])
-            progress_every = choose_every(time.perf_counter() - started, n_epochs * unit_scale,
-                                          progress_every)
+            elapsed = time.perf_counter() - started
+            progress_every = choose_every(elapsed, n_epochs * unit_scale, progress_every)
+            if progress:
+                remember(plan, elapsed, n_epochs * unit_scale)
             if checkpoint is not None and (done % every == 0 or done == epochs):
                 resume_state.save_state(checkpoint, params, opt_state, history, done, key, mesh)
     return params, opt_state, history

@@ -32,6 +32,23 @@ def report(token, position, loss):
         bar.update(position - bar.n)
 
 
+_seconds_per_unit = {}  # EpochPlan -> seconds per unit measured on its last call
+
+
+def first_every(plan, default: int) -> int:
+    """k for the first call of a `fit`: from the last measured call of the same compiled program
+    (`plan`) when there is one, so a short run repeated (the seeds' lessons, a benchmark) makes
+    no callback at all where the bar could not move anyway; else `default`."""
+    seconds = _seconds_per_unit.get(plan)
+    return default if seconds is None else choose_every(seconds, 1, default)
+
+
+def remember(plan, seconds: float, units: int) -> None:
+    """Record that a call of `plan` took `seconds` for `units` units (for `first_every`)."""
+    if units > 0 and seconds > 0:
+        _seconds_per_unit[plan] = seconds / units
+
+
 def choose_every(seconds: float, units: int, previous: int) -> int:
     """k: units between two callbacks so that the bar moves ~UPDATES_PER_SECOND times a second,
     given that `units` took `seconds`."""
