@@ -42,6 +42,7 @@ FLOP/s (6 * batch * sum(in * out) per step) as a percentage of the measured matm
 import argparse
 import contextlib
 import datetime
+import gc
 import io
 import json
 import os
@@ -154,6 +155,14 @@ def jax_loss(loss):
     return lambda p, t: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(p), t[:, None], 1))
 
 
+def settle(seconds=0.2):
+    """Before each timed run: collect garbage and pause, so that what the previous run left
+    running does not land in this one's time (PyTorch's OpenMP threads spin-wait for a while
+    after its last parallel region; measured: the run after PyTorch's was ~10% slower)."""
+    gc.collect()
+    time.sleep(seconds)
+
+
 def timed_side_by_side(runs, repeats):
     """`{name: {"seconds", "compile_s", "dispatched"}}`: a warm-up run of each (its extra time
     over the median is the compile time; loops run it under `jax.transfer_guard("disallow")`),
@@ -168,6 +177,7 @@ def timed_side_by_side(runs, repeats):
         first[name] = time.perf_counter() - start
     for _ in range(repeats):
         for name, run in runs.items():
+            settle()
             start = time.perf_counter()
             _, dispatched = run()
             times[name].append(time.perf_counter() - start)
