@@ -6,7 +6,6 @@ A usage mistake prints one line to stderr and exits with code 2 (no traceback).
 """
 import argparse
 import os
-import pathlib
 import sys
 import time
 

@@ -15,16 +15,16 @@ pytest.importorskip("optax", reason="bench_train's hand-written loops need the b
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_train  # noqa: E402
+import train_workloads  # noqa: E402
 
 IMPLS = "fit jax,jax+optax loop"  # few compiles: the module costs ~14 s on 2 idle cores
 
 
 def test_layout_is_the_one_fit_uses():
-    mlp = bench_train.Workload((784, 10), "", np.zeros((60_000, 1)), None, 1, 128, "", 0, "")
-    assert bench_train.layout(mlp) == (128, 468, 96, True)
-    assert bench_train.layout(bench_train.workload("xor")) == (4, 1, 0, False)
-    assert bench_train.layout(bench_train.workload("gpu_wide", gpu_steps=3, gpu_scale=64)) \
+    mlp = train_workloads.Workload((784, 10), "", np.zeros((60_000, 1)), None, 1, 128, "", 0, "")
+    assert train_workloads.layout(mlp) == (128, 468, 96, True)
+    assert train_workloads.layout(train_workloads.workload("xor")) == (4, 1, 0, False)
+    assert train_workloads.layout(train_workloads.workload("gpu_wide", gpu_steps=3, gpu_scale=64)) \
         == (128, 3, 0, True)
 
 

@@ -28,7 +28,7 @@ warning), a negative `label_smoothing` (PyTorch silently ignores it). Errors are
 time.
 """
 from funcdl.losses.binary import binary_cross_entropy, binary_cross_entropy_with_logits
-from funcdl.losses.checks import REDUCTIONS
+from funcdl.losses.checks import REDUCTIONS  # noqa: F401 (the reduction names)
 from funcdl.losses.classification import cross_entropy, nll_loss
 from funcdl.losses.regression import huber_loss, l1_loss, mse_loss, smooth_l1_loss
 
