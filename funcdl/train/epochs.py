@@ -73,7 +73,8 @@ def new_guard() -> Guard:
 @functools.partial(jax.jit, static_argnames=("optimizer",))
 def initial_state(params, opt_state, *, optimizer):
     """Fresh copies of `params` and `opt_state` (`optimizer.init(params)` when None) and a new
-    guard, in one dispatch: the programs donate these, never the caller's arrays."""
+    guard, in one dispatch: the guarded replay donates the state it starts from, which must
+    never be the caller's arrays."""
     params = jax.tree_util.tree_map(jnp.copy, params)
     opt_state = (optimizer.init(params) if opt_state is None
                  else jax.tree_util.tree_map(jnp.copy, opt_state))
