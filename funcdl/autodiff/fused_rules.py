@@ -5,7 +5,8 @@ takes milliseconds, so a rule is compiled only at its JIT_AFTER-th call with the
 dtypes, static arguments and params (a long eager loop), never for one-off shapes. Arrays and
 Python floats are the compiled function's arguments; None, ints, bools and `Shape`s are baked
 in. Under a jax transform (tracers) and with unhashable params (an index holding slices or
-arrays) rules run as they are: the jitted path is unchanged.
+arrays) rules run as they are: the jitted path is unchanged. `call_chain` does the same for a
+chain of rules (`backward.py`): one compiled call for the whole chain once it repeats.
 """
 import jax
 import numpy as np
