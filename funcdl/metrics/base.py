@@ -1,0 +1,31 @@
+"""The metric protocol: `Metric(init, update, compute, merge)`, four pure functions.
+
+    state = m.init()                         # a pytree of arrays (sums, counts, maxima)
+    state = m.update(state, pred, target)    # one batch
+    value = m.compute(state)                 # the metric over every row seen
+    state = m.merge(state_a, state_b)        # associative: two partial states as one
+
+A state holds sums and counts (or maxima), never a mean, so a metric computed over any
+batching of the rows, on one device or many, equals the metric over all rows at once
+(torchmetrics' and clu.metrics' design). States accumulate in float32 at least (float64 with
+x64), whatever the dtype of the predictions.
+"""
+from typing import Any, Callable, NamedTuple
+
+State = Any  # a pytree of arrays
+
+
+class Metric(NamedTuple):
+    """A metric as four pure functions over a mergeable state (see the module docstring)."""
+
+    init: Callable[[], State]
+    update: Callable[[State, Any, Any], State]
+    compute: Callable[[State], Any]
+    merge: Callable[[State, State], State]
+
+
+def compute(metric: Metric, pred, target):
+    """`metric` over whole arrays: `metric.compute(metric.update(metric.init(), pred, target))`."""
+    if not isinstance(metric, Metric):
+        raise TypeError(f"`metric` must be a fdl.metrics.Metric, got {type(metric).__name__}")
+    return metric.compute(metric.update(metric.init(), pred, target))
