@@ -5,8 +5,8 @@
 
 Submodules: `autodiff` (funcdl's own reverse-mode autodiff), `ops` (one op namespace for both
 autodiffs), `gradcheck` (autodiff vs jax.grad vs finite differences), `nn` (models as pure
-functions), `losses` (PyTorch semantics), `optim` (hand-written optimizers, PyTorch's rules), `metrics` (exact over any batching),
-`checkpoint` (pytrees in safetensors files, written atomically), `train` (compiled training:
+functions), `losses` (PyTorch semantics), `optim` (hand-written optimizers, PyTorch's rules),
+`metrics` (exact over any batching), `checkpoint` (pytrees in safetensors files, written atomically), `train` (compiled training:
 steps, scan-fused epochs, `fit`), `datasets` (small real data sets shipped in the package).
 """
 __version__ = "0.1.0"
