@@ -9,8 +9,15 @@ A state holds sums and counts (or maxima), never a mean, so a metric computed ov
 batching of the rows, on one device or many, equals the metric over all rows at once
 (torchmetrics' and clu.metrics' design). States accumulate in float32 at least (float64 with
 x64), whatever the dtype of the predictions.
+
+`init()` takes no arguments, so it cannot know how many outputs the predictions have: it
+returns a seed (e.g. 0-d zeros) that `update` broadcasts to the per-output shape of the first
+batch. `initial_state` gives that shape up front, as a compiled loop's carry needs it.
 """
 from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
 
 State = Any  # a pytree of arrays
 
@@ -29,3 +36,13 @@ def compute(metric: Metric, pred, target):
     if not isinstance(metric, Metric):
         raise TypeError(f"`metric` must be a fdl.metrics.Metric, got {type(metric).__name__}")
     return metric.compute(metric.update(metric.init(), pred, target))
+
+
+def initial_state(metric: Metric, pred, target) -> State:
+    """The state before any batch, with the shapes and dtypes `metric.update` gives it for
+    batches like `pred`, `target` (arrays or `jax.ShapeDtypeStruct`s): `init()` broadcast to
+    them. A compiled loop (`lax.scan`) starts its carry from this."""
+    shaped = jax.eval_shape(metric.update, metric.init(), pred, target)
+    return jax.tree_util.tree_map(
+        lambda seed, struct: jnp.broadcast_to(jnp.asarray(seed, struct.dtype), struct.shape),
+        metric.init(), shaped)
