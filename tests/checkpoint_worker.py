@@ -1,4 +1,4 @@
-"""Helper process for tests/test_checkpoint.py's atomicity test (not a test module itself).
+"""Helper process for tests/test_checkpoint.py (not a test module itself).
 
     python tests/checkpoint_worker.py PATH
 
@@ -10,9 +10,21 @@ saves version 0 at PATH, prints "ready", then obeys one command per line of stdi
 Forking from this process costs no new Python and jax start per kill, so the test kills a writer
 many times in a few seconds. Children use only NumPy arrays (no XLA), so forking after `import
 jax` is safe; each child stops by itself if its parent dies or after `CHILD_LIFETIME_S`.
+
+    python tests/checkpoint_worker.py --hammer PATH LOADS
+
+loads PATH LOADS times while a thread rewrites it in place (the same inode, as `open(..., "r+b")`
+would) with one of two versions of the same layout, truncating it at a random length before
+half of the rewrites; then prints the count of each outcome as JSON: "whole" (equal to one
+version, bit for bit), "ValueError", "mixed" (neither version: silently wrong), and "other"
+(any other exception). A memory-mapped reader dies of SIGBUS here, which the caller sees as the
+return code.
 """
+import json
 import os
+import random
 import sys
+import threading
 import time
 
 import jax.numpy as jnp
@@ -73,5 +85,57 @@ def main(path):
             return
 
 
+def hammered_version(k):
+    """Version k (0 or 1) for `hammer`: the same keys, shapes and dtypes, other values; ~2 MB."""
+    return {"w": np.full((512, 1024), k + 1, np.float32), "b": np.full(1000, -k, jnp.bfloat16)}
+
+
+def hammer(path, loads):
+    from funcdl.checkpoint import load, save
+
+    images = []
+    for k in (0, 1):
+        save(path, hammered_version(k))
+        with open(path, "rb") as file:
+            images.append(file.read())
+    flat = [{f"['{name}']": value for name, value in hammered_version(k).items()} for k in (0, 1)]
+    stop = threading.Event()
+
+    def rewrite_in_place():
+        rng = random.Random(0)
+        with open(path, "r+b", buffering=0) as file:
+            while not stop.is_set():
+                if rng.random() < 0.5:
+                    file.truncate(rng.randrange(len(images[0])))
+                file.seek(0)
+                file.write(images[rng.randrange(2)])
+                time.sleep(rng.uniform(0.0, 0.004))  # whole for a moment: some loads start whole
+
+    counts = {"whole": 0, "ValueError": 0, "mixed": 0, "other": 0}
+    writer = threading.Thread(target=rewrite_in_place)
+    writer.start()
+    try:
+        for _ in range(loads):
+            try:
+                loaded = load(path)
+            except ValueError:
+                counts["ValueError"] += 1
+                continue
+            except Exception:  # noqa: BLE001 (counted: the caller asserts there are none)
+                counts["other"] += 1
+                continue
+            whole = any(loaded.keys() == version.keys() and all(
+                loaded[key].tobytes() == version[key].tobytes() for key in version)
+                for version in flat)
+            counts["whole" if whole else "mixed"] += 1
+    finally:
+        stop.set()
+        writer.join()
+    print(json.dumps(counts), flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--hammer":
+        hammer(sys.argv[2], int(sys.argv[3]))
+    else:
+        main(sys.argv[1])
