@@ -32,9 +32,10 @@ parameters (and a ``*args`` tuple), ``kwargs`` the keyword-only ones.
 ``constructor(*args, **kwargs)`` builds an equal object again, which is how a compiled program
 can rebuild an optimizer from its record with other (e.g. traced) hyperparameters.
 
-A ``Model(init, apply)`` built by hand, and anything built from its functions by other means,
-has no record and keeps the identity semantics of its functions. This module is pure Python
-(no jax, no other funcdl module), shared by ``fdl.nn`` and ``fdl.optim``.
+A ``Model(init, apply)`` built by hand from functions of your own has no record and keeps the
+identity semantics of its functions (so does a pair of functions taken from two different
+calls; ``Model(layer.init, layer.apply)`` is ``layer`` again). This module is plain Python and
+NumPy (no jax, no other funcdl module), shared by ``fdl.nn`` and ``fdl.optim``.
 """
 import functools
 import inspect
