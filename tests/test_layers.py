@@ -129,6 +129,11 @@ def test_conv_default_init_is_uniform_within_one_over_sqrt_fan_in():
     # Uniform on [-bound, bound]: the extremes are reached and the std is bound / sqrt(3).
     assert np.max(np.abs(params["w"])) > 0.99 * bound
     np.testing.assert_allclose(np.std(params["w"]), bound / math.sqrt(3), rtol=0.05)
+    # Bit for bit what it has always been: uniform draws with the two halves of the key.
+    w_key, b_key = jax.random.split(KEY)
+    for value, key in ((params["w"], w_key), (params["b"], b_key)):
+        expected = jax.random.uniform(key, value.shape, jnp.float32, minval=-bound, maxval=bound)
+        assert np.array_equal(value, expected)
 
 
 def test_embedding_default_init_is_standard_normal():
@@ -207,7 +212,8 @@ X = jnp.ones((2, 3, 6, 6))
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: nn.Conv2d(4, 3).apply({"w": jnp.ones((4, 2, 3, 3)), "b": jnp.ones(4)}, X),
-     ValueError, r"^Conv2d\(4, 3\): `x` has 3 channels but `w` of shape \(4, 2, 3, 3\)"),
+     ValueError, r"^Conv2d\(4, 3\): `x` of shape \(2, 3, 6, 6\) has 3 channels \(axis 1\) but "
+                 r"`params\['w'\]` of shape \(4, 2, 3, 3\) expects 2"),
     (lambda: nn.Conv2d(4, 7).apply({"w": jnp.ones((4, 3, 7, 7)), "b": jnp.ones(4)}, X),
      ValueError, r"^Conv2d\(4, 7\): the kernel .* larger"),
     (lambda: nn.Conv2d(0, 3), ValueError, r"Conv2d: `out_channels` must be >= 1, got 0"),
@@ -242,6 +248,91 @@ X = jnp.ones((2, 3, 6, 6))
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------- channels-last data (issue 17)
+
+CONV2D = nn.Conv2d(8, 3)
+CONV2D_PARAMS = CONV2D.init(KEY, jnp.zeros((2, 3, 12, 12)))  # for 3 channels
+CONV1D = nn.Conv1d(4, 3)
+CONV1D_PARAMS = CONV1D.init(KEY, jnp.zeros((2, 3, 16)))
+GROUPED = nn.Conv2d(8, 3, groups=2)
+GROUPED_PARAMS = GROUPED.init(KEY, jnp.zeros((2, 4, 9, 9)))  # w (8, 2, 3, 3)
+HINT_2D = r"funcdl convolutions are channels-first, `x` \(N, C, H, W\) or \(C, H, W\) as in PyTorch"
+HINT_1D = r"funcdl convolutions are channels-first, `x` \(N, C, L\) or \(C, L\) as in PyTorch"
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: CONV2D.apply(CONV2D_PARAMS, jnp.zeros((2, 12, 12, 3))),  # NHWC
+     r"^Conv2d\(8, 3\): `x` of shape \(2, 12, 12, 3\) has 12 channels \(axis 1\) but `params\['w'\]` "
+     r"of shape \(8, 3, 3, 3\) expects 3 \(w.shape\[1\] \* groups = 3 \* 1\); " + HINT_2D
+     + r": transpose NHWC data with x.transpose\(0, 3, 1, 2\)$"),
+    (lambda: CONV2D.apply(CONV2D_PARAMS, jnp.zeros((12, 12, 3))),  # unbatched HWC
+     r"has 12 channels \(axis 0\) but .* expects 3 .*: transpose HWC data with x.transpose\(2, 0, 1\)$"),
+    (lambda: jax.jit(CONV2D.apply)(CONV2D_PARAMS, jnp.zeros((2, 12, 12, 3))),  # at trace time
+     r"has 12 channels \(axis 1\) but .* expects 3"),
+    (lambda: nn.Sequential(CONV2D, nn.ReLU()).apply([CONV2D_PARAMS, {}], jnp.zeros((2, 12, 12, 3))),
+     r"^Sequential layer 0 \(Conv2d\(8, 3\)\): `x` of shape \(2, 12, 12, 3\) has 12 channels"),
+    (lambda: GROUPED.apply(GROUPED_PARAMS, jnp.zeros((2, 9, 9, 4))),
+     r"`x` of shape \(2, 9, 9, 4\) has 9 channels \(axis 1\) but `params\['w'\]` of shape "
+     r"\(8, 2, 3, 3\) expects 4 \(w.shape\[1\] \* groups = 2 \* 2\); " + HINT_2D),
+    (lambda: CONV1D.apply(CONV1D_PARAMS, jnp.zeros((2, 16, 3))),  # NLC
+     r"^Conv1d\(4, 3\): `x` of shape \(2, 16, 3\) has 16 channels \(axis 1\) but .* expects 3 .*"
+     + HINT_1D + r": transpose NLC data with x.transpose\(0, 2, 1\)$"),
+    (lambda: CONV1D.apply(CONV1D_PARAMS, jnp.zeros((16, 3))),  # unbatched LC
+     r"has 16 channels \(axis 0\) .*: transpose LC data with x.transpose\(1, 0\)$"),
+    (lambda: CONV2D.apply(CONV2D_PARAMS, jnp.zeros((12, 3))),
+     r"^Conv2d\(8, 3\): `x` must have shape \(N, C, H, W\) or \(C, H, W\), got \(12, 3\); " + HINT_2D),
+    # init has no params to compare with; what it can see of NHWC data is named the same way
+    (lambda: GROUPED.init(KEY, jnp.zeros((2, 9, 9, 4))),
+     r"`groups` \(2\) must divide the input channels \(9\) of `x` of shape \(2, 9, 9, 4\); "
+     + HINT_2D + r": transpose NHWC data"),
+    (lambda: nn.Conv2d(8, 5).init(KEY, jnp.zeros((2, 28, 28, 1))),
+     r"the kernel \(extent \(5, 5\) with dilation\) is larger than the padded spatial size \(28, 1\) of "
+     r"sample input `x` of shape \(2, 28, 28, 1\); " + HINT_2D + r": transpose NHWC data"),
+    (lambda: nn.Conv1d(4, 5).init(KEY, jnp.zeros((28, 1))),
+     r"larger than the padded spatial size \(1,\) .*: transpose LC data with x.transpose\(1, 0\)$"),
+])
+def test_channels_last_data_are_named_as_such(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_channels_first_data_of_every_rank_pass_the_checks():
+    def shape(layer, params, x_shape):  # traced only: the checks run, nothing is compiled
+        return jax.eval_shape(layer.apply, params, jax.ShapeDtypeStruct(x_shape, jnp.float32)).shape
+
+    assert shape(CONV2D, CONV2D_PARAMS, (3, 12, 12)) == (8, 10, 10)
+    assert shape(CONV1D, CONV1D_PARAMS, (3, 16)) == (4, 14)
+    assert shape(GROUPED, GROUPED_PARAMS, (1, 4, 9, 9)) == (1, 8, 7, 7)
+    same = nn.Conv2d(2, 5, padding="same")  # "same" pads whatever the size
+    sample = jax.ShapeDtypeStruct((1, 1, 2, 2), jnp.float32)
+    assert shape(same, same.init(KEY, sample), (1, 1, 2, 2)) == (1, 2, 2, 2)
+
+
+# ---------------------------------------------------------------- equality by construction (issue 17)
+
+def every_layer():
+    return [
+        nn.Conv2d(8, 3), nn.Conv2d(8, 3, padding=1), nn.Conv2d(8, (3, 5)), nn.Conv2d(8, 3, groups=2),
+        nn.Conv2d(8, 3, bias=False), nn.Conv2d(8, 3, w_init=init.kaiming_normal(nonlinearity="relu")),
+        nn.Conv2d(8, 3, padding="same"), nn.Conv1d(8, 3), nn.Conv1d(8, 3, stride=2),
+        nn.MaxPool2d(2), nn.MaxPool2d(2, stride=1), nn.AvgPool2d(2), nn.AvgPool2d(3, padding=1),
+        nn.LayerNorm(4), nn.LayerNorm((2, 4)), nn.LayerNorm(4, eps=1e-6), nn.LayerNorm(4, elementwise_affine=False),
+        nn.Embedding(5, 2), nn.Embedding(5, 3), nn.Embedding(5, 2, w_init=init.normal(0.1)),
+        nn.GELU(), nn.GELU("tanh"), nn.SiLU(),
+        nn.Sequential(nn.Conv2d(8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(10)),
+    ]
+
+
+def test_rebuilt_layers_are_equal_with_equal_hashes_and_all_others_differ():
+    first, again = every_layer(), every_layer()
+    for i, a in enumerate(first):
+        assert hash(a) == hash(again[i])
+        for j, b in enumerate(again):
+            assert (a == b) == (i == j), (a, b)
+    assert nn.Conv2d(8, 3) == nn.Conv2d(8, 3, stride=1, padding=0, dilation=1, groups=1, bias=True)
+    assert nn.LayerNorm([2, 4]) != nn.LayerNorm((2, 4))  # a list and a tuple: other types
 
 
 def test_embedding_under_jit_gives_nan_rows_for_out_of_range_indices():

@@ -3,6 +3,7 @@ the seeds' networks against their own arithmetic, gradients of both autodiffs ag
 other and against finite differences, Dropout, Sequential's plumbing, shape inference without
 computation, and every error message.
 """
+import functools
 import json
 import math
 import pathlib
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from funcdl import autodiff, nn, ops
+from funcdl.construction import constructed_by
 from funcdl.nn import init
 
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "golden" / "nn.json").read_text())
@@ -644,3 +646,96 @@ def test_call_mistakes_say_what_was_expected(mistake, message):
 
     with pytest.raises(TypeError, match=message):
         mistake(WithLayer, params, x)
+
+
+# ---------------------------------------------------------------- equality by construction (issue 17)
+# Equal calls give equal, equally hashed Models, so jax.jit's caches (fit's compiled programs)
+# reuse what they compiled; any differing argument gives an unequal Model.
+
+SHARED_ARRAY = np.ones((4, 3))
+SHARED_FUNCTION = lambda key, shape, dtype: jnp.zeros(shape, dtype)  # noqa: E731
+
+
+def every_layer():
+    """One of each constructor here, with some non-default arguments; called twice below."""
+    return [
+        nn.Linear(4), nn.Linear(4, bias=False), nn.Linear(4, dtype=jnp.bfloat16),
+        nn.Linear(4, w_init=init.xavier_uniform(2.0)), nn.Linear(4, w_init=init.constant(SHARED_ARRAY)),
+        nn.Linear(4, w_init=SHARED_FUNCTION), nn.Linear(4, b_init=init.constant([0.1, 0.2, 0.3, 0.4])),
+        nn.ReLU(), nn.LeakyReLU(), nn.LeakyReLU(0.2), nn.Sigmoid(), nn.Tanh(), nn.Softmax(),
+        nn.Softmax(axis=0), nn.LogSoftmax(), nn.Dropout(0.1), nn.Dropout(0.2), nn.Flatten(),
+        nn.Sequential(), nn.Sequential(nn.Linear(16), nn.Tanh(), nn.Linear(1)),
+        nn.Sequential(nn.Linear(16), nn.ReLU(), nn.Linear(1)), nn.Sequential(nn.Linear(16), nn.Tanh()),
+        nn.Sequential(nn.Linear(16), ops.tanh, nn.Linear(1)),
+        nn.Sequential(nn.Sequential(nn.Linear(16), nn.Tanh()), nn.Linear(1)),
+    ]
+
+
+def test_rebuilt_layers_are_equal_with_equal_hashes_and_all_others_differ():
+    first, again = every_layer(), every_layer()
+    for a, b in zip(first, again):
+        assert a == b and not a != b and hash(a) == hash(b), a
+        assert a.apply is not b.apply  # new functions, equal by their construction
+    for i, a in enumerate(first):
+        for j, b in enumerate(again):
+            assert (a == b) == (i == j), (a, b)
+    assert len(set(first) | set(again)) == len(first)
+
+
+def test_defaults_given_or_not_are_one_construction():
+    assert nn.Linear(4) == nn.Linear(4, bias=True, b_init=None) == nn.Linear(out_features=4)
+    assert nn.Softmax() == nn.Softmax(-1) and nn.LeakyReLU() == nn.LeakyReLU(0.01)
+
+
+def test_arrays_and_functions_compare_by_identity():
+    assert nn.Linear(4, w_init=init.constant(np.ones((4, 3)))) != nn.Linear(
+        4, w_init=init.constant(np.ones((4, 3))))
+    assert nn.Linear(4, w_init=lambda k, s, d: jnp.zeros(s, d)) != nn.Linear(
+        4, w_init=lambda k, s, d: jnp.zeros(s, d))
+    # lists and tuples of numbers compare by value, numbers with their type
+    assert nn.Linear(2, w_init=init.constant([[1.0, 2.0]])) == nn.Linear(2, w_init=init.constant([[1.0, 2.0]]))
+    assert nn.Dropout(0.5) != nn.Dropout(np.float32(0.5))
+
+
+def test_hand_built_models_keep_the_identity_of_their_functions():
+    def apply(params, x):
+        return x
+
+    def init_(key, x):
+        return {}
+
+    assert nn.Model(init_, apply) == nn.Model(init_, apply)
+    assert hash(nn.Model(init_, apply)) == hash(nn.Model(init_, apply))
+    assert nn.Model(init_, apply) != nn.Model(init_, lambda params, x: x)
+    layer = nn.Linear(3)
+    assert nn.Model(layer.init, layer.apply) == layer == nn.Linear(3)  # the same two functions
+    assert nn.Model(layer.init, nn.Linear(3).apply) != layer  # a pair from two calls: by identity
+
+    @functools.wraps(layer.apply)  # copies the function's attributes, not its construction
+    def doubled(params, x, **kwargs):
+        return 2 * layer.apply(params, x, **kwargs)
+
+    assert nn.Model(layer.init, doubled) != layer
+    assert constructed_by(nn.Model(init_, apply)) is None
+
+
+def test_the_record_rebuilds_an_equal_model():
+    model = nn.Sequential(nn.Linear(16, bias=False), nn.Dropout(0.25), nn.Linear(1))
+    constructor, args, kwargs = constructed_by(model)
+    assert constructor is nn.Sequential and args == tuple(constructed_by(model).args)
+    assert constructor(*args, **kwargs) == model
+    linear = constructed_by(args[0])
+    assert linear.constructor is nn.Linear and linear.arguments()["bias"] is False
+
+
+def test_a_rebuilt_model_hits_jits_cache():
+    @functools.partial(jax.jit, static_argnames="model")
+    def forward(params, x, model):
+        return model.apply(params, x)
+
+    params = nn.Linear(2).init(KEY, X)
+    forward(params, X, model=nn.Linear(2))
+    forward(params, X, model=nn.Linear(2))
+    assert forward._cache_size() == 1
+    forward(params, X, model=nn.Linear(2, bias=True, dtype=jnp.float32))  # another construction
+    assert forward._cache_size() == 2

@@ -569,7 +569,8 @@ def test_adamw_decay_is_decoupled_from_the_moments():
 
 
 def test_optim_imports_only_jax():
-    allowed = {"jax", "funcdl.optim", "math", "typing"}
+    # funcdl.construction is pure Python (no jax, no other funcdl module), shared with fdl.nn.
+    allowed = {"jax", "funcdl.optim", "funcdl.construction", "math", "typing"}
     for path in pathlib.Path(optim.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -724,3 +725,81 @@ def test_grads_unlike_the_params_name_the_leaf(grads, message):
     # `(1, 2)` against `(3, 2)` would broadcast silently in `p + u`.
     with pytest.raises(ValueError, match=r"`updates` leaf \['w'\] must have shape \(3, 2\), as in the params"):
         optim.apply_updates(params, {"w": jnp.ones((1, 2)), "b": jnp.zeros(2)})
+
+
+# ----------------------------------------------------------------------------- equality (issue 17)
+# Equal constructor calls give equal, equally hashed optimizers (so fit's compiled programs are
+# reused); any differing hyperparameter, transform or schedule gives an unequal one.
+
+def user_schedule(step):
+    return 0.1 / (1.0 + step)
+
+
+def every_optimizer():
+    """One of each constructor, with non-default arguments; called twice below."""
+    return [
+        optim.sgd(0.1), optim.sgd(0.2), optim.sgd(0.1, momentum=0.9), optim.sgd(0.1, momentum=0.9, nesterov=True),
+        optim.sgd(0.1, weight_decay=1e-4), optim.sgd(0.1, momentum=0.9, dampening=0.1), optim.momentum(0.1),
+        optim.momentum(0.1, beta=0.8), optim.adagrad(), optim.adagrad(lr_decay=1e-3), optim.rmsprop(),
+        optim.rmsprop(centered=True), optim.rmsprop(alpha=0.9), optim.adam(), optim.adam(1e-2),
+        optim.adam(betas=(0.9, 0.99)), optim.adam(eps=1e-6), optim.adam(weight_decay=1e-2),
+        optim.adam(amsgrad=True), optim.adamw(), optim.adamw(weight_decay=0.1),
+        optim.adam(schedules.cosine_decay(1e-3, 100)), optim.adam(schedules.cosine_decay(1e-3, 200)),
+        optim.adam(schedules.warmup_cosine(1e-3, 10, 100)), optim.sgd(schedules.step_decay(0.1, 10)),
+        optim.sgd(schedules.exponential(0.1, 0.9)), optim.sgd(schedules.constant(0.1)),
+        optim.sgd(user_schedule),
+        optim.clip_by_global_norm(1.0), optim.clip_by_global_norm(2.0),
+        optim.chain(optim.clip_by_global_norm(1.0), optim.adam()),
+        optim.chain(optim.adam(), optim.clip_by_global_norm(1.0)), optim.chain(optim.adam()), optim.chain(),
+        optim.identity(), optim.add_decayed_weights(1e-4), optim.decoupled_weight_decay(1e-3, 1e-2),
+        optim.trace(0.9), optim.trace(0.9, nesterov=True), optim.scale_by_learning_rate(0.1),
+        optim.scale_by_adam(), optim.scale_by_rms(), optim.scale_by_adagrad(),
+    ]
+
+
+def test_rebuilt_optimizers_are_equal_with_equal_hashes_and_all_others_differ():
+    first, again = every_optimizer(), every_optimizer()
+    for i, a in enumerate(first):
+        assert a == again[i] and not a != again[i] and hash(a) == hash(again[i]), a
+        for j, b in enumerate(again):
+            assert (a == b) == (i == j), (i, j)
+    assert len(set(first) | set(again)) == len(first)
+
+
+def test_defaults_given_or_not_are_one_construction():
+    assert optim.adam() == optim.adam(1e-3) == optim.adam(lr=1e-3, betas=(0.9, 0.999), amsgrad=False)
+    assert optim.sgd(0.1) == optim.sgd(lr=0.1, momentum=0.0)
+
+
+def test_hand_built_optimizers_and_lambdas_compare_by_identity():
+    adam = optim.adam()
+    assert optim.Optimizer(adam.init, adam.update) == adam  # its own two functions
+    assert optim.Optimizer(adam.init, optim.adam().update) != adam
+    assert optim.sgd(lambda step: 0.1) != optim.sgd(lambda step: 0.1)
+    schedule = lambda step: 0.1  # noqa: E731
+    assert optim.sgd(schedule) == optim.sgd(schedule)
+
+
+def test_the_record_is_the_call():
+    from funcdl.construction import constructed_by
+    schedule = schedules.cosine_decay(1e-3, 100)
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adamw(schedule, weight_decay=0.05))
+    constructor, args, kwargs = constructed_by(opt)
+    assert constructor is optim.chain and constructor(*args, **kwargs) == opt
+    adamw = constructed_by(args[1])
+    assert adamw.constructor is optim.adamw
+    assert adamw.arguments() == {"lr": schedule, "betas": (0.9, 0.999), "eps": 1e-8,
+                                 "weight_decay": 0.05, "amsgrad": False}
+    assert constructed_by(schedule).args == (1e-3, 100, 0.0)
+    assert constructed_by(user_schedule) is None
+
+
+def test_a_rebuilt_optimizer_hits_jits_cache():
+    @functools.partial(jax.jit, static_argnames="opt")
+    def step(params, opt):
+        return opt.update(params, opt.init(params), params)[0]
+
+    params = {"w": jnp.ones(3)}
+    step(params, opt=optim.adam(1e-3))
+    step(params, opt=optim.adam(lr=1e-3))
+    assert step._cache_size() == 1

@@ -175,3 +175,22 @@ INVALID = [
 def test_invalid_arguments_raise(factory, args, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         factory(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- records (issue 17)
+
+@pytest.mark.parametrize("build, changed", [
+    (lambda: schedules.constant(0.1), lambda: schedules.constant(0.2)),
+    (lambda: schedules.step_decay(0.1, 10), lambda: schedules.step_decay(0.1, 10, gamma=0.5)),
+    (lambda: schedules.exponential(0.1, 0.9), lambda: schedules.exponential(0.1, 0.99)),
+    (lambda: schedules.cosine_decay(1e-3, 100), lambda: schedules.cosine_decay(1e-3, 100, eta_min=1e-5)),
+    (lambda: schedules.warmup_cosine(1e-3, 10, 100), lambda: schedules.warmup_cosine(1e-3, 11, 100)),
+])
+def test_a_schedule_is_keyed_by_its_construction(build, changed):
+    # Schedules are plain functions (compared by identity); an optimizer given one as `lr`
+    # compares it by this key, so a rebuilt schedule makes an equal optimizer.
+    from funcdl.construction import construction_key
+    first, again = build(), build()
+    assert first is not again and construction_key(first) == construction_key(again)
+    assert hash(construction_key(first)) == hash(construction_key(again))
+    assert construction_key(first) != construction_key(changed())

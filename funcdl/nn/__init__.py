@@ -7,8 +7,10 @@
     >>> model.apply(params, jnp.ones((8, 4)), key=jax.random.key(1), train=True).shape
     (8, 3)
 
-``fdl.nn.init`` holds the initializers ``(key, shape, dtype) -> array``; ``help(fdl.nn.Model)``
-says how to write a layer of your own (``fdl.nn.named_model``).
+``fdl.nn.init`` holds the initializers ``(key, shape, dtype, *, fan_in, fan_out) -> array``
+(each layer passes the fans of its weight's layout); ``help(fdl.nn.Model)`` says how to write a
+layer of your own (``fdl.nn.named_model``). Layers built by the same call compare equal
+(``Linear(4) == Linear(4)``; see ``funcdl.construction``).
 """
 from funcdl.nn import init
 from funcdl.nn.layers import (Dropout, Flatten, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,

@@ -1,8 +1,10 @@
 """The activations beyond the seeds as layers: `GELU`, `SiLU` (PyTorch's formulas)."""
 from funcdl import ops
+from funcdl.construction import recorded
 from funcdl.nn.model import Model, parameter_free
 
 
+@recorded
 def GELU(approximate: str = "none") -> Model:
     """x Φ(x) elementwise, or its tanh approximation for ``approximate="tanh"``
     (see ``fdl.ops.gelu``). x: any shape -> the same shape. PyTorch: ``torch.nn.GELU``."""
@@ -12,6 +14,7 @@ def GELU(approximate: str = "none") -> Model:
     return parameter_free(name, lambda x: ops.gelu(x, approximate))
 
 
+@recorded
 def SiLU() -> Model:
     """x σ(x) elementwise (swish). x: any shape -> the same shape. PyTorch: ``torch.nn.SiLU``."""
     return parameter_free("SiLU()", ops.silu)

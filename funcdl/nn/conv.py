@@ -17,9 +17,10 @@ import math
 import jax
 
 from funcdl import ops
+from funcdl.construction import recorded
 from funcdl.ops_layers import int_tuple
 from funcdl.nn import init as initializers
-from funcdl.nn.layers import _initialized, _param_dtype
+from funcdl.nn.layers import _param_dtype, layer_initializer
 from funcdl.nn.model import (check_input, check_key, check_params, named_model, parameter_free,
                              sample_struct)
 
@@ -37,6 +38,44 @@ def _named(where, op_name):
 
 def _arguments(pairs):
     return ", ".join(f"{k}={v!r}" for k, v in pairs)
+
+
+# Channels-first layouts, and how channels-last data are brought to them.
+_LAYOUTS = {1: ("(N, C, L)", "(C, L)", "NLC", "x.transpose(0, 2, 1)", "LC", "x.transpose(1, 0)"),
+            2: ("(N, C, H, W)", "(C, H, W)", "NHWC", "x.transpose(0, 3, 1, 2)", "HWC",
+                "x.transpose(2, 0, 1)")}
+
+
+def _channels_first(spatial, shape):
+    """The sentence that ends every layout error: what funcdl expects, and the fix for
+    channels-last data of this rank."""
+    batched, unbatched, last, fix, last_unbatched, fix_unbatched = _LAYOUTS[spatial]
+    if len(shape) == spatial + 1:
+        last, fix = last_unbatched, fix_unbatched
+    return (f"funcdl convolutions are channels-first, `x` {batched} or {unbatched} as in "
+            f"PyTorch: transpose {last} data with {fix}")
+
+
+def _check_rank(name, spatial, x_shape, what):
+    if len(x_shape) not in (spatial + 1, spatial + 2):
+        batched, unbatched = _LAYOUTS[spatial][:2]
+        raise ValueError(f"{name}: {what} must have shape {batched} or {unbatched}, got "
+                         f"{tuple(x_shape)}; {_channels_first(spatial, (0,) * (spatial + 2))}")
+
+
+def _check_fits(name, spatial, x_shape, window, padding, dilation, what):
+    """ValueError (with the channels-first hint) unless every (dilated) kernel extent fits the
+    padded spatial size. The op checks this too; the layer checks first because a kernel that
+    does not fit is often channels-last data read as (C=H, H=W, W=C), which the op cannot say."""
+    if padding == "same":
+        return
+    pads = (0,) * spatial if padding == "valid" else int_tuple(padding, spatial, "padding", name, 0)
+    reach = [(k - 1) * d + 1 for k, d in zip(window, int_tuple(dilation, spatial, "dilation", name, 1))]
+    size = tuple(x_shape[-spatial:])
+    if any(n + 2 * p < r for n, p, r in zip(size, pads, reach)):
+        raise ValueError(f"{name}: the kernel (extent {tuple(reach)} with dilation) is larger than "
+                         f"the padded spatial size {size} of {what} of shape {tuple(x_shape)}; "
+                         f"{_channels_first(spatial, x_shape)}")
 
 
 def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, dilation, groups,
@@ -62,36 +101,51 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
                                             ("bias", bias, True)) if v != default]
     name = f"{kind}({out_channels}, {kernel_size!r}{', ' if options else ''}{_arguments(options)})"
     keys = ["b", "w"] if bias else ["w"]
+    draw_w = None if w_init is None else layer_initializer(w_init, "w_init", name)
+    draw_b = None if b_init is None else layer_initializer(b_init, "b_init", name)
 
     def init(key, x):
         check_key(key, name)
         x = sample_struct(x, name)
-        if len(x.shape) not in (spatial + 1, spatial + 2):
-            raise ValueError(f"{name}: sample input `x` must have shape (N, C, {spatial} spatial "
-                             f"sizes) or (C, {spatial} spatial sizes), got {x.shape}")
+        _check_rank(name, spatial, x.shape, "sample input `x`")
+        _check_fits(name, spatial, x.shape, window, padding, dilation, "sample input `x`")
         in_channels = x.shape[-spatial - 1]
         if in_channels % groups:
             raise ValueError(f"{name}: `groups` ({groups}) must divide the input channels "
-                             f"({in_channels}) of `x` of shape {x.shape}")
+                             f"({in_channels}) of `x` of shape {x.shape}; "
+                             f"{_channels_first(spatial, x.shape)}")
         param_dtype = _param_dtype(dtype, x.dtype, name)
-        fan_in = in_channels // groups * math.prod(window)
-        bound = 1.0 / math.sqrt(fan_in)  # PyTorch: kaiming_uniform(a=√5), i.e. ±1/√fan_in
+        shape = (out_channels, in_channels // groups, *window)
+        fan_in, fan_out = initializers.compute_fans(shape, "out_in")
         w_key, b_key = jax.random.split(key)
-        w_initializer = initializers.uniform(-bound, bound) if w_init is None else w_init
-        params = {"w": _initialized(w_initializer, "w_init", w_key,
-                                    (out_channels, in_channels // groups, *window), param_dtype, name)}
+        if draw_w is None:
+            bound = 1.0 / math.sqrt(fan_in)  # PyTorch: kaiming_uniform(a=√5), i.e. ±1/√fan_in
+            w = initializers.uniform(-bound, bound)(w_key, shape, param_dtype)
+        else:
+            w = draw_w(w_key, shape, param_dtype, fan_in, fan_out)
+        params = {"w": w}
         if bias:
-            b_initializer = initializers.bias_uniform(fan_in) if b_init is None else b_init
-            params["b"] = _initialized(b_initializer, "b_init", b_key, (out_channels,), param_dtype, name)
+            draw = draw_b or layer_initializer(initializers.bias_uniform(fan_in), "b_init", name)
+            params["b"] = draw(b_key, (out_channels,), param_dtype, fan_in, fan_out)
         return params
 
     def apply(params, x, *, key=None, train=False):
         check_params(params, keys, name)
         check_input(x, name)
         w = params["w"]
-        if tuple(w.shape[:1]) != (out_channels,) or tuple(w.shape[2:]) != window:
+        if (len(w.shape) != spatial + 2 or tuple(w.shape[:1]) != (out_channels,)
+                or tuple(w.shape[2:]) != window):
             raise ValueError(f"{name}: `params['w']` must have shape ({out_channels}, C_in // groups, "
                              f"{', '.join(map(str, window))}), got {tuple(w.shape)}")
+        _check_rank(name, spatial, x.shape, "`x`")
+        channels, expected = x.shape[-spatial - 1], w.shape[1] * groups
+        if channels != expected:
+            raise ValueError(
+                f"{name}: `x` of shape {tuple(x.shape)} has {channels} channels (axis "
+                f"{len(x.shape) - spatial - 1}) but `params['w']` of shape {tuple(w.shape)} "
+                f"expects {expected} (w.shape[1] * groups = {w.shape[1]} * {groups}); "
+                f"{_channels_first(spatial, x.shape)}")
+        _check_fits(name, spatial, x.shape, window, padding, dilation, "`x`")
         with _named(name, kind.lower()):
             return op(x, w, params.get("b"), stride=stride, padding=padding, dilation=dilation,
                       groups=groups)
@@ -99,6 +153,7 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
     return named_model(name, init, apply)
 
 
+@recorded
 def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True,
            w_init=None, b_init=None, dtype=None):
     """2-D convolution: x `(N, C_in, H, W)` or `(C_in, H, W)` -> `(N, C_out, H_out, W_out)`.
@@ -107,8 +162,14 @@ def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups
     ``bias=False``), PyTorch's layout; C_in is read from the sample input at init.
     H_out = ⌊(H + 2 p - d (kh - 1) - 1) / s⌋ + 1 (likewise W); see ``fdl.ops.conv2d``.
     kernel_size, stride, dilation: int or pair; padding: int, pair, "valid" or "same".
-    w_init, b_init: initializers ``(key, shape, dtype)``; the defaults are PyTorch's, uniform in
-    ±1/sqrt(fan_in) with fan_in = C_in // groups · kh · kw for both.
+    w_init, b_init: initializers ``(key, shape, dtype, *, fan_in, fan_out)`` (see
+    ``fdl.nn.init``), given PyTorch's fans of w, fan_in = C_in // groups · kh · kw and
+    fan_out = C_out · kh · kw, so ``init.kaiming_normal()`` draws as
+    ``torch.nn.init.kaiming_normal_`` on ``torch.nn.Conv2d``'s weight (three-argument
+    ``(key, shape, dtype)`` ones are called without the fans). The defaults are PyTorch's,
+    uniform in ±1/sqrt(fan_in) for both.
+    Channels first: an input whose channel axis does not match w (channels-last data, NHWC)
+    is a ValueError that names both counts and the transpose that fixes it.
     dtype: the params' dtype (default: the sample's floating dtype, else float32).
 
     PyTorch: ``torch.nn.Conv2d(C_in, out_channels, kernel_size, stride, padding, dilation, groups, bias)``.
@@ -117,6 +178,7 @@ def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups
                        dilation, groups, bias, w_init, b_init, dtype)
 
 
+@recorded
 def Conv1d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True,
            w_init=None, b_init=None, dtype=None):
     """1-D convolution: x `(N, C_in, L)` or `(C_in, L)` -> `(N, C_out, L_out)`; params
@@ -146,6 +208,7 @@ def _pool_layer(kind, op, kernel_size, stride, padding):
     return parameter_free(name, pool)
 
 
+@recorded
 def MaxPool2d(kernel_size, stride=None, padding=0):
     """Max over kh × kw windows: x `(N, C, H, W)` or `(C, H, W)` -> `(N, C, H_out, W_out)`,
     H_out = ⌊(H + 2 p - kh) / s⌋ + 1; stride defaults to kernel_size; padding (with -inf) at
@@ -154,6 +217,7 @@ def MaxPool2d(kernel_size, stride=None, padding=0):
     return _pool_layer("MaxPool2d", ops.max_pool2d, kernel_size, stride, padding)
 
 
+@recorded
 def AvgPool2d(kernel_size, stride=None, padding=0):
     """Mean over kh × kw windows, zero padding included in the count (PyTorch's
     count_include_pad=True): shapes and arguments as `MaxPool2d`.

@@ -6,15 +6,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl import ops
+from funcdl.construction import recorded
 from funcdl.nn import init as initializers
-from funcdl.nn.layers import _initialized, _param_dtype
+from funcdl.nn.layers import _param_dtype, layer_initializer
 from funcdl.nn.model import check_input, check_key, named_model, sample_struct
 
 
+@recorded
 def Embedding(num_embeddings, embedding_dim, *, w_init=initializers.normal(1.0), dtype=None):
     """Rows of a table: integer indices `(...)` in [0, num_embeddings) -> `(..., embedding_dim)`.
 
     params: ``{"w": (num_embeddings, embedding_dim)}``, initialised N(0, 1) as PyTorch.
+    w_init: an initializer (see ``fdl.nn.init``), given PyTorch's fans of that weight,
+    fan_in = embedding_dim and fan_out = num_embeddings.
     y[..., :] = w[x[...], :]. The gradient of w scatter-adds: a row looked up k times receives
     the sum of its k cotangents. An index out of range is a ValueError when `x` is concrete;
     under `jit` (values unknown) it gives NaN rows, never another row.
@@ -28,13 +32,14 @@ def Embedding(num_embeddings, embedding_dim, *, w_init=initializers.normal(1.0),
         if value < 1:
             raise ValueError(f"Embedding: `{argument}` must be >= 1, got {value}")
     name = f"Embedding({num_embeddings}, {embedding_dim})"
+    draw_w = layer_initializer(w_init, "w_init", name)
 
     def init(key, x):
         check_key(key, name)
         x = sample_struct(x, name)
         param_dtype = _param_dtype(dtype, x.dtype, name)
-        return {"w": _initialized(w_init, "w_init", key, (num_embeddings, embedding_dim),
-                                  param_dtype, name)}
+        shape = (num_embeddings, embedding_dim)  # PyTorch's weight: (out, in) for the fans
+        return {"w": draw_w(key, shape, param_dtype, *initializers.compute_fans(shape, "out_in"))}
 
     def apply(params, x, *, key=None, train=False):
         if not isinstance(params, Mapping):

@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 
 from funcdl import ops
+from funcdl.construction import recorded
 from funcdl.nn import init as initializers
+from funcdl.nn.init import compute_fans
 from funcdl.nn.model import (Model, check_input, check_key, check_no_params, check_params,
                              named_model, parameter_free, sample_struct)
 
@@ -25,22 +27,42 @@ def _param_dtype(dtype, sample_dtype, where):
     return jax.dtypes.canonicalize_dtype(dtype)
 
 
-def _initialized(initializer, argument, key, shape, dtype, where):
-    try:
-        value = initializer(key, shape, dtype)
-    except (TypeError, ValueError) as error:
-        if type(error) not in (TypeError, ValueError):
-            raise
-        raise type(error)(f"{where}: `{argument}` failed: {error}") from error
-    if getattr(value, "shape", None) != shape or value.dtype != dtype:
-        raise ValueError(f"{where}: `{argument}` must return an array of shape {shape} and dtype "
-                         f"{dtype}, got {getattr(value, 'shape', type(value).__name__)} "
-                         f"and {getattr(value, 'dtype', None)}")
-    return value
+def layer_initializer(initializer, argument: str, where: str):
+    """`initializer` prepared for a layer: ``draw(key, shape, dtype, fan_in, fan_out) -> array``.
+
+    Called when the layer is built, so the layer decides once, from the signature
+    (``fdl.nn.init.accepts_fans``), whether the initializer is given the fans as keywords or is
+    an old three-argument ``(key, shape, dtype)`` one. ``draw`` re-raises the initializer's
+    TypeError/ValueError under the layer's name and checks the shape and dtype it returns.
+    Layers pass the fans of their weight's layout (``fdl.nn.init.compute_fans``).
+    """
+    if not callable(initializer):
+        raise TypeError(f"{where}: `{argument}` must be an initializer (key, shape, dtype, *, "
+                        f"fan_in, fan_out) -> array, got {type(initializer).__name__}")
+    with_fans = initializers.accepts_fans(initializer)
+
+    def draw(key, shape, dtype, fan_in, fan_out):
+        try:
+            if with_fans:
+                value = initializer(key, shape, dtype, fan_in=fan_in, fan_out=fan_out)
+            else:
+                value = initializer(key, shape, dtype)
+        except (TypeError, ValueError) as error:
+            if type(error) not in (TypeError, ValueError):
+                raise
+            raise type(error)(f"{where}: `{argument}` failed: {error}") from error
+        if getattr(value, "shape", None) != shape or value.dtype != dtype:
+            raise ValueError(f"{where}: `{argument}` must return an array of shape {shape} and "
+                             f"dtype {dtype}, got {getattr(value, 'shape', type(value).__name__)} "
+                             f"and {getattr(value, 'dtype', None)}")
+        return value
+
+    return draw
 
 
 # ---------------------------------------------------------------- Linear
 
+@recorded
 def Linear(out_features: int, *, bias: bool = True,
            w_init=initializers.kaiming_uniform(a=math.sqrt(5)), b_init=None,
            dtype=None) -> Model:
@@ -50,9 +72,11 @@ def Linear(out_features: int, *, bias: bool = True,
     ``bias=False``); ``in`` is read from the sample input's last axis at init. Note the
     layout: PyTorch's ``nn.Linear.weight`` is ``w.T``.
 
-    w_init, b_init: initializers ``(key, shape, dtype) -> array`` (see ``fdl.nn.init``).
-    Defaults are PyTorch's ``nn.Linear``: w is kaiming-uniform with a = sqrt(5), i.e. uniform in
-    ±1/sqrt(in), and ``b_init=None`` means ``init.bias_uniform(in)``, uniform in ±1/sqrt(in).
+    w_init, b_init: initializers ``(key, shape, dtype, *, fan_in, fan_out) -> array`` (see
+    ``fdl.nn.init``), given fan_in = in and fan_out = out_features (three-argument
+    ``(key, shape, dtype)`` ones are called without the fans). Defaults are PyTorch's
+    ``nn.Linear``: w is kaiming-uniform with a = sqrt(5), i.e. uniform in ±1/sqrt(in), and
+    ``b_init=None`` means ``init.bias_uniform(in)``, uniform in ±1/sqrt(in).
     dtype: the params' dtype; default the sample input's floating dtype (float32 for a
     non-floating sample).
 
@@ -64,6 +88,8 @@ def Linear(out_features: int, *, bias: bool = True,
         raise ValueError(f"Linear: `out_features` must be >= 1, got {out_features}")
     name = f"Linear({out_features})" if bias else f"Linear({out_features}, bias=False)"
     keys = ["b", "w"] if bias else ["w"]
+    draw_w = layer_initializer(w_init, "w_init", name)
+    draw_b = None if b_init is None else layer_initializer(b_init, "b_init", name)
 
     def init(key, x):
         check_key(key, name)
@@ -73,12 +99,11 @@ def Linear(out_features: int, *, bias: bool = True,
         in_features = x.shape[-1]
         param_dtype = _param_dtype(dtype, x.dtype, name)
         w_key, b_key = jax.random.split(key)
-        params = {"w": _initialized(w_init, "w_init", w_key, (in_features, out_features),
-                                    param_dtype, name)}
+        fans = compute_fans((in_features, out_features), "in_out")
+        params = {"w": draw_w(w_key, (in_features, out_features), param_dtype, *fans)}
         if bias:
-            b_initializer = initializers.bias_uniform(in_features) if b_init is None else b_init
-            params["b"] = _initialized(b_initializer, "b_init", b_key, (out_features,),
-                                       param_dtype, name)
+            draw = draw_b or layer_initializer(initializers.bias_uniform(in_features), "b_init", name)
+            params["b"] = draw(b_key, (out_features,), param_dtype, *fans)
         return params
 
     def apply(params, x, *, key=None, train=False):
@@ -121,11 +146,13 @@ def _along_axis(name, function, axis):
     return parameter_free(name, along)
 
 
+@recorded
 def ReLU() -> Model:
     """max(x, 0) elementwise; relu'(0) = 0. PyTorch: ``torch.nn.ReLU``."""
     return parameter_free("ReLU()", ops.relu)
 
 
+@recorded
 def LeakyReLU(negative_slope: float = 0.01) -> Model:
     """x if x > 0 else negative_slope * x, elementwise. PyTorch: ``torch.nn.LeakyReLU``."""
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, Real):
@@ -135,22 +162,26 @@ def LeakyReLU(negative_slope: float = 0.01) -> Model:
                           lambda x: ops.leaky_relu(x, negative_slope))
 
 
+@recorded
 def Sigmoid() -> Model:
     """1 / (1 + exp(-x)) elementwise. PyTorch: ``torch.nn.Sigmoid``."""
     return parameter_free("Sigmoid()", ops.sigmoid)
 
 
+@recorded
 def Tanh() -> Model:
     """tanh(x) elementwise. PyTorch: ``torch.nn.Tanh``."""
     return parameter_free("Tanh()", ops.tanh)
 
 
+@recorded
 def Softmax(axis: int = -1) -> Model:
     """exp(x) / sum(exp(x)) along ``axis``; same shape as x. PyTorch: ``torch.nn.Softmax(dim)``."""
     _check_axis(axis, "Softmax")
     return _along_axis(f"Softmax(axis={axis})", ops.softmax, axis)
 
 
+@recorded
 def LogSoftmax(axis: int = -1) -> Model:
     """x - logsumexp(x) along ``axis``, computed stably. PyTorch: ``torch.nn.LogSoftmax(dim)``."""
     _check_axis(axis, "LogSoftmax")
@@ -159,6 +190,7 @@ def LogSoftmax(axis: int = -1) -> Model:
 
 # ---------------------------------------------------------------- Dropout, Flatten
 
+@recorded
 def Dropout(rate: float) -> Model:
     """Zero each element with probability ``rate`` and scale the kept ones by 1 / (1 - rate).
 
@@ -193,6 +225,7 @@ def Dropout(rate: float) -> Model:
     return named_model(name, init, apply)
 
 
+@recorded
 def Flatten() -> Model:
     """Merge all axes after the first: x `(N, d1, d2, ...)` -> `(N, d1 * d2 * ...)`.
 

@@ -22,6 +22,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
+from funcdl import construction
+
 
 class Model(NamedTuple):
     """A layer or a network: two pure functions over a params pytree.
@@ -36,8 +38,15 @@ class Model(NamedTuple):
         train: ``True`` while training. Layers that need neither accept and ignore them.
 
     ``Model`` is exactly the 2-field ``NamedTuple(init, apply)``: ``init, apply = model`` works.
-    Only its ``repr`` is its own: it reads like the construction,
-    ``Sequential(Linear(16), Tanh(), Linear(1))``.
+    Its ``repr`` reads like the construction, ``Sequential(Linear(16), Tanh(), Linear(1))``.
+
+    Equality: a Model built by funcdl's layer constructors or ``Sequential`` equals (and hashes
+    as) any Model built by the same call again, ``Linear(4) == Linear(4)``, so ``jax.jit``
+    caches (``fit``'s compiled programs) reuse what they compiled for an equal model; the
+    arguments are compared by value (numbers, strings, tuples, layers, initializers) or by
+    identity (arrays, functions): see ``funcdl.construction``. A Model built by hand,
+    ``Model(init, apply)``, compares as the tuple of its two functions (by identity); a layer
+    constructor of your own gets value equality with ``@funcdl.construction.recorded``.
 
     Writing a layer: a function that returns ``named_model(name, init, apply)``, where ``name``
     is how the layer reads (its ``repr`` and the prefix of its error messages), ``init(key, x)``
@@ -63,6 +72,11 @@ class Model(NamedTuple):
     """
     init: Callable[..., Any]  # (key, x) -> params
     apply: Callable[..., Any]  # (params, x, *, key=None, train=False) -> y
+
+    # By the call that built the layer (funcdl.construction); by the functions otherwise.
+    __eq__ = construction.recorded_eq
+    __ne__ = construction.recorded_ne
+    __hash__ = construction.recorded_hash
 
     def __repr__(self):
         name = getattr(self.apply, "__funcdl_name__", None)
@@ -228,6 +242,7 @@ def _as_model(layer, index: int) -> Model:
                     f"got {type(layer).__name__}")
 
 
+@construction.recorded
 def Sequential(*layers) -> Model:
     """Layers applied one after another; the output of each is the input of the next.
 

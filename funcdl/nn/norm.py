@@ -8,11 +8,13 @@ relative in the tests, so it needs no primitive of its own.
 import jax.numpy as jnp
 
 from funcdl import ops
+from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _param_dtype
 from funcdl.nn.model import check_input, check_key, check_params, named_model, sample_struct
 
 
+@recorded
 def LayerNorm(normalized_shape, *, eps=1e-5, elementwise_affine=True, dtype=None):
     """y = (x - mean) / sqrt(var + eps) · w + b over the last ``len(normalized_shape)`` axes.
 

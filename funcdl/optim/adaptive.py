@@ -9,6 +9,7 @@ from typing import NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from funcdl.construction import recorded
 from funcdl.optim.base import (Optimizer, check_matches, check_non_negative, check_state,
                                default_float_dtype)
 
@@ -41,6 +42,7 @@ class ScaleByAdagradState(NamedTuple):
     sum_of_squares: object  # like params: s_t, the running sum of g^2 (torch's state["sum"])
 
 
+@recorded
 def scale_by_adagrad(
     lr_decay: float = 0.0, initial_accumulator_value: float = 0.0, eps: float = 1e-10
 ) -> Optimizer:
@@ -84,6 +86,7 @@ class ScaleByRmsState(NamedTuple):
     grad_avg: Optional[object]  # like params when centered, else None: moving average of g
 
 
+@recorded
 def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> Optimizer:
     """RMSprop's scaling, eps outside the square root:
 
@@ -132,6 +135,7 @@ class ScaleByAdamState(NamedTuple):
     max_exp_avg_sq: Optional[object]  # like params with amsgrad, else None: max_{k<=t} v_k
 
 
+@recorded
 def scale_by_adam(
     betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, amsgrad: bool = False
 ) -> Optimizer:

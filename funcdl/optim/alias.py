@@ -5,6 +5,7 @@ Notation: t = 1 on the first update, g the gradient, lr_t the learning rate of t
 """
 from typing import Tuple
 
+from funcdl.construction import recorded
 from funcdl.optim.base import Optimizer, ScalarOrSchedule, chain, check_non_negative
 from funcdl.optim.adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
 from funcdl.optim.transforms import (
@@ -15,6 +16,7 @@ from funcdl.optim.transforms import (
 )
 
 
+@recorded
 def sgd(
     lr: ScalarOrSchedule,
     momentum: float = 0.0,
@@ -62,6 +64,7 @@ def sgd(
     )
 
 
+@recorded
 def momentum(lr: ScalarOrSchedule, beta: float = 0.9, nesterov: bool = False) -> Optimizer:
     """SGD with PyTorch's heavy-ball momentum: exactly `sgd(lr, momentum=beta, nesterov=nesterov)`.
 
@@ -100,6 +103,7 @@ def momentum(lr: ScalarOrSchedule, beta: float = 0.9, nesterov: bool = False) ->
     return sgd(lr, momentum=beta, dampening=0.0, nesterov=nesterov)
 
 
+@recorded
 def adagrad(
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: float = 0.0,
@@ -144,6 +148,7 @@ def adagrad(
     )
 
 
+@recorded
 def rmsprop(
     lr: ScalarOrSchedule = 1e-2,
     alpha: float = 0.99,
@@ -193,6 +198,7 @@ def rmsprop(
     )
 
 
+@recorded
 def adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: Tuple[float, float] = (0.9, 0.999),
@@ -237,6 +243,7 @@ def adam(
     )
 
 
+@recorded
 def adamw(
     lr: ScalarOrSchedule = 1e-3,
     betas: Tuple[float, float] = (0.9, 0.999),

@@ -15,6 +15,7 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
+from funcdl.construction import recorded, recorded_eq, recorded_hash, recorded_ne
 Params = Any  # a pytree of floating-point arrays
 Updates = Any  # a pytree with the params' structure, shapes and dtypes
 State = Any  # a pytree of arrays (NamedTuples, tuples, None)
@@ -24,16 +25,40 @@ ScalarOrSchedule = Union[float, Schedule]
 
 class Optimizer(NamedTuple):
     """A gradient transformation: `init(params) -> state`,
-    `update(grads, state, params=None) -> (updates, state)`."""
+    `update(grads, state, params=None) -> (updates, state)`.
+
+    Exactly the 2-field NamedTuple: `init, update = opt` works. An optimizer built by an
+    `fdl.optim` constructor (an alias, a transform, `chain`, `clip_by_global_norm`, with a
+    schedule from `fdl.optim.schedules` as `lr`) equals and hashes as any optimizer built by
+    the same call again, `adam(1e-3) == adam(lr=1e-3)`, so `jax.jit` caches (`fit`'s compiled
+    programs) reuse what they compiled for it; numbers, strings and tuples compare by value,
+    optimizers and schedules by their own construction, arrays and other functions by
+    identity (see `funcdl.construction`, whose `constructed_by(opt)` returns the call).
+    `Optimizer(init, update)` built by hand compares by its two functions.
+
+    >>> from funcdl.optim import adam, chain, clip_by_global_norm, schedules
+    >>> adam(1e-3) == adam(), adam(1e-3) == adam(1e-2)
+    (True, False)
+    >>> lr = schedules.cosine_decay
+    >>> chain(clip_by_global_norm(1.0), adam(lr(0.1, 100))) == chain(clip_by_global_norm(1.0),
+    ...                                                              adam(lr(0.1, 100)))
+    True
+    """
 
     init: Callable[[Params], State]
     update: Callable[..., tuple]
+
+    # By the call that built the optimizer (funcdl.construction); by the functions otherwise.
+    __eq__ = recorded_eq
+    __ne__ = recorded_ne
+    __hash__ = recorded_hash
 
 
 class EmptyState(NamedTuple):
     """The state of a transformation that keeps nothing between steps."""
 
 
+@recorded
 def identity() -> Optimizer:
     """The transformation that returns the gradients unchanged.
 
@@ -56,6 +81,7 @@ def identity() -> Optimizer:
     return Optimizer(init, update)
 
 
+@recorded
 def chain(*transforms: Optimizer) -> Optimizer:
     """Apply `transforms` one after the other; the state is the tuple of their states.
 

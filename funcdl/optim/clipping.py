@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 
+from funcdl.construction import recorded
 from funcdl.optim.base import EmptyState, Optimizer, check_state
 
 
@@ -24,6 +25,7 @@ def _rounded_where_finite(value, dtype):
     return jnp.where(jnp.isfinite(rounded), rounded, value)
 
 
+@recorded
 def clip_by_global_norm(max_norm: float) -> Optimizer:
     """Rescale all gradients together so that their joint 2-norm is at most about `max_norm`:
 

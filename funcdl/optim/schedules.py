@@ -6,6 +6,10 @@ x64 is enabled and float32 otherwise. Pass a schedule as any optimizer's `lr`:
 `adam(lr=cosine_decay(1e-3, total_steps=1000))`. This matches a PyTorch scheduler stepped once
 after every `optimizer.step()`.
 
+A schedule is a plain function (two of them compare by identity), but each carries the call
+that built it (`funcdl.construction.constructed_by`), so two optimizers given equal schedules,
+`adam(cosine_decay(1e-3, 1000)) == adam(cosine_decay(1e-3, 1000))`, are equal.
+
 >>> import jax.numpy as jnp
 >>> schedule = step_decay(0.1, step_size=2, gamma=0.5)
 >>> [round(v, 4) for v in schedule(jnp.arange(6)).tolist()]
@@ -16,6 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from funcdl.construction import recorded
 from funcdl.optim.base import Schedule, check_non_negative, default_float_dtype
 
 
@@ -28,6 +33,7 @@ def _as_float(step) -> jax.Array:
     return jnp.asarray(step).astype(default_float_dtype())
 
 
+@recorded
 def constant(lr: float) -> Schedule:
     """lr_t = lr.
 
@@ -42,6 +48,7 @@ def constant(lr: float) -> Schedule:
     return schedule
 
 
+@recorded
 def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
     """lr_t = lr gamma^floor(t / step_size): multiply by `gamma` every `step_size` updates.
 
@@ -60,6 +67,7 @@ def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
     return schedule
 
 
+@recorded
 def exponential(lr: float, gamma: float) -> Schedule:
     """lr_t = lr gamma^t.
 
@@ -76,6 +84,7 @@ def exponential(lr: float, gamma: float) -> Schedule:
     return schedule
 
 
+@recorded
 def cosine_decay(lr: float, total_steps: int, eta_min: float = 0.0) -> Schedule:
     """lr_t = eta_min + (lr - eta_min) (1 + cos(pi t / total_steps)) / 2.
 
@@ -99,6 +108,7 @@ def cosine_decay(lr: float, total_steps: int, eta_min: float = 0.0) -> Schedule:
     return schedule
 
 
+@recorded
 def warmup_cosine(
     lr: float,
     warmup_steps: int,

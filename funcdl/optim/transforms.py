@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from funcdl.construction import recorded
 from funcdl.optim.base import (
     EmptyState,
     Optimizer,
@@ -37,6 +38,7 @@ class ScaleByLearningRateState(NamedTuple):
     count: jax.Array  # () int32: updates already applied, the argument of a schedule
 
 
+@recorded
 def scale_by_learning_rate(lr: ScalarOrSchedule) -> Optimizer:
     """u <- -lr_t u, with lr_t = lr, or lr(count) for a schedule (count = 0 on the first update).
 
@@ -62,6 +64,7 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> Optimizer:
 # ----------------------------------------------------------------------------- weight decay
 
 
+@recorded
 def add_decayed_weights(weight_decay: float = 0.0) -> Optimizer:
     """Coupled L2 weight decay: g <- g + weight_decay p (PyTorch's `weight_decay` in SGD,
     Adagrad, RMSprop and Adam). The identity when `weight_decay` is 0, as in PyTorch.
@@ -91,6 +94,7 @@ class DecoupledWeightDecayState(NamedTuple):
     count: jax.Array  # () int32: updates already applied, the argument of a schedule
 
 
+@recorded
 def decoupled_weight_decay(lr: ScalarOrSchedule, weight_decay: float = 1e-2) -> Optimizer:
     """AdamW's decay: p <- p (1 - lr_t weight_decay) + u, returned as the update
     u <- (p (1 - lr_t weight_decay) - p) + u. Chain it after `scale_by_learning_rate`.
@@ -137,6 +141,7 @@ class TraceState(NamedTuple):
     momentum_buffer: object  # like params: b_t
 
 
+@recorded
 def trace(momentum: float, dampening: float = 0.0, nesterov: bool = False) -> Optimizer:
     """PyTorch's momentum buffer (heavy ball):
 
