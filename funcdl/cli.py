@@ -1,11 +1,14 @@
 """The `funcdl` command: `funcdl --version`, `gradcheck`, `list`, `run NAME`, `demo`.
 
 Each subcommand is a `run_<name>(options) -> exit code` registered in `build_parser`.
-A usage mistake prints one line to stderr and exits with code 2 (no traceback).
-`run` and `demo` turn on JAX's persistent compilation cache (see `enable_compilation_cache`).
+A usage mistake prints one line to stderr and exits with code 2 (no traceback); every argument,
+the pictures' folder included, is checked before any training starts. `run` and `demo` turn on
+JAX's persistent compilation cache (see `enable_compilation_cache`). This module sits on top of
+`funcdl.examples` (which never imports it).
 """
 import argparse
 import os
+import pathlib
 import sys
 import time
 
@@ -135,12 +138,12 @@ def run_gradcheck(options):
 
 def _case_name(name):
     if name not in gradcheck_cases():
-        raise argparse.ArgumentTypeError(f"unknown case {name!r} (see `funcdl gradcheck --help`)")
+        raise argparse.ArgumentTypeError(f"unknown case {name!r}")  # error() adds the --help hint
     return name
 
 
 # ---------------------------------------------------------------- the examples: list, run, demo
-OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")  # fdl.optim's names
 
 
 def enable_compilation_cache():
@@ -169,8 +172,47 @@ def run_list(options):
     return 0
 
 
+def folder_problem(path):
+    """Why `path` cannot be (made) a writable folder, or None if it can.
+
+    The first part of `path` that exists must be a folder that this process may write into.
+    Nothing is created: `run` and `demo` call this before training, the examples make the folder.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> folder_problem(folder / "runs" / "xor") is None
+        True
+        >>> (folder / "picture.png").write_text("")
+        0
+        >>> folder_problem(folder / "picture.png").endswith("exists and is not a folder")
+        True
+    """
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{str(path)!r} exists and is not a folder"
+    existing = path
+    while not existing.exists():  # ends at the current folder or the root, which exist
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{str(existing)!r} is a file, so {str(path)!r} cannot be a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{str(existing)!r} is not writable"
+    return None
+
+
+def _check_out(parser, out):
+    problem = folder_problem(out)
+    if problem:
+        parser.error(f"argument --out: the pictures' folder {problem}")
+
+
 def run_run(options):
-    """Run one example: print its results, write its pictures to --out (default runs/NAME/)."""
+    """Run one example: print its results, write its pictures to --out (default runs/NAME/).
+
+    A quick run says what it checked (that training ran and its loss fell, ...), never that it
+    reproduced the seed's numbers: only the full run compares with the seed.
+    """
     from funcdl import examples
 
     module = examples.load(options.name)
@@ -181,15 +223,26 @@ def run_run(options):
     if refused:
         takes = ", ".join(f"--{option}" for option in module.OPTIONS) or "no options"
         options.parser.error(f"{options.name} does not take {', '.join(refused)} (it takes {takes})")
+    out = options.out or os.path.join("runs", options.name)
+    _check_out(options.parser, out)
     if not options.no_cache:
         enable_compilation_cache()
-    out = options.out or os.path.join("runs", options.name)
     start = time.perf_counter()
-    results = module.run(quick=options.quick, out_dir=out, **overrides)
+    try:
+        results = module.run(quick=options.quick, out_dir=out, **overrides)
+    except FloatingPointError as diverged:  # fit's NaN guard: a learning rate too large
+        print(f"funcdl run {options.name}: {str(diverged).splitlines()[0]} (a smaller --lr?)",
+              file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - start
-    seed_reports, got, passed = module.verdict(results)
-    print(f"\n{options.name}: the seed reports {seed_reports}\nfuncdl got: {got} "
-          f"[{'pass' if passed else 'MISS'}] in {seconds:.1f} s")
+    reference, got, passed = module.verdict(results)
+    if options.quick:
+        print(f"\n{options.name}, quick run: checks {reference}\nfuncdl got: {got} "
+              f"[{'ok' if passed else 'MISS'}] in {seconds:.1f} s\n(`funcdl run {options.name}` "
+              "without --quick compares with the seed)")
+    else:
+        print(f"\n{options.name}: the seed reports {reference}\nfuncdl got: {got} "
+              f"[{'pass' if passed else 'MISS'}] in {seconds:.1f} s")
     for picture in results["pictures"]:
         print(f"wrote {picture}")
     return 0
@@ -198,16 +251,17 @@ def run_run(options):
 def run_demo(options):
     """Run every example twice (cold: compiling; warm: again), then print the table.
 
-    Exit 1 if any example misses its target.
+    The pictures go to --out (default runs/demo/). Exit 1 if any example misses its target.
     """
     from funcdl import examples
 
+    out = options.out or os.path.join("runs", "demo")  # the pictures' names are distinct
+    _check_out(options.parser, out)
     if not options.no_cache:
         print(f"compilation cache: {enable_compilation_cache()}")
     rows = []
     for name in examples.NAMES:
         module = examples.load(name)
-        out = options.out or os.path.join("runs", "demo")  # the pictures' names are distinct
         seconds = []
         for _ in ("cold", "warm"):
             start = time.perf_counter()
@@ -219,6 +273,7 @@ def run_demo(options):
     total = sum(row[4] + row[5] for row in rows)
     print(f"\n{len(rows)} examples in {total:.0f} s: "
           + ("all reproduced" if not missed else "MISSED: " + ", ".join(missed)))
+    print(f"the pictures are in {out}")
     return 1 if missed else 0
 
 
@@ -293,7 +348,7 @@ def build_parser():
                                description=run_demo.__doc__)
     demo.add_argument("--out", metavar="DIR", help="where the pictures go (default runs/demo/)")
     demo.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
-    demo.set_defaults(run=run_demo)
+    demo.set_defaults(run=run_demo, parser=demo)
     return parser
 
 
