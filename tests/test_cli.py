@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import funcdl
-from funcdl import cli, examples
+from funcdl import cli, example_commands, examples
 from funcdl.autodiff.vjps import PRIMITIVES
 
 
@@ -80,8 +80,8 @@ def test_the_default_out_folder_is_checked_too(tmp_path, monkeypatch, capsys):
 
 
 def test_folder_problem_is_none_for_a_new_or_existing_folder(tmp_path):
-    assert cli.folder_problem(tmp_path) is None
-    assert cli.folder_problem(tmp_path / "new" / "deeper") is None
+    assert example_commands.folder_problem(tmp_path) is None
+    assert example_commands.folder_problem(tmp_path / "new" / "deeper") is None
     assert not (tmp_path / "new").exists()  # checking creates nothing
 
 
