@@ -14,7 +14,7 @@ for the whole run (15,000 iterations, measured) and it never fits.
 
 "Fits" is measured as the mean absolute loss over the last 200 iterations: below 0.15.
 The pictures: the loss curves, the final fit with each hidden unit's contribution, and an
-animated GIF of training from both initialisations (matplotlib animation, Pillow writer).
+animated GIF of training from both initialisations (blitted matplotlib frames, written by Pillow).
 """
 import jax
 import jax.numpy as jnp
@@ -144,12 +144,16 @@ def _axes_with_lines(axes, runs):
 
 
 def _show(axes, lines, runs, step):
+    """Both panels at `step` (counted from 0); returns the artists that changed."""
+    changed = []
     for ax, curves, (name, result) in zip(axes, lines, runs.items()):
         params = jax.tree.map(lambda leaf: leaf[step], result["iterates"])
         for curve, values in zip(curves, _frame(params)):
             curve.set_data(GRID[:, 0], values)
         recent = result["losses"][max(0, step + 1 - WINDOW):step + 1].mean()
-        ax.set_title(f"start {name}\niteration {step + 1}: mean |x² - y| {recent:.3f}")
+        changed += [*curves, ax.set_title(f"start {name}\niteration {step + 1}: mean |x² - y| "
+                                          f"{recent:.3f}")]
+    return changed
 
 
 def _last_step(runs):

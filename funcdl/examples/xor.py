@@ -137,11 +137,11 @@ def plot(losses, model, params, out_dir):
     """The seed's run: its loss per epoch, and the trained network's output over the plane with
     the training points coloured by their target and the input the seed's data lack marked."""
     fig, (ax_loss, ax_map) = examples.figure(1, 2, width=9.5, height=4.3)
-    fig.suptitle("XOR, the seed's run: Linear(8)-ReLU-Linear(4)-Sigmoid-Linear(1)-Sigmoid, "
+    fig.suptitle("XOR as the lesson trains it: Linear(8)-ReLU-Linear(4)-Sigmoid-Linear(1)-Sigmoid, "
                  f"SGD lr 0.6, {len(losses)} epochs")
     ax_loss.plot(np.arange(1, len(losses) + 1), np.asarray(losses) / 4)
     ax_loss.set(xlabel="epoch (one full-batch step)", ylabel="mean squared error (sum / 4, log scale)",
-                yscale="log", title="training loss on the seed's 4 rows")
+                yscale="log", title="training loss on the lesson's 4 rows")
     grid = np.linspace(-0.25, 1.25, 61)
     points = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
     with jax.enable_x64(True):
