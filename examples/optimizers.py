@@ -1,14 +1,14 @@
 """`python examples/optimizers.py [--quick] [options]`: the same as `funcdl run optimizers`.
 
 The lesson's code lives in the package, `funcdl/examples/optimizers.py`, so that the installed
-`funcdl` command finds it too; this file only runs it from a source checkout.
+`funcdl` command finds it too; this script only runs the command from a source checkout.
 """
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the checkout's funcdl
 
-from funcdl.examples.optimizers import main, run  # noqa: E402,F401
+from funcdl.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["run", "optimizers", *sys.argv[1:]]))

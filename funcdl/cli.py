@@ -1,11 +1,13 @@
 """The `funcdl` command: `funcdl --version`, `gradcheck`, `list`, `run NAME`, `demo`.
 
-Each subcommand is a `run_<name>(options) -> exit code` registered in `build_parser`.
-A usage mistake prints one line to stderr and exits with code 2 (no traceback).
-`run` and `demo` turn on JAX's persistent compilation cache (see `enable_compilation_cache`).
+Each subcommand is a `run_<name>(options) -> exit code` registered in `build_parser`: the
+gradient check here, the examples' commands in `funcdl.example_commands`. A usage mistake
+prints one line to stderr and exits with code 2 (no traceback); every argument, the pictures'
+folder included, is checked before any training starts. `run` and `demo` turn on JAX's
+persistent compilation cache (`example_commands.enable_compilation_cache`). The command sits on
+top of `funcdl.examples` (which never imports it).
 """
 import argparse
-import os
 import sys
 import time
 
@@ -15,6 +17,7 @@ import numpy as np
 
 import funcdl
 from funcdl import ops
+from funcdl.example_commands import OPTIMIZERS, example_name, run_demo, run_list, run_run
 from funcdl.gradcheck import check_grads, format_reports
 
 
@@ -135,109 +138,7 @@ def run_gradcheck(options):
 
 def _case_name(name):
     if name not in gradcheck_cases():
-        raise argparse.ArgumentTypeError(f"unknown case {name!r} (see `funcdl gradcheck --help`)")
-    return name
-
-
-# ---------------------------------------------------------------- the examples: list, run, demo
-OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
-
-
-def enable_compilation_cache():
-    """Turn on JAX's persistent compilation cache in the user's cache folder; return the folder.
-
-    `$FUNCDL_CACHE_DIR`, else `$XDG_CACHE_HOME/funcdl/jax`, else `~/.cache/funcdl/jax`. JAX skips
-    compilations faster than 1 s and entries below a minimum size by default, i.e. every lesson
-    here, so both thresholds are set to 0. Only the command does this, never `import funcdl`.
-    """
-    folder = os.environ.get("FUNCDL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "funcdl", "jax")
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return folder
-
-
-def run_list(options):
-    """One line per example: its name, the seed it reproduces, what it shows."""
-    from funcdl import examples
-
-    for name in examples.NAMES:
-        module = examples.load(name)
-        print(f"{name:<15} seed {module.SEED}  {module.SHOWS}")
-    return 0
-
-
-def run_run(options):
-    """Run one example: print its results, write its pictures to --out (default runs/NAME/)."""
-    from funcdl import examples
-
-    module = examples.load(options.name)
-    overrides = {option: getattr(options, option)
-                 for option in ("epochs", "lr", "optimizer", "backend", "model")
-                 if getattr(options, option) is not None}
-    refused = [f"--{option}" for option in overrides if option not in module.OPTIONS]
-    if refused:
-        takes = ", ".join(f"--{option}" for option in module.OPTIONS) or "no options"
-        options.parser.error(f"{options.name} does not take {', '.join(refused)} (it takes {takes})")
-    if not options.no_cache:
-        enable_compilation_cache()
-    out = options.out or os.path.join("runs", options.name)
-    start = time.perf_counter()
-    results = module.run(quick=options.quick, out_dir=out, **overrides)
-    seconds = time.perf_counter() - start
-    seed_reports, got, passed = module.verdict(results)
-    print(f"\n{options.name}: the seed reports {seed_reports}\nfuncdl got: {got} "
-          f"[{'pass' if passed else 'MISS'}] in {seconds:.1f} s")
-    for picture in results["pictures"]:
-        print(f"wrote {picture}")
-    return 0
-
-
-def run_demo(options):
-    """Run every example twice (cold: compiling; warm: again), then print the table.
-
-    Exit 1 if any example misses its target.
-    """
-    from funcdl import examples
-
-    if not options.no_cache:
-        print(f"compilation cache: {enable_compilation_cache()}")
-    rows = []
-    for name in examples.NAMES:
-        module = examples.load(name)
-        out = options.out or os.path.join("runs", "demo")  # the pictures' names are distinct
-        seconds = []
-        for _ in ("cold", "warm"):
-            start = time.perf_counter()
-            results = module.run(out_dir=out)
-            seconds.append(time.perf_counter() - start)
-        rows.append((name, *module.verdict(results), *seconds))
-    print("\n" + format_demo_table(rows))
-    missed = [row[0] for row in rows if not row[3]]
-    total = sum(row[4] + row[5] for row in rows)
-    print(f"\n{len(rows)} examples in {total:.0f} s: "
-          + ("all reproduced" if not missed else "MISSED: " + ", ".join(missed)))
-    return 1 if missed else 0
-
-
-def format_demo_table(rows):
-    """A Markdown table of `(example, seed reports, funcdl got, passed, cold s, warm s)` rows."""
-    lines = ["| example | the seed reports | funcdl got | pass | cold s | warm s |",
-             "|---|---|---|---|---|---|"]
-    for name, seed_reports, got, passed, cold, warm in rows:
-        lines.append(f"| {name} | {seed_reports} | {got} | {'pass' if passed else 'FAIL'} "
-                     f"| {cold:.1f} | {warm:.1f} |")
-    return "\n".join(lines)
-
-
-def _example_name(name):
-    from funcdl import examples
-
-    if name not in examples.NAMES:
-        raise argparse.ArgumentTypeError(
-            f"unknown example {name!r} (choose from {', '.join(examples.NAMES)})")
+        raise argparse.ArgumentTypeError(f"unknown case {name!r}")  # error() adds the --help hint
     return name
 
 
@@ -278,7 +179,7 @@ def build_parser():
     listing.set_defaults(run=run_list)
 
     run = commands.add_parser("run", help="run one example", description=run_run.__doc__)
-    run.add_argument("name", type=_example_name, metavar="NAME", help="an example (see `funcdl list`)")
+    run.add_argument("name", type=example_name, metavar="NAME", help="an example (see `funcdl list`)")
     run.add_argument("--epochs", type=_positive(int), metavar="N")
     run.add_argument("--lr", type=_positive(float), metavar="X")
     run.add_argument("--optimizer", choices=OPTIMIZERS, metavar="NAME", help=", ".join(OPTIMIZERS))
@@ -293,7 +194,7 @@ def build_parser():
                                description=run_demo.__doc__)
     demo.add_argument("--out", metavar="DIR", help="where the pictures go (default runs/demo/)")
     demo.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")
-    demo.set_defaults(run=run_demo)
+    demo.set_defaults(run=run_demo, parser=demo)
     return parser
 
 

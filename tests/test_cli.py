@@ -1,13 +1,14 @@
 """The `funcdl` command: run in-process through `main`, and once as `python -m funcdl`."""
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 
 import funcdl
-from funcdl import cli, examples
+from funcdl import cli, example_commands, examples
 from funcdl.autodiff.vjps import PRIMITIVES
 
 
@@ -46,6 +47,73 @@ def test_usage_errors_are_one_line_and_exit_with_code_2(argv, message, capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert err.count("--help") == 1  # the hint once
+
+
+@pytest.mark.parametrize("command", [["run", "adaline"], ["demo"]])
+@pytest.mark.parametrize("problem", ["file", "under_a_file"])
+def test_a_bad_out_folder_is_a_usage_error_found_before_training(command, problem, tmp_path,
+                                                                 monkeypatch, capsys):
+    file = tmp_path / "pictures.png"
+    file.write_text("not a folder")
+    out = file if problem == "file" else file / "more"
+    trained = []
+    monkeypatch.setattr(examples.load("adaline"), "run", lambda **options: trained.append(1))
+    with pytest.raises(SystemExit) as done:
+        cli.main([*command, "--out", str(out), "--no-cache"])
+    assert done.value.code == 2 and not trained
+    captured = capsys.readouterr()
+    expected = ("exists and is not a folder" if problem == "file" else
+                f"{str(file)!r} is a file, so {str(out)!r} cannot be a folder")
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"funcdl {command[0]}: error: argument --out: the pictures' folder ")
+    assert expected in captured.err and file.read_text() == "not a folder"
+
+
+def test_the_default_out_folder_is_checked_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("")  # runs/adaline cannot be made
+    with pytest.raises(SystemExit) as done:
+        cli.main(["run", "adaline", "--no-cache"])
+    assert done.value.code == 2
+    assert "the pictures' folder 'runs' is a file, so 'runs/adaline' cannot be" in capsys.readouterr().err
+
+
+def test_folder_problem_is_none_for_a_new_or_existing_folder(tmp_path):
+    assert example_commands.folder_problem(tmp_path) is None
+    assert example_commands.folder_problem(tmp_path / "new" / "deeper") is None
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_every_optimizer_name_is_an_fdl_optim_alias_and_each_example_takes_it(capsys, tmp_path):
+    assert set(cli.OPTIMIZERS) == {"sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"}
+    # boston and digits call `getattr(fdl.optim, name)(lr)`; optimizers has its own table
+    assert all(callable(getattr(funcdl.optim, name)) for name in cli.OPTIMIZERS)
+    optimizers = examples.load("optimizers")
+    assert set(cli.OPTIMIZERS) == {*optimizers.SEED_OPTIMIZERS, *optimizers.MORE_OPTIMIZERS}
+    for name in cli.OPTIMIZERS:
+        assert cli.build_parser().parse_args(["run", "digits", "--optimizer", name]).optimizer == name
+    assert cli.main(["run", "optimizers", "--optimizer", "adamw", "--epochs", "2",
+                     "--out", str(tmp_path), "--no-cache"]) == 0
+    assert "    adamw(lr=0.01): loss 0.298371 ->" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="`optimizer` must be one of sgd, .*, adamw, got 'lbfgs'"):
+        optimizers.run(optimizer="lbfgs", out_dir=str(tmp_path))
+
+
+def test_a_quick_run_says_what_it_checked_and_never_pass(tmp_path, capsys):
+    assert cli.main(["run", "boston", "--quick", "--out", str(tmp_path), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "boston, quick run: checks training ran: the train and test MSE fell" in out
+    assert re.search(r"in 100 epochs train MSE fell from \d+\.\d to \d+\.\d\d, test MSE from", out)
+    assert "[ok]" in out and "[pass]" not in out and "the seed reports" not in out
+
+
+def test_a_diverging_run_is_one_line_and_exit_code_1(tmp_path, capsys):
+    assert cli.main(["run", "boston", "--lr", "10", "--epochs", "30", "--out", str(tmp_path),
+                     "--no-cache"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("funcdl run boston: fit: ") and "non-finite" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_list_names_every_example_with_its_seed(capsys):

@@ -1,10 +1,15 @@
 """Every example in quick mode, its results checked against the seed or an independent reference.
 
 Each example runs once per session (module-scoped fixtures); the pictures go to a temporary
-folder and are decoded with Pillow.
+folder and are decoded with Pillow. Every figure an example saves passes through
+`examples.save` or `examples.save_animation`; the fixture wraps both to inspect the figure's
+text and axes right after it is written.
 """
+import contextlib
+import io
 import json
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -19,28 +24,73 @@ PUBLISHED = {  # Mazur (2015), the worked example of seed 002, as published
 }
 
 
+def describe(fig):
+    """What a reader needs of a saved figure: the smallest text in points (every visible,
+    non-empty Text artist, tick labels included), and each axes' missing labels or title."""
+    from matplotlib.text import Text
+
+    sizes = [text.get_fontsize() for text in fig.findobj(Text)
+             if text.get_visible() and text.get_text().strip()]
+    suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    missing = []
+    for ax in fig.axes:
+        if hasattr(ax, "_colorbar"):  # a colorbar's axes: its one label says what the colour is
+            missing += [] if (ax.get_ylabel() or ax.get_xlabel()) else ["colorbar label"]
+            continue
+        missing += [part for part, text in (("xlabel", ax.get_xlabel()), ("ylabel", ax.get_ylabel()),
+                                            ("title", ax.get_title() or suptitle)) if not text]
+    return {"smallest_pt": min(sizes), "missing": missing}
+
+
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    """ran(name) -> the quick results of example `name` (each computed once)."""
+    """ran(name) -> the quick results of example `name` (each computed once), with
+    "printed" (stdout), "stderr" and "figures" {file name: describe(fig)} added."""
     cache = {}
 
     def result(name):
         if name not in cache:
             out = tmp_path_factory.mktemp(name)
-            cache[name] = examples.load(name).run(quick=True, out_dir=str(out))
+            figures, printed, stderr = {}, io.StringIO(), io.StringIO()
+            save, save_animation = examples.save, examples.save_animation
+
+            def recording_save(fig, out_dir, file_name):
+                path = save(fig, out_dir, file_name)
+                figures[file_name] = describe(fig)
+                return path
+
+            def recording_animation(fig, draw_frame, frames, out_dir, file_name, fps):
+                path = save_animation(fig, draw_frame, frames, out_dir, file_name, fps)
+                figures[file_name] = describe(fig)
+                return path
+
+            with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed), \
+                    contextlib.redirect_stderr(stderr):
+                patch.setattr(examples, "save", recording_save)
+                patch.setattr(examples, "save_animation", recording_animation)
+                results = examples.load(name).run(quick=True, out_dir=str(out))
+            cache[name] = {**results, "printed": printed.getvalue(), "stderr": stderr.getvalue(),
+                           "figures": figures}
         return cache[name]
 
     return result
 
 
 def check_pictures(results, count):
+    """Each picture decodes, reads at its native size (API.md "Pictures"), and went through
+    the examples' savers (so its fonts and labels were inspected)."""
     assert len(results["pictures"]) == count
     for path in results["pictures"]:
+        name = pathlib.Path(path).name
+        assert results["figures"][name]["smallest_pt"] >= examples.MIN_FONT_PT >= 9, name
+        assert results["figures"][name]["missing"] == [], name
         with Image.open(path) as image:
             assert image.format == ("GIF" if path.endswith(".gif") else "PNG")
-            assert 200 <= image.width <= 1200 and 150 <= image.height <= 800
-            if image.format == "GIF":
-                assert image.n_frames >= 4
+            if image.format == "PNG":  # Pillow reads the pHYs chunk (pixels per metre) as dpi
+                assert min(image.info["dpi"]) >= 100, (name, image.info.get("dpi"))
+                assert 600 <= image.width <= 1200 and 400 <= image.height <= 800, (name, image.size)
+            else:
+                assert image.width >= 800 and image.height >= 300, (name, image.size)
             assert image.convert("L").getextrema()[0] < 128  # something drawn on the white
 
 
@@ -57,6 +107,18 @@ def test_relu_quadratic_first_initialisation_fits_in_1500_and_second_does_not(ra
     assert results["iterations"] == 1500
     assert results["first_loss_at_1500"] < 0.15 < 0.5 < results["second_loss_at_1500"]
     check_pictures(results, 3)
+
+
+def test_relu_quadratic_animation_has_30_frames_in_the_full_run(ran):
+    relu_quadratic = examples.load("relu_quadratic")
+    gif = next(path for path in ran("relu_quadratic")["pictures"] if path.endswith(".gif"))
+    with Image.open(gif) as image:
+        assert image.n_frames == relu_quadratic.QUICK_FRAMES  # the quick run draws fewer
+    # the full run's frames: its iterations (8 passes over the samples), its frame count
+    full = relu_quadratic.frame_steps(8 * relu_quadratic.SAMPLES - 1, relu_quadratic.FRAMES)
+    assert len(full) >= 30 and full[0] == 39 and full[-1] == 8 * relu_quadratic.SAMPLES - 1
+    assert np.all(np.diff(full) > 0)
+    assert np.sum(full < relu_quadratic.SAMPLES) >= 20  # most frames while the first one fits
 
 
 def test_backprop_matches_the_published_numbers_in_both_autodiffs(ran):
@@ -144,6 +206,22 @@ def test_xor_reproduces_the_seed(ran):
     check_pictures(results, 1)
 
 
+def test_xor_progress_bar_and_text_show_the_same_loss(ran):
+    """The bar shows the trained loss, the summed squared error; the text prints the same
+    number, says that it is the bar's, and gives the mean (the seed's number) beside it."""
+    results = ran("xor")
+    shown = re.findall(r"loss[=:\s]\s*([0-9][0-9.eE+-]*)", results["stderr"])
+    assert shown, f"no loss in the progress output: {results['stderr'][-300:]!r}"
+    bar = shown[-1]  # the last epoch's
+    text = re.search(r"summed squared error ([0-9.eE+-]+) \(the bar's loss\), mean ([0-9.eE+-]+)",
+                     results["printed"])
+    assert text is not None, results["printed"]
+    assert float(bar) == pytest.approx(float(text.group(1)), rel=5e-3)  # as each rounds it
+    assert float(text.group(1)) == pytest.approx(results["summed_loss"], rel=1e-3)
+    assert float(text.group(2)) == pytest.approx(results["summed_loss"] / 4, rel=1e-12)
+    assert results["loss"] == pytest.approx(results["summed_loss"] / 4, rel=1e-12)
+
+
 def test_digits_quick_accuracy(ran):
     results = ran("digits")
     assert results["test_accuracy"] >= 0.95
@@ -154,10 +232,32 @@ def test_digits_quick_accuracy(ran):
     check_pictures(results, 2)
 
 
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_a_quick_verdict_says_what_it_checked_not_the_seeds_numbers(name, ran):
+    """The quick run's verdict names its own check; the seed's report is the full run's."""
+    results = ran(name)
+    module = examples.load(name)
+    checks, got, passed = module.verdict(results)
+    seed_reports, _, _ = module.verdict({**results, "quick": False})
+    assert passed and checks != seed_reports and got
+
+
+def test_boston_quick_verdict_is_whether_the_loss_fell():
+    boston = examples.load("boston")
+    fell = {"quick": True, "epochs": 100, "first_train_mse": 600.0, "train_mse": 34.7,
+            "first_test_mse": 700.0, "test_mse": 30.0, "closed_form_test_mse": 21.9}
+    checks, got, passed = boston.verdict(fell)
+    assert passed and "23.73" not in checks + got and "fell from 600.0 to 34.70" in got
+    assert not boston.verdict({**fell, "test_mse": 701.0})[2]
+    assert not boston.verdict({**fell, "train_mse": 600.5})[2]
+    # the full run compares with the closed form: 34.7 is far from it, whatever fell
+    assert not boston.verdict({**fell, "quick": False, "epochs": 300})[2]
+
+
 def test_every_example_has_the_interface():
     for name in examples.NAMES:
         module = examples.load(name)
-        assert callable(module.run) and callable(module.verdict) and callable(module.main)
+        assert callable(module.run) and callable(module.verdict)
         assert isinstance(module.SEED, str) and module.SHOWS and isinstance(module.OPTIONS, tuple)
     with pytest.raises(ValueError, match="`name` must be one of adaline, .*got 'mnist'"):
         examples.load("mnist")

@@ -96,19 +96,15 @@ def run(quick=False, out_dir="runs/backprop", *, lr=0.5, backend="both"):
     deviation = max(abs(column[name] - PUBLISHED[name]) for column in columns.values()
                     for name in PUBLISHED)
     print(f"largest difference from the published values: {deviation:.2e}")
-    return {"published": PUBLISHED, **columns, "max_deviation": deviation, "pictures": []}
+    return {"quick": quick, "published": PUBLISHED, **columns, "max_deviation": deviation,
+            "pictures": []}
 
 
 def verdict(results):
-    """Passes if both autodiffs give every published number to 1e-6."""
-    return ("h1 0.593270, o1 0.751365, loss 0.298371, dw5 0.082167, w5' 0.358916",
-            f"all {len(PUBLISHED)} published numbers within {results['max_deviation']:.1e}",
-            results["max_deviation"] < 1e-6)
+    """Passes if both autodiffs give every published number to 1e-6 (quick or not: one step)."""
+    reference = ("every published number to 1e-6 (the quick run is the full one step)"
+                 if results["quick"] else
+                 "h1 0.593270, o1 0.751365, loss 0.298371, dw5 0.082167, w5' 0.358916")
+    return (reference, f"all {len(PUBLISHED)} published numbers within "
+            f"{results['max_deviation']:.1e}", results["max_deviation"] < 1e-6)
 
-
-def main():
-    examples.command_line("backprop")
-
-
-if __name__ == "__main__":
-    main()

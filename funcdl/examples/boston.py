@@ -67,38 +67,52 @@ def run(quick=False, out_dir="runs/boston", *, epochs=None, lr=1e-2, optimizer="
         epochs=epochs, grad_backend=backend, progress=False)
     test_mse = fdl.train.evaluate(model, params, fdl.losses.mse_loss, x_test, y_test)["loss"]
     closed_form = closed_form_test_mse(x_train, y_train, x_test, y_test)
-    print(f"train MSE after {epochs} epochs: {history['loss'][-1]:.2f} (the seed: 23.73)")
+    print(f"train MSE after {epochs} epochs: {history['loss'][-1]:.2f} (the seed: 23.73 after 300)")
     print(f"test MSE: {test_mse:.2f} (before training {first_test_mse:.1f}); "
           f"closed-form least squares: {closed_form:.2f}")
     predictions = np.asarray(fdl.train.predict(model, params, x_test))[:, 0]
-    picture = plot(history["loss"], predictions, np.asarray(y_test)[:, 0], out_dir)
-    return {"epochs": epochs, "train_mse": history["loss"][-1], "test_mse": test_mse,
+    picture = plot(history["loss"], predictions, np.asarray(y_test)[:, 0], lr, out_dir)
+    return {"quick": quick, "epochs": epochs, "first_train_mse": history["loss"][0],
+            "train_mse": history["loss"][-1], "test_mse": test_mse,
             "first_test_mse": first_test_mse, "closed_form_test_mse": closed_form,
             "pictures": [picture]}
 
 
-def plot(losses, predictions, truth, out_dir):
-    fig, (ax_loss, ax_fit) = examples.figure(1, 2, width=9, height=3.5)
+def plot(losses, predictions, truth, lr, out_dir):
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, (ax_loss, ax_fit) = examples.figure(1, 2, width=9, height=3.9)
+    fig.suptitle(f"Boston housing: linear regression 13 -> 1 by gradient descent, lr {lr:g}, "
+                 f"{len(losses)} epochs")
     ax_loss.plot(np.arange(1, len(losses) + 1), losses)
-    ax_loss.set(xlabel="epoch", ylabel="train MSE", yscale="log", title="gradient descent")
-    ax_fit.scatter(truth, predictions, s=10)
-    ax_fit.plot([0, 50], [0, 50], "k--", linewidth=0.8)
-    ax_fit.set(xlabel="true medv ($1000s)", ylabel="predicted", title="test districts")
+    ax_loss.set(xlabel="epoch (one full-batch step)", ylabel="train MSE (($1000s)², log scale)",
+                yscale="log", title=f"training loss: {losses[0]:.0f} -> {losses[-1]:.2f}")
+    ax_loss.yaxis.set_major_formatter(ScalarFormatter())  # 20, 50, 100, not 2 x 10^1
+    ax_loss.yaxis.set_minor_formatter(NullFormatter())
+    ax_loss.set_yticks([t for t in (10, 20, 50, 100, 200, 500, 1000, 2000)
+                        if min(losses) / 1.2 <= t <= max(losses) * 1.2])
+    ax_fit.scatter(truth, predictions, s=12, label="test district")
+    ax_fit.plot([0, 50], [0, 50], "k--", linewidth=0.8, label="prediction = truth")
+    ax_fit.set(xlabel="true median value ($1000s)", ylabel="predicted median value ($1000s)",
+               title=f"the {len(truth)} test districts")
+    examples.legend_outside(ax_fit)
     return examples.save(fig, out_dir, "boston.png")
 
 
 def verdict(results):
-    """Full run: test MSE within 10% of the closed form's. Shorter runs: the test MSE improved."""
+    """Full run (>= 300 epochs): test MSE within 10% of the closed form's. Shorter or quick runs
+    check only that training worked: the train and the test MSE both fell."""
+    fell = results["train_mse"] < results["first_train_mse"] and results["test_mse"] < results["first_test_mse"]
+    if results["quick"] or results["epochs"] < 300:
+        got = (f"in {results['epochs']} epochs train MSE fell from {results['first_train_mse']:.1f} "
+               f"to {results['train_mse']:.2f}, test MSE from {results['first_test_mse']:.1f} to "
+               f"{results['test_mse']:.2f}")
+        checks = f"training ran: the train and test MSE fell ({results['epochs']} of the seed's 300 epochs)"
+        if not results["quick"]:
+            checks = (f"train MSE 23.73 after 300 epochs (a {results['epochs']}-epoch run checks "
+                      "only that the MSE fell)")
+        return checks, got, fell
     ratio = results["test_mse"] / results["closed_form_test_mse"]
     got = (f"train MSE {results['train_mse']:.2f}; test {results['test_mse']:.2f} vs closed form "
            f"{results['closed_form_test_mse']:.2f} ({ratio:.2f}x)")
-    passed = abs(ratio - 1) < 0.1 if results["epochs"] >= 300 else results["test_mse"] < results["first_test_mse"]
-    return "train MSE 23.73 after 300 epochs", got, passed
-
-
-def main():
-    examples.command_line("boston")
-
-
-if __name__ == "__main__":
-    main()
+    return "train MSE 23.73 after 300 epochs", got, abs(ratio - 1) < 0.1

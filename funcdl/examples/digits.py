@@ -51,6 +51,7 @@ def split():
 
 
 LEARNING_RATES = {"mlp": 1e-3, "cnn": 5e-3}
+DESCRIPTIONS = {"mlp": "MLP 64-128-10", "cnn": "CNN (two conv-pool blocks, Linear(10))"}
 
 
 def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="adam",
@@ -75,48 +76,49 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="
     np.add.at(confusion, (np.asarray(y_test), predicted), 1)
     print(f"{model}, {epochs} epochs: validation accuracy {history['val_accuracy'][-1]:.4f}, "
           f"test accuracy {test['accuracy']:.4f} on {len(y_test)} images")
-    pictures = [plot_history(history, out_dir), plot_confusion(confusion, out_dir)]
-    return {"epochs": epochs, "model": model, "history": history, "test_loss": test["loss"],
+    title = f"{DESCRIPTIONS.get(model, model)}, {optimizer} lr {lr:g}, {epochs} epochs"
+    pictures = [plot_history(history, title, out_dir),
+                plot_confusion(confusion, test["accuracy"], title, out_dir)]
+    return {"quick": quick, "epochs": epochs, "model": model, "history": history, "test_loss": test["loss"],
             "test_accuracy": test["accuracy"], "confusion": confusion.tolist(), "pictures": pictures}
 
 
-def plot_history(history, out_dir):
-    fig, (ax_loss, ax_accuracy) = examples.figure(1, 2, width=9, height=3.5)
+def plot_history(history, title, out_dir):
+    fig, (ax_loss, ax_accuracy) = examples.figure(1, 2, width=9, height=3.9)
+    fig.suptitle(f"8x8 digits, {title}: loss and accuracy per epoch")
     epochs = np.arange(1, len(history["loss"]) + 1)
-    for name in ("loss", "val_loss"):
-        ax_loss.plot(epochs, history[name], label=name)
-    for name in ("accuracy", "val_accuracy"):
-        ax_accuracy.plot(epochs, history[name], label=name)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log")
-    ax_accuracy.set(xlabel="epoch", ylabel="accuracy", ylim=(0.8, 1.0))
-    ax_loss.legend()
-    ax_accuracy.legend()
+    for name, label in (("loss", "training"), ("val_loss", "validation")):
+        ax_loss.plot(epochs, history[name], label=label)
+    for name, label in (("accuracy", "training"), ("val_accuracy", "validation")):
+        ax_accuracy.plot(epochs, history[name], label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image, log scale)", yscale="log",
+                title="loss")
+    ax_accuracy.set(xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0.8, 1.0),
+                    title="accuracy")
+    examples.legend_outside(ax_accuracy)
     return examples.save(fig, out_dir, "digits_curves.png")
 
 
-def plot_confusion(confusion, out_dir):
-    fig, ax = examples.figure(width=4.5, height=4)
-    ax.imshow(confusion, cmap="Blues")
+def plot_confusion(confusion, accuracy, title, out_dir):
+    fig, ax = examples.figure(width=6, height=5.8)  # no suptitle: it pushes the square off the page
+    image = ax.imshow(confusion, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="test images")
     for (true, predicted), count in np.ndenumerate(confusion):
         if count:
-            ax.text(predicted, true, count, ha="center", va="center", fontsize=7,
+            ax.text(predicted, true, count, ha="center", va="center", fontsize=10,
                     color="white" if count > confusion.max() / 2 else "black")
-    ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10),
-           title="test confusion matrix")
+    ax.set(xlabel="predicted digit", ylabel="true digit", xticks=range(10), yticks=range(10),
+           title=f"8x8 digits: confusion matrix of the {confusion.sum()} test images\n{title}\n"
+                 f"{accuracy:.1%} correct (on the diagonal)")
     return examples.save(fig, out_dir, "digits_confusion.png")
 
 
 def verdict(results):
-    """Passes at >= 97% test accuracy (>= 95% for runs shorter than the full 40 epochs)."""
+    """Passes at >= 97% test accuracy; the quick run (15 epochs) checks >= 95%."""
     target = 0.97 if results["epochs"] >= 40 else 0.95
-    return ("(not in the seeds) target >= 97% test accuracy",
-            f"{results['model']}: test accuracy {results['test_accuracy']:.1%}",
+    got = f"{results['model']}: test accuracy {results['test_accuracy']:.1%}"
+    if results["quick"]:
+        return (f"test accuracy >= 95% after {results['epochs']} epochs (the full run: 97% after 40)",
+                got, results["test_accuracy"] >= target)
+    return ("nothing (digits is beyond the seeds); the target is >= 97% test accuracy", got,
             results["test_accuracy"] >= target)
-
-
-def main():
-    examples.command_line("digits")
-
-
-if __name__ == "__main__":
-    main()

@@ -30,6 +30,9 @@ SEED_OPTIMIZERS = {
     "rmsprop": (fdl.optim.rmsprop, {"lr": 0.01, "momentum": 0.5}),
     "adam": (fdl.optim.adam, {"lr": 0.01}),
 }
+# Beyond the seed, trained only when named (`--optimizer adamw`): Adam's lr, PyTorch's
+# default decoupled weight decay (0.01).
+MORE_OPTIMIZERS = {"adamw": (fdl.optim.adamw, {"lr": 0.01})}
 TEMPERATURE = np.array([10, 10.5, 11, 11.2, 11.3, 12, 12.1, 12.6, 12.4, 13, 13.8, 13.91, 14.0,
                         13.6, 14.9, 15.21, 15.64, 16, 16.89, 17.9])
 BETAS = (0.5, 0.9)
@@ -66,8 +69,14 @@ def ema(values, beta):
 
 def run(quick=False, out_dir="runs/optimizers", *, epochs=100, lr=None, optimizer=None,
         backend="jax"):
-    """Train with each of the seed's optimizers (or only `optimizer`, at `lr` if given)."""
-    chosen = SEED_OPTIMIZERS if optimizer is None else {optimizer: SEED_OPTIMIZERS[optimizer]}
+    """Train with each of the seed's optimizers (or only `optimizer`, at `lr` if given).
+
+    optimizer: a name of `SEED_OPTIMIZERS` or `MORE_OPTIMIZERS` (None: the seed's five).
+    """
+    known = {**SEED_OPTIMIZERS, **MORE_OPTIMIZERS}
+    if optimizer is not None and optimizer not in known:
+        raise ValueError(f"`optimizer` must be one of {', '.join(known)}, got {optimizer!r}")
+    chosen = SEED_OPTIMIZERS if optimizer is None else {optimizer: known[optimizer]}
     epochs = 20 if quick and epochs == 100 else epochs
     curves = {}
     for name, (factory, hyperparameters) in chosen.items():
@@ -80,7 +89,7 @@ def run(quick=False, out_dir="runs/optimizers", *, epochs=100, lr=None, optimize
     averages = {beta: ema(TEMPERATURE, beta) for beta in BETAS}
     for beta, values in averages.items():
         print(f"EMA beta={beta}: " + " ".join(f"{value:.2f}" for value in values))
-    return {"losses": {name: c.tolist() for name, c in curves.items()},
+    return {"quick": quick, "epochs": epochs, "losses": {name: c.tolist() for name, c in curves.items()},
             "first_loss": {name: float(c[0]) for name, c in curves.items()},
             "final_loss": {name: float(c[-1]) for name, c in curves.items()},
             "ema": {beta: values.tolist() for beta, values in averages.items()},
@@ -88,35 +97,33 @@ def run(quick=False, out_dir="runs/optimizers", *, epochs=100, lr=None, optimize
 
 
 def plot_losses(curves, out_dir):
-    fig, ax = examples.figure(width=6, height=3.5)
+    fig, ax = examples.figure(width=7.5, height=3.8)
     for name, losses in curves.items():
         ax.plot(np.arange(1, len(losses) + 1), losses, label=name)
-    ax.set(xlabel="epoch", ylabel="MSE loss", yscale="log", title="the seed's five optimizers")
-    ax.legend()
+    ax.set(xlabel="epoch (one full-batch step)", ylabel="MSE loss (log scale)", yscale="log",
+           title=f"the 2-2-2 sigmoid network trained by {len(curves)} optimizer"
+                 f"{'s' if len(curves) > 1 else ''}, {len(next(iter(curves.values())))} epochs")
+    examples.legend_outside(ax, title="optimizer")
     return examples.save(fig, out_dir, "optimizers.png")
 
 
 def plot_ema(averages, out_dir):
-    fig, ax = examples.figure(width=6, height=3.5)
+    fig, ax = examples.figure(width=7.5, height=3.8)
     days = np.arange(1, len(TEMPERATURE) + 1)
-    ax.scatter(days, TEMPERATURE, s=12, color="k", label="temperature")
+    ax.scatter(days, TEMPERATURE, s=16, color="k", label="daily temperature")
     for beta, values in averages.items():
         ax.plot(days, values, label=f"EMA, beta = {beta}")
-    ax.set(xlabel="day", ylabel="°C", title="exponential moving average")
-    ax.legend()
+    ax.set(xlabel="day", ylabel="temperature (°C)", xticks=days[::2],
+           title="exponential moving average of 20 daily temperatures")
+    examples.legend_outside(ax)
     return examples.save(fig, out_dir, "ema.png")
 
 
 def verdict(results):
-    """Passes if every optimizer ends below where it started."""
+    """Passes if every optimizer ends below where it started (the seed prints no final numbers,
+    so the full run and the quick run, 20 epochs, check the same)."""
     final = ", ".join(f"{name} {loss:.4f}" for name, loss in results["final_loss"].items())
     passed = all(results["final_loss"][name] < first for name, first in results["first_loss"].items())
+    if results["quick"]:
+        return f"every loss falls from 0.2984 in {results['epochs']} epochs", f"final: {final}", passed
     return "every loss falls from 0.2984 (no final numbers printed)", f"final: {final}", passed
-
-
-def main():
-    examples.command_line("optimizers")
-
-
-if __name__ == "__main__":
-    main()
