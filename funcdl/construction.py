@@ -22,7 +22,8 @@ stores the call that built the result on the functions it returns:
 
 - ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``None``, NumPy scalars and
   dtypes by value and type (``1`` and ``1.0`` differ; floats bit for bit, so ``nan`` equals
-  itself and ``-0.0`` differs from ``0.0``); tuples and lists element by element;
+  itself and ``-0.0`` differs from ``0.0``); tuples and lists element by element; plain dicts
+  (a mask of `fdl.optim.masked`, the labels of `multi_transform`) key by key;
 - anything with a record (a layer, an optimizer, a schedule, an initializer) by its record;
 - everything else by identity: arrays, lambdas, plain functions, other objects.
 
@@ -149,6 +150,12 @@ def construction_key(value):
         return (type(value), value)
     if isinstance(value, (tuple, list)):
         return (type(value), tuple(construction_key(v) for v in value))
+    if type(value) is dict:  # a mask or labels pytree; jax orders a dict's leaves by key
+        try:
+            items = sorted(value.items())
+        except TypeError:  # keys of several types: compare by identity
+            return _Identity(value)
+        return (dict, tuple((key, construction_key(v)) for key, v in items))
     return _Identity(value)
 
 

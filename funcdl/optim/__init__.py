@@ -5,13 +5,23 @@
     updates, state = opt.update(grads, state, params)
     params = fdl.optim.apply_updates(params, updates)
 
-Only jax is used here (no other funcdl module, no optax). `alias` composes the transforms of
-`transforms`, `adaptive` and `clipping`; `schedules` holds learning-rate schedules `step -> lr`.
+Only jax is used here (no other funcdl module but `funcdl.construction`, no optax). `alias`
+composes the transforms of `transforms`, `adaptive` and `clipping`; `masking` applies them per
+leaf (masks, labels, freezing); `schedules` holds learning-rate schedules `step -> lr`.
 """
 from funcdl.optim import schedules
 from funcdl.optim.alias import adagrad, adam, adamw, momentum, rmsprop, sgd
 from funcdl.optim.base import EmptyState, Optimizer, apply_updates, chain, identity
 from funcdl.optim.clipping import clip_by_global_norm
+from funcdl.optim.masking import (
+    MaskedNode,
+    MaskedState,
+    MultiTransformState,
+    freeze,
+    masked,
+    multi_transform,
+    set_to_zero,
+)
 from funcdl.optim.adaptive import (
     ScaleByAdagradState,
     ScaleByAdamState,
@@ -43,6 +53,13 @@ __all__ = [
     "adam",
     "adamw",
     "clip_by_global_norm",
+    "masked",
+    "set_to_zero",
+    "multi_transform",
+    "freeze",
+    "MaskedNode",
+    "MaskedState",
+    "MultiTransformState",
     "add_decayed_weights",
     "decoupled_weight_decay",
     "trace",
