@@ -20,7 +20,8 @@ from funcdl.nn.activations import GELU, SiLU
 from funcdl.nn.conv import AvgPool2d, Conv1d, Conv2d, MaxPool2d
 from funcdl.nn.embedding import Embedding
 from funcdl.nn.norm import LayerNorm
+from funcdl.nn.summary import summary
 
 __all__ = ["Model", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
            "LogSoftmax", "Dropout", "Flatten", "init", "named_model",
-           "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU"]
+           "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU", "summary"]
