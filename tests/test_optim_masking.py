@@ -152,3 +152,23 @@ def test_bad_masks_and_labels_name_the_argument(make, error, match):
 def test_multi_transform_needs_a_dict_of_transforms():
     with pytest.raises(TypeError, match=r"`transforms` must be a non-empty dict"):
         optim.multi_transform([optim.sgd(0.1)], {"dense": 0, "head": 0})
+
+
+def test_learning_rates_are_read_from_the_construction():
+    cosine = optim.schedules.cosine_decay(0.1, 100)
+    assert optim.learning_rates(optim.adamw(cosine)) == {"lr": cosine}
+    assert optim.learning_rates(optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.5))) == {
+        "lr": 0.5}
+    assert optim.learning_rates(optim.freeze(optim.rmsprop(0.01), {"dense": False,
+                                                                    "head": True})) == {
+        "lr": 0.01}
+    multi = optim.multi_transform({"a": optim.sgd(0.1), "b": optim.adam(cosine)},
+                                  {"dense": "a", "head": "b"})
+    assert optim.learning_rates(multi) == {"lr/a": 0.1, "lr/b": cosine}
+    assert optim.learning_rates(optim.Optimizer(lambda p: (), lambda g, s, p=None: (g, s))) == {}
+    assert optim.learning_rates(optim.clip_by_global_norm(1.0)) == {}
+    # the value at a step is the schedule's, computed independently here
+    for step in (0, 37, 100):
+        expected = 0.1 * 0.5 * (1 + np.cos(np.pi * step / 100))
+        assert optim.learning_rate_value(cosine, step) == pytest.approx(expected, rel=1e-6)
+    assert optim.learning_rate_value(0.5, 3) == 0.5

@@ -13,6 +13,7 @@ from funcdl.optim import schedules
 from funcdl.optim.alias import adagrad, adam, adamw, momentum, rmsprop, sgd
 from funcdl.optim.base import EmptyState, Optimizer, apply_updates, chain, identity
 from funcdl.optim.clipping import clip_by_global_norm
+from funcdl.optim.learning_rates import learning_rate_value, learning_rates
 from funcdl.optim.masking import (
     MaskedNode,
     MaskedState,
@@ -53,6 +54,8 @@ __all__ = [
     "adam",
     "adamw",
     "clip_by_global_norm",
+    "learning_rates",
+    "learning_rate_value",
     "masked",
     "set_to_zero",
     "multi_transform",
