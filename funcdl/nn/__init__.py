@@ -21,7 +21,10 @@ from funcdl.nn.conv import AvgPool2d, Conv1d, Conv2d, MaxPool2d
 from funcdl.nn.embedding import Embedding
 from funcdl.nn.norm import LayerNorm
 from funcdl.nn.summary import summary
+from funcdl.nn.state import Variables, is_stateful
+from funcdl.nn.batchnorm import BatchNorm1d, BatchNorm2d
 
 __all__ = ["Model", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
            "LogSoftmax", "Dropout", "Flatten", "init", "named_model",
-           "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU", "summary"]
+           "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU", "summary",
+           "Variables", "is_stateful", "BatchNorm1d", "BatchNorm2d"]

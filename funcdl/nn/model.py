@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from funcdl import construction
+from funcdl.nn.state import Variables, check_variables, is_stateful, mark_stateful
 
 
 class Model(NamedTuple):
@@ -247,7 +248,10 @@ def Sequential(*layers) -> Model:
     """Layers applied one after another; the output of each is the input of the next.
 
     layers: `Model`s, or plain functions ``x -> y`` (parameter-free layers, e.g. ``fdl.ops.relu``).
-    params: a list with one entry per layer (``{}`` for parameter-free layers).
+    params: a list with one entry per layer (``{}`` for parameter-free layers). With a stateful
+    layer (``BatchNorm2d``), the Sequential is stateful: ``init`` returns
+    ``Variables(params_list, state_list)`` (``{}`` for the layers without state) and ``apply``
+    returns ``(y, state_list)``.
     apply splits ``key`` once per layer, ``jax.random.split(key, len(layers))``, and passes
     each layer its key (``None`` stays ``None``) and ``train``. No layers: the identity.
 
@@ -263,32 +267,52 @@ def Sequential(*layers) -> Model:
     models = [_as_model(layer, i) for i, layer in enumerate(layers)]
     names = [layer_name(m) for m in models]
     name = f"Sequential({', '.join(names)})"
+    stateful = [is_stateful(m) for m in models]
 
     def init(key, x):
         check_key(key, name)
         x = sample_struct(x, name)
         keys = jax.random.split(key, len(models))
-        params = []
+        params, states = [], []
         for i, (model, layer) in enumerate(zip(models, names)):
             with located(f"Sequential layer {i}", layer):
-                params.append(model.init(keys[i], x))
+                made = model.init(keys[i], x)
+                layer_params, layer_state = made if stateful[i] else (made, {})
+                params.append(layer_params)
+                states.append(layer_state)
                 # Shapes only: the layer is traced, never run on data.
-                x = jax.eval_shape(model.apply, params[i], x)
-        return params
+                out = jax.eval_shape(model.apply, made, x)
+                x = out[0] if stateful[i] else out
+        return Variables(params, states) if any(stateful) else params
+
+    def check_entries(value, what):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name}: `{what}` must be a list with one entry per layer "
+                            f"({len(models)}), got {type(value).__name__}")
+        if len(value) != len(models):
+            raise ValueError(f"{name}: `{what}` must have one entry per layer: expected "
+                             f"{len(models)} entries, got {len(value)}")
 
     def apply(params, x, *, key=None, train=False):
-        if not isinstance(params, (list, tuple)):
-            raise TypeError(f"{name}: `params` must be a list with one entry per layer "
-                            f"({len(models)}), got {type(params).__name__}")
-        if len(params) != len(models):
-            raise ValueError(f"{name}: `params` must have one entry per layer: expected "
-                             f"{len(models)} entries, got {len(params)}")
+        if any(stateful):
+            params, states = check_variables(params, name)
+            check_entries(states, "variables.state")
+        check_entries(params, "params")
         if key is not None:
             check_key(key, name)
             keys = jax.random.split(key, len(models))
+        new_states = []
         for i, (model, layer) in enumerate(zip(models, names)):
             with located(f"Sequential layer {i}", layer):
-                x = model.apply(params[i], x, key=None if key is None else keys[i], train=train)
-        return x
+                layer_key = None if key is None else keys[i]
+                if stateful[i]:
+                    x, layer_state = model.apply(Variables(params[i], states[i]), x,
+                                                 key=layer_key, train=train)
+                    new_states.append(layer_state)
+                else:
+                    x = model.apply(params[i], x, key=layer_key, train=train)
+                    new_states.append({})
+        return (x, new_states) if any(stateful) else x
 
-    return named_model(name, init, apply)
+    model = named_model(name, init, apply)
+    return mark_stateful(model) if any(stateful) else model

@@ -10,6 +10,7 @@ import numpy as np
 
 from funcdl import construction
 from funcdl.nn.model import Model, Sequential, _as_model, layer_name, sample_struct
+from funcdl.nn.state import Variables, is_stateful
 
 
 class Row(NamedTuple):
@@ -40,16 +41,22 @@ def _shape(out):
     return jax.tree_util.tree_map(lambda leaf: tuple(leaf.shape), out)
 
 
-def _rows(model: Model, params, x, name: str, depth: int) -> tuple:
-    """(rows of `model` and its sublayers, the output's struct)."""
+def _rows(model: Model, variables, x, name: str, depth: int) -> tuple:
+    """(rows of `model` and its sublayers, the output's struct). `variables`: the params, or
+    a stateful model's `Variables` (the params are counted; the state is not a param)."""
     layers = _sublayers(model)
-    out = jax.eval_shape(lambda p, v: model.apply(p, v), params, x)
+    stateful = is_stateful(model)
+    out = jax.eval_shape(lambda v, sample: model.apply(v, sample), variables, x)
+    out = out[0] if stateful else out
+    params = variables.params if stateful else variables
     count, dtypes, nbytes = _count(params)
     rows: List[Row] = [Row(name, depth, _shape(out), count, dtypes, nbytes)]
     if layers:
         inner = x
-        for i, (layer, layer_params) in enumerate(zip(layers, params)):
-            more, inner = _rows(layer, layer_params, inner, f"{i} {_name(layer)}", depth + 1)
+        for i, layer in enumerate(layers):
+            layer_variables = (Variables(params[i], variables.state[i]) if is_stateful(layer)
+                               else params[i])
+            more, inner = _rows(layer, layer_variables, inner, f"{i} {_name(layer)}", depth + 1)
             rows.extend(more)
     return rows, out
 
@@ -101,8 +108,9 @@ def summary(model: Model, x) -> str:
     if not isinstance(model, Model):
         raise TypeError(f"summary: `model` must be a fdl.nn.Model, got {type(model).__name__}")
     x = sample_struct(x, "summary")
-    params = jax.eval_shape(model.init, jax.random.key(0), x)
-    rows, _ = _rows(model, params, x, _name(model), 0)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    rows, _ = _rows(model, variables, x, _name(model), 0)
+    params = variables.params if is_stateful(model) else variables
     cells = [("  " * row.depth + row.name, str(row.shape), f"{row.params:,}", row.dtypes)
              for row in rows]
     header = ("Layer", "Output shape", "Params", "Dtype")
