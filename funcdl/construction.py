@@ -234,3 +234,116 @@ def recorded_ne(self, other):
 def recorded_hash(self) -> int:
     holder = _holder_of(self)
     return tuple.__hash__(self) if holder is None else hash(holder.key)
+
+
+# ---------------------------------------------------------------- numbers as data
+# A record with its non-zero floats taken out: the part of an object that a compiled program
+# is specialised on (`Skeleton`, hashable), and the floats it can take as arguments.
+
+class _Slot(NamedTuple):
+    index: int
+
+
+class Skeleton:
+    """A construction with its non-zero float arguments replaced by numbered slots.
+
+    Two objects built by calls that differ only in those floats have equal skeletons (equal
+    and hashing alike), so a program compiled for one serves the other; `rebuild(values)`
+    makes the object again with `values` (numbers, or traced scalars) in the slots. Zeros stay
+    in the skeleton: a zero often changes the object's structure (no weight decay, no
+    momentum buffer). Ints, bools, strings and everything else stay too.
+    """
+    __slots__ = ("tree", "size", "key")
+
+    def __init__(self, tree, size: int):
+        self.tree, self.size, self.key = tree, size, _skeleton_key(tree)
+
+    def rebuild(self, values):
+        if len(values) != self.size:
+            raise ValueError(f"`values` must hold {self.size} numbers, got {len(values)}")
+        return _rebuild(self.tree, tuple(values))
+
+    def __eq__(self, other):
+        return isinstance(other, Skeleton) and other.key == self.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return f"Skeleton({self.size} numbers)"
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (float, np.floating)) and not isinstance(value, bool)
+            and value != 0)
+
+
+def _split(value, numbers: list):
+    holder = _holder_of(value)
+    if holder is not None:
+        record = holder.record
+        return ("call", record.constructor, tuple(_split(a, numbers) for a in record.args),
+                tuple((name, _split(v, numbers)) for name, v in record.kwargs.items()))
+    if _is_number(value):
+        numbers.append(float(value))
+        return _Slot(len(numbers) - 1)
+    if type(value) in (tuple, list):
+        return (type(value), tuple(_split(v, numbers) for v in value))
+    if type(value) is dict:
+        return (dict, tuple((key, _split(v, numbers)) for key, v in value.items()))
+    return ("leaf", value)
+
+
+def _skeleton_key(tree):
+    if isinstance(tree, _Slot):
+        return ("slot",)
+    kind = tree[0]
+    if kind == "call":
+        _, constructor, args, kwargs = tree
+        return ("call", _Identity(constructor), tuple(_skeleton_key(a) for a in args),
+                tuple(sorted((name, _skeleton_key(v)) for name, v in kwargs)))
+    if kind == "leaf":
+        return ("leaf", construction_key(tree[1]))
+    if kind is dict:
+        try:
+            items = sorted(tree[1], key=lambda item: item[0])
+        except TypeError:
+            items = tree[1]
+        return (dict, tuple((key, _skeleton_key(v)) for key, v in items))
+    return (kind, tuple(_skeleton_key(v) for v in tree[1]))
+
+
+def _rebuild(tree, values):
+    if isinstance(tree, _Slot):
+        return values[tree.index]
+    kind = tree[0]
+    if kind == "call":
+        _, constructor, args, kwargs = tree
+        return constructor(*(_rebuild(a, values) for a in args),
+                           **{name: _rebuild(v, values) for name, v in kwargs})
+    if kind == "leaf":
+        return tree[1]
+    if kind is dict:
+        return {key: _rebuild(v, values) for key, v in tree[1]}
+    return kind(_rebuild(v, values) for v in tree[1])
+
+
+def split_numbers(obj):
+    """`(Skeleton, numbers)` of an object built by a recorded constructor: its non-zero float
+    arguments (recursively, through the records of its arguments) as a tuple of floats, in a
+    fixed order, and the rest as a hashable `Skeleton`; None for an object without a record.
+
+    >>> from funcdl import optim
+    >>> skeleton, numbers = split_numbers(optim.adam(1e-3, weight_decay=0.0))
+    >>> numbers
+    (0.001, 0.9, 0.999, 1e-08)
+    >>> split_numbers(optim.adam(3e-4))[0] == skeleton, split_numbers(optim.adam(3e-4, weight_decay=0.1))[0] == skeleton
+    (True, False)
+    >>> skeleton.rebuild((3e-4, 0.9, 0.999, 1e-08)) == optim.adam(3e-4)
+    True
+    """
+    if _holder_of(obj) is None:
+        return None
+    numbers = []
+    tree = _split(obj, numbers)
+    return Skeleton(tree, len(numbers)), tuple(numbers)

@@ -3,7 +3,6 @@
 Same conventions as `transforms.py`: factories returning `Optimizer(init, update)`, NamedTuple
 states with commented shapes and dtypes, PyTorch's single-tensor order of operations.
 """
-import math
 from typing import NamedTuple, Optional, Tuple
 
 import jax
@@ -11,7 +10,7 @@ import jax.numpy as jnp
 
 from funcdl.construction import recorded
 from funcdl.optim.base import (Optimizer, check_matches, check_non_negative, check_state,
-                               default_float_dtype)
+                               complement, default_float_dtype, is_data, is_zero, log_of)
 
 tree_map = jax.tree_util.tree_map
 
@@ -19,22 +18,27 @@ tree_map = jax.tree_util.tree_map
 def lerp(start, end, weight: float):
     """`start + weight (end - start)`, evaluated as `torch.lerp` does on CPU (the other
     endpoint is used for weight >= 0.5, which is exact at weight = 1)."""
+    if is_data(weight):  # traced: both forms, chosen per the weight
+        return jnp.where(jnp.abs(weight) < 0.5, start + weight * (end - start),
+                         end - (end - start) * complement(weight))
     if abs(weight) < 0.5:
         return start + weight * (end - start)
     return end - (end - start) * (1 - weight)
 
 
-def one_minus_power(beta: float, t: jax.Array) -> jax.Array:
+def one_minus_power(beta: float, t: jax.Array, log_beta=None) -> jax.Array:
     """1 - beta^t for a Python float beta in [0, 1) and t >= 1, as -expm1(t log beta).
 
     PyTorch evaluates `1 - beta**t` in Python doubles and rounds the result once to the
     parameter's dtype. Evaluated directly in float32 (jax without x64), the subtraction cancels:
     1 - 0.999f is off by 1.3e-5 relative, which made float32 Adam drift from PyTorch by ~1e-4.
     The log is taken in double here, so the result is accurate to a few ulp in either dtype.
+    `log_beta`: log(beta) computed beforehand (for a traced beta: the host's double value,
+    taken while the optimizer is built; `base.log_of`).
     """
-    if beta == 0:
+    if is_zero(beta):
         return jnp.ones_like(t)
-    return -jnp.expm1(t * math.log(beta))
+    return -jnp.expm1(t * (log_of(beta) if log_beta is None else log_beta))
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -73,7 +77,7 @@ def scale_by_adagrad(
         check_matches(updates, state.sum_of_squares, "params (the optimizer state)")
         sums = tree_map(lambda s, g: s + g * g, state.sum_of_squares, updates)
         updates = tree_map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
-        if lr_decay != 0:
+        if not is_zero(lr_decay):
             decay = 1 + state.count.astype(default_float_dtype()) * lr_decay
             updates = tree_map(lambda u: u / decay.astype(u.dtype), updates)
         return updates, ScaleByAdagradState(count=state.count + 1, sum_of_squares=sums)
@@ -102,6 +106,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
     """
     check_non_negative(alpha, "alpha")
     check_non_negative(eps, "eps")
+    one_minus_alpha = complement(alpha)
 
     def init(params):
         return ScaleByRmsState(
@@ -114,10 +119,11 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
         check_state(state, ScaleByRmsState, "scale_by_rms")
         check_matches(updates, state.square_avg, "params (the optimizer state)")
         square_avg = tree_map(
-            lambda v, g: v * alpha + (1 - alpha) * g * g, state.square_avg, updates
+            lambda v, g: v * alpha + one_minus_alpha * g * g, state.square_avg, updates
         )
         if centered:
-            grad_avg = tree_map(lambda m, g: lerp(m, g, 1 - alpha), state.grad_avg, updates)
+            grad_avg = tree_map(lambda m, g: lerp(m, g, one_minus_alpha), state.grad_avg,
+                                updates)
             avg = tree_map(lambda v, m: jnp.sqrt(v - m * m) + eps, square_avg, grad_avg)
         else:
             grad_avg = None
@@ -155,8 +161,12 @@ def scale_by_adam(
     beta1, beta2 = betas
     check_non_negative(eps, "eps")
     for index, beta in enumerate(betas):
-        if not 0.0 <= beta < 1.0:
+        if not is_data(beta) and not 0.0 <= beta < 1.0:
             raise ValueError(f"`betas[{index}]` must be in [0, 1), got {beta}")
+
+    one_minus_beta1, one_minus_beta2 = complement(beta1), complement(beta2)
+    # read while the optimizer is built (the traced betas' double values live only then)
+    log_beta1, log_beta2 = [None if is_zero(b) else log_of(b) for b in (beta1, beta2)]
 
     def init(params):
         return ScaleByAdamState(
@@ -171,9 +181,9 @@ def scale_by_adam(
         check_state(state, ScaleByAdamState, "scale_by_adam")
         check_matches(updates, state.exp_avg, "params (the optimizer state)")
         count = state.count + 1
-        exp_avg = tree_map(lambda m, g: lerp(m, g, 1 - beta1), state.exp_avg, updates)
+        exp_avg = tree_map(lambda m, g: lerp(m, g, one_minus_beta1), state.exp_avg, updates)
         exp_avg_sq = tree_map(
-            lambda v, g: v * beta2 + (1 - beta2) * g * g, state.exp_avg_sq, updates
+            lambda v, g: v * beta2 + one_minus_beta2 * g * g, state.exp_avg_sq, updates
         )
         if amsgrad:
             max_exp_avg_sq = tree_map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
@@ -182,8 +192,8 @@ def scale_by_adam(
             max_exp_avg_sq = None
             second_moment = exp_avg_sq
         t = count.astype(default_float_dtype())
-        bias_correction1 = one_minus_power(beta1, t)
-        bias_correction2_sqrt = jnp.sqrt(one_minus_power(beta2, t))
+        bias_correction1 = one_minus_power(beta1, t, log_beta1)
+        bias_correction2_sqrt = jnp.sqrt(one_minus_power(beta2, t, log_beta2))
 
         def direction(m, v):
             denom = jnp.sqrt(v) / bias_correction2_sqrt.astype(v.dtype) + eps

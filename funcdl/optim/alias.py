@@ -6,7 +6,7 @@ Notation: t = 1 on the first update, g the gradient, lr_t the learning rate of t
 from typing import Tuple
 
 from funcdl.construction import recorded
-from funcdl.optim.base import Optimizer, ScalarOrSchedule, chain, check_non_negative
+from funcdl.optim.base import Optimizer, ScalarOrSchedule, chain, check_non_negative, is_data
 from funcdl.optim.adaptive import scale_by_adagrad, scale_by_adam, scale_by_rms
 from funcdl.optim.transforms import (
     add_decayed_weights,
@@ -98,7 +98,7 @@ def momentum(lr: ScalarOrSchedule, beta: float = 0.9, nesterov: bool = False) ->
     """
     # Checked here so that the messages name this function's argument, not sgd's.
     check_non_negative(beta, "beta")
-    if nesterov and beta <= 0:
+    if nesterov and not is_data(beta) and beta <= 0:
         raise ValueError(f"`nesterov=True` requires `beta` > 0, got beta={beta}")
     return sgd(lr, momentum=beta, dampening=0.0, nesterov=nesterov)
 

@@ -10,6 +10,8 @@ An optimizer is a pair of pure functions over pytrees::
 rate), so `p_new = p + u`. Params are pytrees of floating-point arrays; grads have the params'
 structure, shapes and dtypes. Every leaf of every update keeps its param's shape and dtype.
 """
+import contextlib
+import math
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
@@ -220,8 +222,67 @@ def check_matches(updates, reference, reference_name: str, name: str = "grads") 
                 f"the {reference_name}, got {update_shape}")
 
 
+# ---------------------------------------------------------------- hyperparameters as data
+# Inside a compiled program that takes the numeric hyperparameters as arguments
+# (`funcdl.optim.hyperparams`), a hyperparameter is a traced scalar. The checks below skip
+# traced values (the concrete ones were checked), zero stays a Python 0.0 (it changes the
+# state's structure, so it is never data), and the values that PyTorch derives in double
+# precision, 1 - beta and log(beta), come with the data, computed on the host in double:
+# `complement` and `log_of` find them there, so they round as today's Python-float path.
+_DERIVED = {}  # id(traced value) -> (the value, its complement, its log)
+
+
+def is_data(value) -> bool:
+    """True for a hyperparameter given as an array (a traced argument), not a Python number."""
+    return isinstance(value, (jax.Array, jax.core.Tracer))
+
+
+@contextlib.contextmanager
+def derived_values(entries):
+    """While building an optimizer from traced hyperparameters: `entries` are triples
+    `(value, 1 - value, log(value))` of traced scalars, the last two computed on the host in
+    double precision; `complement` and `log_of` return them for `value`."""
+    saved = dict(_DERIVED)
+    for value, one_minus, log in entries:
+        _DERIVED[id(value)] = (value, one_minus, log)
+        _DERIVED.setdefault(id(one_minus), (one_minus, value, None))
+    try:
+        yield
+    finally:
+        _DERIVED.clear()
+        _DERIVED.update(saved)
+
+
+def _derived(value):
+    entry = _DERIVED.get(id(value))
+    return entry if entry is not None and entry[0] is value else None
+
+
+def complement(value):
+    """1 - value: in Python doubles for a number (as PyTorch computes it), the host's double
+    value for a traced hyperparameter (else 1 - value traced)."""
+    entry = _derived(value) if is_data(value) else None
+    return entry[1] if entry is not None else 1 - value
+
+
+def log_of(value):
+    """log(value), in double for a number; the host's double log for a traced hyperparameter."""
+    if not is_data(value):
+        return math.log(value)
+    entry = _derived(value)
+    return entry[2] if entry is not None and entry[2] is not None else jnp.log(value)
+
+
+def is_zero(value) -> bool:
+    """value == 0 for a number; False for data (zero is never made data)."""
+    return not is_data(value) and value == 0
+
+
 def check_non_negative(value, name: str) -> None:
-    """PyTorch's `if not 0.0 <= value: raise ValueError` check, with funcdl's message."""
+    """PyTorch's `if not 0.0 <= value: raise ValueError` check, with funcdl's message (traced
+    values are not checked: `fdl.train.sweep` checks the concrete ones)."""
+    if is_data(value):
+        return
     if not 0.0 <= value:
         raise ValueError(f"`{name}` must be >= 0, got {value}")
 

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 
 from funcdl.construction import recorded
-from funcdl.optim.base import EmptyState, Optimizer, check_state
+from funcdl.optim.base import EmptyState, Optimizer, check_state, is_data
 
 
 def accumulation_dtype(dtype):
@@ -55,7 +55,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
 
     PyTorch: torch.nn.utils.clip_grad_norm_(parameters, max_norm) before optimizer.step().
     """
-    if not max_norm > 0:
+    if not is_data(max_norm) and not max_norm > 0:
         raise ValueError(f"`max_norm` must be > 0, got {max_norm}")
 
     def init(params):

@@ -23,7 +23,10 @@ from funcdl.optim.base import (
     check_state,
     check_learning_rate,
     check_non_negative,
+    complement,
     identity,
+    is_data,
+    is_zero,
     learning_rate_at,
     require_params,
 )
@@ -73,7 +76,7 @@ def add_decayed_weights(weight_decay: float = 0.0) -> Optimizer:
       weight_decay: the L2 coefficient, >= 0.
     """
     check_non_negative(weight_decay, "weight_decay")
-    if weight_decay == 0:
+    if is_zero(weight_decay):
         return identity()
 
     def init(params):
@@ -111,7 +114,7 @@ def decoupled_weight_decay(lr: ScalarOrSchedule, weight_decay: float = 1e-2) -> 
     """
     check_learning_rate(lr)
     check_non_negative(weight_decay, "weight_decay")
-    if weight_decay == 0:
+    if is_zero(weight_decay):
         return identity()
 
     def init(params):
@@ -158,13 +161,16 @@ def trace(momentum: float, dampening: float = 0.0, nesterov: bool = False) -> Op
       nesterov: use Nesterov's look-ahead; needs momentum > 0 and dampening = 0.
     """
     check_non_negative(momentum, "momentum")
-    if nesterov and (momentum <= 0 or dampening != 0):
+    bad_momentum = not is_data(momentum) and momentum <= 0
+    bad_dampening = not is_data(dampening) and dampening != 0
+    if nesterov and (bad_momentum or bad_dampening):
         raise ValueError(
             "`nesterov=True` requires `momentum` > 0 and `dampening` = 0, "
             f"got momentum={momentum}, dampening={dampening}"
         )
-    if momentum == 0:
+    if is_zero(momentum):
         return identity()
+    one_minus_dampening = complement(dampening)
 
     def init(params):
         return TraceState(
@@ -178,7 +184,7 @@ def trace(momentum: float, dampening: float = 0.0, nesterov: bool = False) -> Op
         first = state.count == 0
 
         def accumulate(g, b):
-            return jnp.where(first, g, b * momentum + (1 - dampening) * g)
+            return jnp.where(first, g, b * momentum + one_minus_dampening * g)
 
         buffer = tree_map(accumulate, updates, state.momentum_buffer)
         if nesterov:
