@@ -1,6 +1,7 @@
 """The activations beyond the seeds as layers: `GELU`, `SiLU` (PyTorch's formulas)."""
 from funcdl import ops
 from funcdl.construction import recorded
+from funcdl.nn.layers import check_inplace
 from funcdl.nn.model import Model, parameter_free
 
 
@@ -15,6 +16,8 @@ def GELU(approximate: str = "none") -> Model:
 
 
 @recorded
-def SiLU() -> Model:
-    """x σ(x) elementwise (swish). x: any shape -> the same shape. PyTorch: ``torch.nn.SiLU``."""
+def SiLU(inplace: bool = False) -> Model:
+    """x σ(x) elementwise (swish). x: any shape -> the same shape. PyTorch: ``torch.nn.SiLU``
+    (`inplace` accepted and ignored)."""
+    check_inplace(inplace, "SiLU")
     return parameter_free("SiLU()", ops.silu)

@@ -15,6 +15,7 @@ import contextlib
 import math
 
 import jax
+import numpy as np
 
 from funcdl import ops
 from funcdl.construction import recorded
@@ -78,8 +79,43 @@ def _check_fits(name, spatial, x_shape, window, padding, dilation, what):
                          f"{_channels_first(spatial, x_shape)}")
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _pad_indices(size, before, after, mode):
+    """Indices into an axis of `size` that pad it by `before`/`after` entries as PyTorch's
+    `padding_mode` (reflect without repeating the edge, replicate the edge, wrap around)."""
+    positions = np.arange(-before, size + after)
+    if mode == "reflect":
+        period = 2 * (size - 1)
+        folded = np.mod(positions, period) if period else np.zeros_like(positions)
+        return np.where(folded >= size, period - folded, folded)
+    if mode == "replicate":
+        return np.clip(positions, 0, size - 1)
+    return np.mod(positions, size)  # circular
+
+
+def _padded(x, spatial, amounts, mode):
+    """x with its last `spatial` axes padded by `amounts` ((before, after) per axis), built
+    from `fdl.ops.take` so that both autodiffs differentiate it (the gradient scatter-adds)."""
+    for axis, (before, after) in zip(range(len(x.shape) - spatial, len(x.shape)), amounts):
+        if before or after:
+            x = ops.take(x, _pad_indices(x.shape[axis], before, after, mode), axis=axis)
+    return x
+
+
+def _pad_amounts(spatial, window, padding, dilation):
+    """(before, after) per spatial axis of an int/tuple or "same"/"valid" `padding`."""
+    if padding == "valid":
+        return ((0, 0),) * spatial
+    if padding == "same":  # PyTorch: the extra entry of an odd total goes after
+        totals = [d * (k - 1) for d, k in zip(dilation, window)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    return tuple((p, p) for p in padding)
+
+
 def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, dilation, groups,
-                bias, w_init, b_init, dtype):
+                bias, w_init, b_init, dtype, padding_mode="zeros"):
     if isinstance(out_channels, bool) or not isinstance(out_channels, int):
         raise TypeError(f"{kind}: `out_channels` must be an int, got {type(out_channels).__name__}")
     if out_channels < 1:
@@ -94,11 +130,21 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
     else:
         int_tuple(padding, spatial, "padding", kind, 0)
     int_tuple(groups, 1, "groups", kind, 1)
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{kind}: `padding_mode` must be one of {', '.join(map(repr, PADDING_MODES))}, "
+                         f"got {padding_mode!r}")
+    if padding_mode != "zeros" and padding == "same" and any(
+            s != 1 for s in int_tuple(stride, spatial, "stride", kind, 1)):
+        raise ValueError(f"{kind}: padding='same' needs stride 1 (as PyTorch), got stride {stride!r}")
+    pad_amounts = _pad_amounts(spatial, window, padding if isinstance(padding, str)
+                               else int_tuple(padding, spatial, "padding", kind, 0),
+                               int_tuple(dilation, spatial, "dilation", kind, 1))
     if out_channels % groups:
         raise ValueError(f"{kind}: `groups` ({groups}) must divide `out_channels` ({out_channels})")
     options = [(k, v) for k, v, default in (("stride", stride, 1), ("padding", padding, 0),
                                             ("dilation", dilation, 1), ("groups", groups, 1),
-                                            ("bias", bias, True)) if v != default]
+                                            ("bias", bias, True),
+                                            ("padding_mode", padding_mode, "zeros")) if v != default]
     name = f"{kind}({out_channels}, {kernel_size!r}{', ' if options else ''}{_arguments(options)})"
     keys = ["b", "w"] if bias else ["w"]
     draw_w = None if w_init is None else layer_initializer(w_init, "w_init", name)
@@ -146,22 +192,33 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
                 f"expects {expected} (w.shape[1] * groups = {w.shape[1]} * {groups}); "
                 f"{_channels_first(spatial, x.shape)}")
         _check_fits(name, spatial, x.shape, window, padding, dilation, "`x`")
+        conv_padding = padding
+        if padding_mode != "zeros":
+            if padding_mode == "reflect":
+                sizes = x.shape[len(x.shape) - spatial:]
+                if any(max(a) >= n for a, n in zip(pad_amounts, sizes)):
+                    raise ValueError(f"{name}: padding_mode='reflect' needs each padding < the "
+                                     f"input's size, got padding {padding!r} for `x` of shape "
+                                     f"{tuple(x.shape)}")
+            x, conv_padding = _padded(x, spatial, pad_amounts, padding_mode), 0
         with _named(name, kind.lower()):
-            return op(x, w, params.get("b"), stride=stride, padding=padding, dilation=dilation,
-                      groups=groups)
+            return op(x, w, params.get("b"), stride=stride, padding=conv_padding,
+                      dilation=dilation, groups=groups)
 
     return named_model(name, init, apply)
 
 
 @recorded
 def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True,
-           w_init=None, b_init=None, dtype=None):
+           padding_mode="zeros", w_init=None, b_init=None, dtype=None):
     """2-D convolution: x `(N, C_in, H, W)` or `(C_in, H, W)` -> `(N, C_out, H_out, W_out)`.
 
     params: ``{"w": (C_out, C_in // groups, kh, kw), "b": (C_out,)}`` (no ``"b"`` when
     ``bias=False``), PyTorch's layout; C_in is read from the sample input at init.
     H_out = ⌊(H + 2 p - d (kh - 1) - 1) / s⌋ + 1 (likewise W); see ``fdl.ops.conv2d``.
     kernel_size, stride, dilation: int or pair; padding: int, pair, "valid" or "same".
+    padding_mode: "zeros" (default), "reflect", "replicate" or "circular", as PyTorch's: the
+    input is padded that way (reflect needs padding < the input's size), then convolved.
     w_init, b_init: initializers ``(key, shape, dtype, *, fan_in, fan_out)`` (see
     ``fdl.nn.init``), given PyTorch's fans of w, fan_in = C_in // groups · kh · kw and
     fan_out = C_out · kh · kw, so ``init.kaiming_normal()`` draws as
@@ -172,20 +229,21 @@ def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups
     is a ValueError that names both counts and the transpose that fixes it.
     dtype: the params' dtype (default: the sample's floating dtype, else float32).
 
-    PyTorch: ``torch.nn.Conv2d(C_in, out_channels, kernel_size, stride, padding, dilation, groups, bias)``.
+    PyTorch: ``torch.nn.Conv2d(C_in, out_channels, kernel_size, stride, padding, dilation, groups,
+    bias, padding_mode)``.
     """
     return _conv_layer("Conv2d", 2, ops.conv2d, out_channels, kernel_size, stride, padding,
-                       dilation, groups, bias, w_init, b_init, dtype)
+                       dilation, groups, bias, w_init, b_init, dtype, padding_mode)
 
 
 @recorded
 def Conv1d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True,
-           w_init=None, b_init=None, dtype=None):
+           padding_mode="zeros", w_init=None, b_init=None, dtype=None):
     """1-D convolution: x `(N, C_in, L)` or `(C_in, L)` -> `(N, C_out, L_out)`; params
     ``{"w": (C_out, C_in // groups, k), "b": (C_out,)}``; arguments as `Conv2d` with one int
     each. PyTorch: ``torch.nn.Conv1d``."""
     return _conv_layer("Conv1d", 1, ops.conv1d, out_channels, kernel_size, stride, padding,
-                       dilation, groups, bias, w_init, b_init, dtype)
+                       dilation, groups, bias, w_init, b_init, dtype, padding_mode)
 
 
 def _pool_layer(kind, op, kernel_size, stride, padding):

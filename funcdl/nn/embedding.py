@@ -13,7 +13,8 @@ from funcdl.nn.model import check_input, check_key, named_model, sample_struct
 
 
 @recorded
-def Embedding(num_embeddings, embedding_dim, *, w_init=initializers.normal(1.0), dtype=None):
+def Embedding(num_embeddings, embedding_dim, *, padding_idx=None, max_norm=None,
+              w_init=initializers.normal(1.0), dtype=None):
     """Rows of a table: integer indices `(...)` in [0, num_embeddings) -> `(..., embedding_dim)`.
 
     params: ``{"w": (num_embeddings, embedding_dim)}``, initialised N(0, 1) as PyTorch.
@@ -23,6 +24,13 @@ def Embedding(num_embeddings, embedding_dim, *, w_init=initializers.normal(1.0),
     the sum of its k cotangents. An index out of range is a ValueError when `x` is concrete;
     under `jit` (values unknown) it gives NaN rows, never another row.
     dtype: the params' dtype (default float32, or the sample's dtype when it is floating).
+    padding_idx: a row (negative counts from the end) that is zero at init and never gets a
+    gradient, as PyTorch's (for padding tokens).
+    max_norm: rows looked up with a Euclidean norm above it are scaled to norm `max_norm` in
+    the output, by max_norm / (norm + 1e-7) as PyTorch's `embedding_renorm_`; PyTorch
+    rewrites those rows of the table, a pure function cannot, so here the table is unchanged
+    and the output is what PyTorch returns. The gradient is PyTorch's too: the cotangent of
+    each looked-up row, as if the scaled row were the table's (the scale is a constant).
 
     PyTorch: ``torch.nn.Embedding(num_embeddings, embedding_dim)``.
     """
@@ -31,7 +39,20 @@ def Embedding(num_embeddings, embedding_dim, *, w_init=initializers.normal(1.0),
             raise TypeError(f"Embedding: `{argument}` must be an int, got {type(value).__name__}")
         if value < 1:
             raise ValueError(f"Embedding: `{argument}` must be >= 1, got {value}")
-    name = f"Embedding({num_embeddings}, {embedding_dim})"
+    if padding_idx is not None:
+        if isinstance(padding_idx, bool) or not isinstance(padding_idx, int):
+            raise TypeError(f"Embedding: `padding_idx` must be an int or None, got "
+                            f"{padding_idx!r}")
+        if not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"Embedding: `padding_idx` must be within num_embeddings "
+                             f"[-{num_embeddings}, {num_embeddings}), got {padding_idx}")
+        padding_idx %= num_embeddings
+    if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(
+            max_norm, (int, float)) or not max_norm > 0):
+        raise ValueError(f"Embedding: `max_norm` must be a number > 0 or None, got {max_norm!r}")
+    options = "".join(f", {k}={v!r}" for k, v in (("padding_idx", padding_idx),
+                                                   ("max_norm", max_norm)) if v is not None)
+    name = f"Embedding({num_embeddings}, {embedding_dim}{options})"
     draw_w = layer_initializer(w_init, "w_init", name)
 
     def init(key, x):
@@ -39,7 +60,22 @@ def Embedding(num_embeddings, embedding_dim, *, w_init=initializers.normal(1.0),
         x = sample_struct(x, name)
         param_dtype = _param_dtype(dtype, x.dtype, name)
         shape = (num_embeddings, embedding_dim)  # PyTorch's weight: (out, in) for the fans
-        return {"w": draw_w(key, shape, param_dtype, *initializers.compute_fans(shape, "out_in"))}
+        w = draw_w(key, shape, param_dtype, *initializers.compute_fans(shape, "out_in"))
+        if padding_idx is not None:
+            w = w.at[padding_idx].set(0)
+        return {"w": w}
+
+    def looked_up(w, indices):
+        rows = ops.take(w, indices, axis=0)
+        if padding_idx is not None:  # the padding row's value, without a gradient
+            keep = (indices != padding_idx)[..., None]
+            rows = ops.where(keep, rows, ops.stop_gradient(rows))
+        if max_norm is not None:
+            norms = ops.sqrt(ops.sum(ops.square(ops.stop_gradient(rows)), axis=-1,
+                                     keepdims=True))
+            scale = jnp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
+            rows = rows + ops.stop_gradient(rows * scale.astype(rows.dtype) - rows)
+        return rows
 
     def apply(params, x, *, key=None, train=False):
         if not isinstance(params, Mapping):
@@ -58,11 +94,11 @@ def Embedding(num_embeddings, embedding_dim, *, w_init=initializers.normal(1.0),
             values = np.asarray(x)
         except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
             # Traced: send negative indices out of range too (take fills those with NaN).
-            return ops.take(w, jnp.where(x < 0, num_embeddings, x), axis=0)
+            return looked_up(w, jnp.where(x < 0, num_embeddings, x))
         bad = values[(values < 0) | (values >= num_embeddings)]
         if bad.size:
             raise ValueError(f"{name}: indices in `x` must lie in [0, {num_embeddings}), "
                              f"got {bad[:5].tolist()}")
-        return ops.take(w, values, axis=0)
+        return looked_up(w, values)
 
     return named_model(name, init, apply)

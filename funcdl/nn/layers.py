@@ -146,15 +146,27 @@ def _along_axis(name, function, axis):
     return parameter_free(name, along)
 
 
+def check_inplace(inplace, where: str) -> None:
+    """PyTorch's `inplace=` is accepted and ignored (a pure function never writes its input);
+    it must still be a bool."""
+    if not isinstance(inplace, bool):
+        raise TypeError(f"{where}: `inplace` must be a bool (accepted and ignored: funcdl never "
+                        f"writes its input), got {inplace!r}")
+
+
 @recorded
-def ReLU() -> Model:
-    """max(x, 0) elementwise; relu'(0) = 0. PyTorch: ``torch.nn.ReLU``."""
+def ReLU(inplace: bool = False) -> Model:
+    """max(x, 0) elementwise; relu'(0) = 0. PyTorch: ``torch.nn.ReLU`` (`inplace` accepted
+    and ignored)."""
+    check_inplace(inplace, "ReLU")
     return parameter_free("ReLU()", ops.relu)
 
 
 @recorded
-def LeakyReLU(negative_slope: float = 0.01) -> Model:
-    """x if x > 0 else negative_slope * x, elementwise. PyTorch: ``torch.nn.LeakyReLU``."""
+def LeakyReLU(negative_slope: float = 0.01, inplace: bool = False) -> Model:
+    """x if x > 0 else negative_slope * x, elementwise. PyTorch: ``torch.nn.LeakyReLU``
+    (`inplace` accepted and ignored)."""
+    check_inplace(inplace, "LeakyReLU")
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, Real):
         raise TypeError(f"LeakyReLU: `negative_slope` must be a real number, "
                         f"got {type(negative_slope).__name__}")
@@ -191,13 +203,15 @@ def LogSoftmax(axis: int = -1) -> Model:
 # ---------------------------------------------------------------- Dropout, Flatten
 
 @recorded
-def Dropout(rate: float) -> Model:
+def Dropout(rate: float, inplace: bool = False) -> Model:
     """Zero each element with probability ``rate`` and scale the kept ones by 1 / (1 - rate).
 
     Only when ``apply(..., train=True)``, which then needs a ``key``; otherwise the identity.
     rate: in [0, 1] (PyTorch's ``p``, the probability to drop); 1 gives all zeros.
-    x: any shape -> the same shape. PyTorch: ``torch.nn.Dropout(p)``.
+    x: any shape -> the same shape. PyTorch: ``torch.nn.Dropout(p)`` (`inplace` accepted
+    and ignored).
     """
+    check_inplace(inplace, "Dropout")
     if isinstance(rate, bool) or not isinstance(rate, Real):
         raise TypeError(f"Dropout: `rate` must be a real number, got {type(rate).__name__}")
     if not 0 <= rate <= 1:
