@@ -263,3 +263,18 @@ def test_every_example_has_the_interface():
         examples.load("mnist")
     with pytest.raises(ValueError, match="`model` must be 'mlp' or 'cnn', got 'rnn'"):
         examples.load("digits").build("rnn")
+
+
+def test_sine_quick_forecast_beats_the_last_value_and_its_baselines_are_numpy(ran):
+    results = ran("sine")
+    sine = examples.load("sine")
+    clean, noisy = sine.series()
+    test = np.arange(sine.TRAIN_STEPS, sine.STEPS)  # every test step has a full window
+    truth = noisy[test].astype(np.float64)
+    assert results["last_value_rmse"] == pytest.approx(
+        np.sqrt(np.mean((noisy[test - 1] - truth) ** 2)), rel=1e-9)
+    assert results["clean_rmse"] == pytest.approx(np.sqrt(np.mean((clean[test] - truth) ** 2)),
+                                                  rel=1e-9)
+    assert results["clean_rmse"] < results["test_rmse"] < results["last_value_rmse"]
+    assert len(results["history"]["val_loss"]) == results["epochs"]
+    check_pictures(results, 1)
