@@ -174,8 +174,9 @@ BATCHING = ["mse (n, 3)", "rmse (n, 3)", "mae (n,)", "r2 (n, 3)", "r2 (n, 1) vs 
             "accuracy scores", "accuracy one output", "top_2", "precision macro scores",
             "recall weighted one output", "f1 micro scores"]
 SOME = [CASES[IDS.index(name)] for name in BATCHING]
-ROWS = 16  # one row count nearly everywhere: the eager ops compile once per shape
-# Few distinct row counts, so that the eager ops' compiled shapes repeat between examples.
+# One row count nearly everywhere, and few in the hypothesis tests: eager ops and jitted updates
+# compile once per shape, and compiling dominates this file's time.
+ROWS = 16
 rows_and_splits = st.sampled_from([1, 2, ROWS // 2]).flatmap(
     lambda n: st.tuples(st.just(n), st.lists(st.integers(1, n - 1), max_size=4) if n > 1 else st.just([]),
                         st.booleans(), st.integers(0, 2 ** 16)))
