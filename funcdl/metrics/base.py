@@ -19,16 +19,29 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from funcdl.construction import recorded_eq, recorded_hash, recorded_ne
+
 State = Any  # a pytree of arrays
 
 
 class Metric(NamedTuple):
-    """A metric as four pure functions over a mergeable state (see the module docstring)."""
+    """A metric as four pure functions over a mergeable state (see the module docstring).
+
+    A built-in metric equals and hashes as the same call made again (`accuracy() ==
+    accuracy()`, `precision(3) != precision(4)`), so `jax.jit` caches keyed on it reuse their
+    programs (see `funcdl.construction`); `Metric(init, update, compute, merge)` built by hand
+    compares by its four functions.
+    """
 
     init: Callable[[], State]
     update: Callable[[State, Any, Any], State]
     compute: Callable[[State], Any]
     merge: Callable[[State, State], State]
+
+    # By the call that built the metric (funcdl.construction); by the functions otherwise.
+    __eq__ = recorded_eq
+    __ne__ = recorded_ne
+    __hash__ = recorded_hash
 
 
 def compute(metric: Metric, pred, target):
