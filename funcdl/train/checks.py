@@ -1,7 +1,10 @@
 """`fit`'s argument checks: each a TypeError/ValueError naming the argument, the expected and
 the received, raised before anything is compiled."""
 import operator
+import os
 from collections.abc import Mapping
+
+import jax
 
 from funcdl.nn.model import check_key
 
@@ -90,6 +93,15 @@ def check_checkpoint(checkpoint, checkpoint_every, resume):
                         f"{type(checkpoint).__name__}")
     if not isinstance(resume, bool):
         raise TypeError(f"`resume` must be a bool, got {type(resume).__name__}")
+    if checkpoint is not None and jax.process_index() == 0:  # process 0 writes it
+        folder = os.path.dirname(os.path.abspath(os.fsdecode(os.fspath(checkpoint))))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"`checkpoint` {checkpoint!r}: its folder {folder!r} does "
+                                    "not exist (checked before training, not after the first "
+                                    "epochs)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"`checkpoint` {checkpoint!r}: its folder {folder!r} cannot "
+                                  "be written")
     if resume and checkpoint is None:
         raise ValueError("`resume=True` needs `checkpoint` (the file to resume from), got None")
     return every

@@ -91,11 +91,29 @@ def _when(condition, callback, *args):
 
 
 def evaluation_row(spec: StepSpec, params, x, y):
-    """`[loss, *metrics]` of a batch with `train=False`, as a 1-d vector in the loss's dtype."""
+    """`[loss, *metrics]` of a batch with `train=False`, as a 1-d vector in the accumulation
+    dtype (float32 at least, float64 with x64): a metric is never cast to the loss's dtype."""
     pred = forward(spec, params, x, None, False)
-    loss = jnp.asarray(spec.loss_fn(pred, y))
-    values = [loss] + [jnp.asarray(fn(pred, y)).astype(loss.dtype) for _, fn in spec.metrics]
-    return jnp.stack(values)
+    return batch_values(spec, pred, y, spec.loss_fn(pred, y))
+
+
+def accumulation_dtype():
+    """float32 at least (float64 with x64), whatever the params', predictions' or loss's dtype."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def batch_values(spec: StepSpec, pred, y, loss):
+    """`[loss, *metrics]` of one batch as a 1-d vector in `accumulation_dtype()`; each value is
+    computed in its own dtype and only then widened (a bfloat16 model's accuracy is the
+    float32 fraction of correct rows, not a bfloat16 one)."""
+    dtype = accumulation_dtype()
+    values = [jnp.asarray(loss)] + [jnp.asarray(fn(pred, y)) for _, fn in spec.metrics]
+    for (name, _), value in zip([("loss", None)] + list(spec.metrics), values):
+        if value.shape != ():
+            raise TypeError(f"`metrics[{name!r}]` must return a scalar, got shape {value.shape}"
+                            if name != "loss" else
+                            f"`loss_fn` must return a scalar, got shape {value.shape}")
+    return jnp.stack([value.astype(dtype) for value in values])
 
 
 def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
@@ -120,8 +138,7 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
                           jnp.where(first_bad, step, guard.step))
             new_params = _keep_if(good, new_params, params)
             new_state = _keep_if(good, new_state, opt_state)
-        values = [loss] + [jnp.asarray(fn(pred, yb)).astype(loss.dtype) for _, fn in spec.metrics]
-        sums = sums + size * jnp.stack(values).astype(sums.dtype)
+        sums = sums + size * batch_values(spec, pred, yb, loss)
         if plan.progress == "step":
             rows_done = jnp.asarray(start + size).astype(sums.dtype)
             _when((step + 1) % progress_every == 0, progress.report, token,
@@ -132,7 +149,7 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
         return train_on(state, step, step * plan.batch, plan.batch), None
 
     params, opt_state, guard = carry
-    sums = jnp.zeros((1 + len(spec.metrics),), jax.dtypes.canonicalize_dtype(jnp.float64))
+    sums = jnp.zeros((1 + len(spec.metrics),), accumulation_dtype())
     state = (params, opt_state, guard, sums)
     if plan.n_full == 1:  # full batch: no loop of one trip inside the loop over epochs
         state, _ = full_batch(state, jnp.int32(0))

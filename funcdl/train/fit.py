@@ -50,7 +50,7 @@ def _diverged(params, opt_state, history, epoch: int, step: int, loss_value):
 def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shuffle=True,
         key=None, grad_backend="jax", progress=True, opt_state=None, validation=None,
         metrics=None, compute_dtype=None, mesh=None, checkpoint=None, checkpoint_every=1,
-        resume=False):
+        resume=False, initial_epoch=0):
     """Train `params` of `model` on `(x, y)`; returns `(params, opt_state, history)`.
 
     model: a `fdl.nn.Model` (called as `apply(params, x, key=..., train=True)`) or a plain
@@ -65,10 +65,18 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     metrics: `{name: fn(pred, target) -> scalar}`. compute_dtype: e.g. `jnp.bfloat16` for the
     forward and backward passes (params and optimizer state stay in their own dtype).
     mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
-    every `checkpoint_every` epochs and at the end; resume: continue from it if it exists.
+    every `checkpoint_every` epochs and at the end; resume: continue from it if it exists
+    (the file's position then replaces `initial_epoch`).
+    initial_epoch: the epoch to start at (Keras's name): epochs are numbered from it for the
+    shuffle order and the dropout keys, and `epochs` is the epoch to stop at, so `fit(epochs=3)`
+    then `fit(params=p, opt_state=s, epochs=5, initial_epoch=3)` equals `fit(epochs=5)` bitwise
+    (the continuation's history holds the 2 epochs it ran). A continuation with `opt_state=`
+    but without `initial_epoch` starts at epoch 0 again: it replays epoch 0's shuffle and keys.
 
     history: `{"loss": [...], name: [...], "val_loss": [...], "val_<name>": [...]}`, one float
-    per epoch; training values are means over the epoch's steps weighted by batch rows.
+    per epoch; training values are means over the epoch's steps weighted by batch rows
+    (exact for mean losses and metrics such as MSE or accuracy), accumulated in float32 at
+    least (float64 with x64) whatever the model's dtype.
     A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
     .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
 
@@ -92,6 +100,10 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     metrics = checks.check_metrics(metrics)
     checks.check_fit_key(key)
     every = checks.check_checkpoint(checkpoint, checkpoint_every, resume)
+    initial_epoch = checks.check_int(initial_epoch, "initial_epoch", 0)
+    if initial_epoch > epochs:
+        raise ValueError(f"`initial_epoch` must be <= `epochs` (the epoch to stop at), got "
+                         f"initial_epoch={initial_epoch} and epochs={epochs}")
     if not isinstance(shuffle, bool) or not isinstance(progress, bool):
         name, value = ("shuffle", shuffle) if not isinstance(shuffle, bool) else ("progress",
                                                                                progress)
@@ -109,7 +121,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
         params = place_copy(params, mesh)
         opt_state = place_copy(optimizer.init(params) if opt_state is None else opt_state, mesh)
         guard = place_copy(new_guard(), mesh)
-    done = 0
+    done = initial_epoch
     if resume:
         loaded = resume_state.load_state(checkpoint, params, opt_state, names, key)
         if loaded is not None:

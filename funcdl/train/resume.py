@@ -57,13 +57,18 @@ def load_state(path, params, opt_state, history_names, key):
     from funcdl import checkpoint
 
     path = os.fspath(path)
-    if not os.path.exists(path):
+    try:  # a file that exists but cannot be read is a PermissionError, never "no checkpoint"
+        meta = checkpoint.metadata(path)
+    except FileNotFoundError:
         return None
-    meta = checkpoint.metadata(path)
     if meta.get("funcdl") != FORMAT or "epochs_done" not in meta:
         raise ValueError(f"`checkpoint` {path!r} was not written by fdl.train.fit "
                          f"(metadata {meta!r})")
-    done = int(meta["epochs_done"])
+    try:
+        done = int(meta["epochs_done"])
+    except ValueError:
+        raise ValueError(f"`checkpoint` {path!r} has damaged metadata: epochs_done "
+                         f"{meta['epochs_done']!r} is not an int") from None
     struct = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))  # noqa: E731
     like = {"params": jax.tree_util.tree_map(struct, params),
             "opt_state": jax.tree_util.tree_map(struct, opt_state),

@@ -52,8 +52,9 @@ def place_copy(tree, mesh):
 
 def place_data(tree):
     """The data set on the default device, once per `fit` call without a mesh (not copied
-    when it is already there)."""
-    return jax.tree_util.tree_map(jnp.asarray, tree)
+    when it is already there). `jax.device_put`, not `jnp.asarray`: for NumPy data it is one
+    host-to-device transfer (for a 188 MB `x`, `jnp.asarray` took twice as long)."""
+    return jax.device_put(tree)
 
 
 def to_host(tree):

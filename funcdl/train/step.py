@@ -88,12 +88,18 @@ def all_finite(tree) -> jax.Array:
 
 
 def apply_step(spec: StepSpec, params, opt_state, x, y, key):
-    """One update: `(new_params, new_opt_state, loss_before, pred, finite)`; `finite` (bool ())
-    says that the loss and every gradient element were finite."""
+    """One update: `(new_params, new_opt_state, loss_before, pred, finite)`.
+
+    `finite` (bool ()) is the one definition of a finite step that the NaN guard uses: the
+    loss, every gradient, every update and every floating leaf of the new params and new
+    optimizer state are finite. So an infinite learning rate (finite gradient, infinite
+    update) or Adam's second moment overflowing to inf on a finite gradient (finite update,
+    infinite state) is a non-finite step, caught at that step."""
     loss, pred, grads = loss_and_grad(spec, params, x, y, key)
     updates, opt_state = spec.optimizer.update(grads, opt_state, params)
-    finite = jnp.isfinite(loss) & all_finite(grads)
-    return apply_updates(params, updates), opt_state, loss, pred, finite
+    new_params = apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & all_finite((grads, updates, new_params, opt_state))
+    return new_params, opt_state, loss, pred, finite
 
 
 def check_grad_backend(grad_backend):

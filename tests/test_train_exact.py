@@ -1,0 +1,145 @@
+"""`fit` gives the numbers a hand computation gives at its edges: a bfloat16 model's metrics,
+a continuation with `initial_epoch`, the NaN guard's one definition of a finite step (an
+infinite learning rate, an overflowing second moment), and checkpoint paths checked first.
+Each reference is independent: NumPy over the same predictions, one uninterrupted `fit`, the
+initial params."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcdl import losses, nn, optim, train
+
+
+def _mean_square(pred, y):
+    """A loss in the predictions' own dtype (bfloat16 here), as a user's loss often is."""
+    return jnp.mean(pred ** 2)
+
+
+def _accuracy(pred, y):
+    return jnp.mean(jnp.argmax(pred, axis=-1) == y)
+
+
+def test_a_bfloat16_models_accuracy_is_the_float32_fraction_over_its_predictions():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=512)
+    model = nn.Linear(3)
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16),
+                                    model.init(jax.random.key(0), x))
+    xb = jnp.asarray(x, jnp.bfloat16)
+    pred = np.asarray(train.predict(model, params, xb).astype(jnp.float32))
+    expected = np.mean(np.argmax(pred, axis=-1) == y)  # float64 over the same predictions
+    result = train.evaluate(model, params, _mean_square, xb, jnp.asarray(y),
+                            metrics={"acc": _accuracy})
+    assert abs(result["acc"] - expected) < 1e-6  # bfloat16 rounds 419/512 to 0.8203
+    _, _, history = train.fit(model, params, _mean_square, optim.sgd(0.0), xb,
+                              jnp.asarray(y), epochs=1, progress=False,
+                              metrics={"acc": _accuracy}, validation=(xb, jnp.asarray(y)))
+    assert abs(history["val_acc"][0] - expected) < 1e-6
+    assert abs(history["acc"][0] - expected) < 1e-6
+
+
+def _dropout_problem():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)
+    model = nn.Sequential(nn.Linear(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(1))
+    return model, model.init(jax.random.key(2), x), x, y
+
+
+def test_fit_3_then_initial_epoch_3_to_5_is_bitwise_fit_5():
+    model, params, x, y = _dropout_problem()
+    opt = optim.adam(1e-2)
+    kw = dict(batch_size=16, progress=False, key=jax.random.PRNGKey(7))
+    p5, s5, h5 = train.fit(model, params, losses.mse_loss, opt, x, y, epochs=5, **kw)
+    p3, s3, h3 = train.fit(model, params, losses.mse_loss, opt, x, y, epochs=3, **kw)
+    pc, sc, hc = train.fit(model, p3, losses.mse_loss, opt, x, y, epochs=5, initial_epoch=3,
+                           opt_state=s3, **kw)
+    for a, b in zip(jax.tree_util.tree_leaves((p5, s5)), jax.tree_util.tree_leaves((pc, sc))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert hc["loss"] == h5["loss"][3:] and h3["loss"] == h5["loss"][:3]
+    # without initial_epoch the continuation replays epoch 0's order and keys: not the same
+    pr, _, _ = train.fit(model, p3, losses.mse_loss, opt, x, y, epochs=2, opt_state=s3, **kw)
+    assert not np.array_equal(np.asarray(pr[0]["w"]), np.asarray(p5[0]["w"]))
+
+
+def test_initial_epoch_past_epochs_is_a_value_error():
+    model, params, x, y = _dropout_problem()
+    with pytest.raises(ValueError, match="initial_epoch"):
+        train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=2,
+                  initial_epoch=3, progress=False)
+
+
+def _linear():
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(16, 1)
+    model = nn.Linear(1)
+    return model, model.init(jax.random.key(0), x), x, 2 * x
+
+
+def test_an_infinite_learning_rate_stops_at_step_0_with_the_initial_params():
+    model, params, x, y = _linear()
+    opt = optim.sgd(lambda step: 0.1 / jnp.sqrt(step.astype(jnp.float32)))  # inf at step 0
+    with pytest.raises(FloatingPointError) as info:
+        train.fit(model, params, losses.mse_loss, opt, x, y, epochs=3, batch_size=4,
+                  progress=False)
+    assert (info.value.epoch, info.value.step) == (0, 0)
+    for a, b in zip(jax.tree_util.tree_leaves(info.value.params),
+                    jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_adams_second_moment_overflowing_on_a_finite_gradient_stops_at_that_step():
+    model, params, x, y = _linear()
+    x, y = x.copy(), y.copy()
+    x[9] = 1e22  # an outlier row of the third batch: a finite loss and gradient (~2.5e21),
+    y[9] = 0.0  # whose square overflows Adam's second moment to inf in float32
+    opt = optim.adam(1e-2)
+    with pytest.raises(FloatingPointError) as info:
+        train.fit(model, params, losses.l1_loss, opt, x, y, epochs=2, batch_size=4,
+                  shuffle=False, progress=False)
+    assert (info.value.epoch, info.value.step) == (0, 2)
+    leaves = jax.tree_util.tree_leaves((info.value.params, info.value.opt_state))
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in leaves)
+    # the state before the bad step is two clean steps from the start
+    step = train.make_train_step(model, losses.l1_loss, opt)
+    p, s = jax.tree_util.tree_map(jnp.copy, params), opt.init(params)
+    for b in range(2):
+        p, s, _ = step(p, s, x[4 * b:4 * b + 4], y[4 * b:4 * b + 4])
+    for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(info.value.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_checkpoint_folder_that_does_not_exist_is_refused_before_training(tmp_path,
+                                                                          monkeypatch):
+    import importlib
+    fit_module = importlib.import_module("funcdl.train.fit")
+    model, params, x, y = _linear()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the checkpoint's folder")
+    monkeypatch.setattr(fit_module, "run_epochs", no_training)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=1,
+                  progress=False, checkpoint=tmp_path / "nosuch" / "run.safetensors")
+
+
+def test_a_checkpoint_that_cannot_be_read_is_never_no_checkpoint(tmp_path, monkeypatch):
+    """A PermissionError from the file (mode 000 for a user who is not root) reaches the
+    caller: resuming must not start fresh and overwrite a checkpoint it could not read."""
+    from funcdl import checkpoint
+    model, params, x, y = _linear()
+    path = tmp_path / "run.safetensors"
+    train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=1, progress=False,
+              checkpoint=path)
+    before = path.read_bytes()
+
+    def unreadable(p):
+        raise PermissionError(13, "Permission denied", os.fspath(p))
+    monkeypatch.setattr(checkpoint, "metadata", unreadable)
+    with pytest.raises(PermissionError):
+        train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=2,
+                  progress=False, checkpoint=path, resume=True)
+    assert path.read_bytes() == before
