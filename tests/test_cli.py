@@ -100,6 +100,17 @@ def test_every_optimizer_name_is_an_fdl_optim_alias_and_each_example_takes_it(ca
         optimizers.run(optimizer="lbfgs", out_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("name", [name for name in examples.NAMES
+                                  if "optimizer" in examples.load(name).OPTIONS])
+def test_adamw_reaches_every_example_that_takes_an_optimizer(name, tmp_path, monkeypatch, capsys):
+    module = examples.load(name)
+    called = []
+    monkeypatch.setattr(module, "run", lambda **options: called.append(options) or {"pictures": []})
+    monkeypatch.setattr(module, "verdict", lambda results: ("checks", "got", True))
+    assert cli.main(["run", name, "--optimizer", "adamw", "--out", str(tmp_path), "--no-cache"]) == 0
+    assert [options["optimizer"] for options in called] == ["adamw"]
+
+
 def test_a_quick_run_says_what_it_checked_and_never_pass(tmp_path, capsys):
     assert cli.main(["run", "boston", "--quick", "--out", str(tmp_path), "--no-cache"]) == 0
     out = capsys.readouterr().out

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import tracemalloc
 
 import numpy as np
@@ -92,6 +93,37 @@ def test_fifos_and_devices_are_value_errors_without_blocking_or_endless_reads(tm
                                   ("zero", "a character device", "/dev/zero")]:
             want = f"ValueError: `path` {path!r} must be a regular file, got {kind}"
             assert outcomes[f"{name} {label}"] == want
+
+
+@pytest.mark.parametrize("loader", [fdl.datasets.load_boston, fdl.datasets.load_digits])
+def test_a_fifo_is_a_value_error_in_process_and_never_blocks(tmp_path, loader):
+    """The package as imported (jax and all), the call in a thread: a regression that waits for
+    the FIFO's writer fails here (the guard is a hang guard, generous on a busy machine), and
+    the stuck thread is released by opening the writing end."""
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def load():
+        try:
+            loader(fifo)
+            outcome.append("returned")
+        except Exception as error:  # noqa: BLE001 (the test reports whatever it is)
+            outcome.append(error)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked open returns
+        thread.join(timeout=5)
+        pytest.fail(f"{loader.__name__} blocked on the FIFO {str(fifo)!r}")
+    [error] = outcome
+    assert isinstance(error, ValueError), error
+    assert str(error) == f"`path` {str(fifo)!r} must be a regular file, got a FIFO"
+    with pytest.raises(ValueError, match=re.escape("`path` '/dev/zero' must be a regular file, "
+                                                   "got a character device")):
+        loader("/dev/zero")  # stat says so before any open (the process test bounds the memory)
 
 
 @pytest.mark.parametrize("loader", [fdl.datasets.load_boston, fdl.datasets.load_digits])

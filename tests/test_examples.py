@@ -207,19 +207,21 @@ def test_xor_reproduces_the_seed(ran):
 
 
 def test_xor_progress_bar_and_text_show_the_same_loss(ran):
-    """The bar shows the trained loss, the summed squared error; the text prints the same
-    number, says that it is the bar's, and gives the mean (the seed's number) beside it."""
+    """The bar shows the trained loss, the mean squared error over the 4 rows (the seed's
+    printed number); the text prints the same number, says that it is the bar's, and gives
+    the sum (what the seed's gradient is of) beside it."""
     results = ran("xor")
     shown = re.findall(r"loss[=:\s]\s*([0-9][0-9.eE+-]*)", results["stderr"])
     assert shown, f"no loss in the progress output: {results['stderr'][-300:]!r}"
     bar = shown[-1]  # the last epoch's
-    text = re.search(r"summed squared error ([0-9.eE+-]+) \(the bar's loss\), mean ([0-9.eE+-]+)",
-                     results["printed"])
+    text = re.search(r"mean squared error ([0-9.eE+-]+) \(the bar's loss; the seed's: "
+                     r"0\.0010815776944942087\), summed ([0-9.eE+-]+)", results["printed"])
     assert text is not None, results["printed"]
-    assert float(bar) == pytest.approx(float(text.group(1)), rel=5e-3)  # as each rounds it
-    assert float(text.group(1)) == pytest.approx(results["summed_loss"], rel=1e-3)
-    assert float(text.group(2)) == pytest.approx(results["summed_loss"] / 4, rel=1e-12)
-    assert results["loss"] == pytest.approx(results["summed_loss"] / 4, rel=1e-12)
+    assert float(bar) == pytest.approx(results["loss"], rel=1e-3)  # the bar rounds to 4 digits
+    assert float(bar) == pytest.approx(float(text.group(1)), rel=1e-3)
+    assert float(text.group(1)) == results["loss"]
+    assert float(text.group(2)) == pytest.approx(4 * results["loss"], rel=1e-3)
+    assert results["summed_loss"] == 4 * results["loss"]
 
 
 def test_digits_quick_accuracy(ran):

@@ -265,22 +265,31 @@ HINT_1D = r"funcdl convolutions are channels-first, `x` \(N, C, L\) or \(C, L\) 
 @pytest.mark.parametrize("call, match", [
     (lambda: CONV2D.apply(CONV2D_PARAMS, jnp.zeros((2, 12, 12, 3))),  # NHWC
      r"^Conv2d\(8, 3\): `x` of shape \(2, 12, 12, 3\) has 12 channels \(axis 1\) but `params\['w'\]` "
-     r"of shape \(8, 3, 3, 3\) expects 3 \(w.shape\[1\] \* groups = 3 \* 1\); " + HINT_2D
+     r"of shape \(8, 3, 3, 3\) expects 3 \(w.shape\[1\] \* groups = 3 \* 1\): expected `x` of "
+     r"shape \(N, 3, H, W\) or \(3, H, W\); " + HINT_2D
      + r": transpose NHWC data with x.transpose\(0, 3, 1, 2\)$"),
     (lambda: CONV2D.apply(CONV2D_PARAMS, jnp.zeros((12, 12, 3))),  # unbatched HWC
-     r"has 12 channels \(axis 0\) but .* expects 3 .*: transpose HWC data with x.transpose\(2, 0, 1\)$"),
+     r"^Conv2d\(8, 3\): `x` of shape \(12, 12, 3\) has 12 channels \(axis 0\) but .* expects 3 "
+     r".*: expected `x` of shape \(N, 3, H, W\) or \(3, H, W\); " + HINT_2D
+     + r": transpose HWC data with x.transpose\(2, 0, 1\)$"),
     (lambda: jax.jit(CONV2D.apply)(CONV2D_PARAMS, jnp.zeros((2, 12, 12, 3))),  # at trace time
      r"has 12 channels \(axis 1\) but .* expects 3"),
     (lambda: nn.Sequential(CONV2D, nn.ReLU()).apply([CONV2D_PARAMS, {}], jnp.zeros((2, 12, 12, 3))),
      r"^Sequential layer 0 \(Conv2d\(8, 3\)\): `x` of shape \(2, 12, 12, 3\) has 12 channels"),
     (lambda: GROUPED.apply(GROUPED_PARAMS, jnp.zeros((2, 9, 9, 4))),
      r"`x` of shape \(2, 9, 9, 4\) has 9 channels \(axis 1\) but `params\['w'\]` of shape "
-     r"\(8, 2, 3, 3\) expects 4 \(w.shape\[1\] \* groups = 2 \* 2\); " + HINT_2D),
+     r"\(8, 2, 3, 3\) expects 4 \(w.shape\[1\] \* groups = 2 \* 2\): expected `x` of shape "
+     r"\(N, 4, H, W\) or \(4, H, W\); " + HINT_2D),
+    (lambda: GROUPED.apply(GROUPED_PARAMS, jnp.zeros((9, 9, 4))),  # unbatched, grouped
+     r"`x` of shape \(9, 9, 4\) has 9 channels \(axis 0\) .* expects 4 .*: expected `x` of shape "
+     r"\(N, 4, H, W\) or \(4, H, W\); " + HINT_2D + r": transpose HWC data"),
     (lambda: CONV1D.apply(CONV1D_PARAMS, jnp.zeros((2, 16, 3))),  # NLC
      r"^Conv1d\(4, 3\): `x` of shape \(2, 16, 3\) has 16 channels \(axis 1\) but .* expects 3 .*"
-     + HINT_1D + r": transpose NLC data with x.transpose\(0, 2, 1\)$"),
+     r": expected `x` of shape \(N, 3, L\) or \(3, L\); " + HINT_1D
+     + r": transpose NLC data with x.transpose\(0, 2, 1\)$"),
     (lambda: CONV1D.apply(CONV1D_PARAMS, jnp.zeros((16, 3))),  # unbatched LC
-     r"has 16 channels \(axis 0\) .*: transpose LC data with x.transpose\(1, 0\)$"),
+     r"^Conv1d\(4, 3\): `x` of shape \(16, 3\) has 16 channels \(axis 0\) .*: expected `x` of shape "
+     r"\(N, 3, L\) or \(3, L\); " + HINT_1D + r": transpose LC data with x.transpose\(1, 0\)$"),
     (lambda: CONV2D.apply(CONV2D_PARAMS, jnp.zeros((12, 3))),
      r"^Conv2d\(8, 3\): `x` must have shape \(N, C, H, W\) or \(C, H, W\), got \(12, 3\); " + HINT_2D),
     # init has no params to compare with; what it can see of NHWC data is named the same way

@@ -6,7 +6,11 @@ import pathlib
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
+
+import funcdl as fdl
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
@@ -42,3 +46,16 @@ def test_writing_a_layer_example():
     expected = jax.grad(lambda p: model.apply(p, np.ones((8, 3), np.float32)).sum())(params)
     for got, want in zip(jax.tree_util.tree_leaves(namespace["grads"]), jax.tree_util.tree_leaves(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_the_constants_paragraph_says_what_the_code_does():
+    """Integer bounds and exponents are cast; an integer target of a loss is refused."""
+    paragraph = re.search(r"\*\*Constants stay constants\.\*\*(.*?)\n- ", README.read_text(), re.S).group(1)
+    assert "binary_cross_entropy(p, 0)" not in paragraph  # an integer target is not accepted
+    assert "refuses an integer `y`" in paragraph
+    x, p = jnp.array([-2.0, 0.5, 3.0]), jnp.array([0.25, 0.5, 0.75])
+    np.testing.assert_array_equal(fdl.ops.clip(x, -1, 1), np.clip(np.asarray(x), -1.0, 1.0))
+    np.testing.assert_array_equal(fdl.ops.power(x, 2), np.asarray(x) ** 2)
+    with pytest.raises(TypeError, match=r"`target` must be a floating-point .* got dtype int32 "
+                                        r"\(cast it to the dtype of `probs`\)"):
+        fdl.losses.binary_cross_entropy(p, jnp.array([0, 1, 1]))

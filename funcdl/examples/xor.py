@@ -9,8 +9,10 @@ a variant ending in Linear(2)-Softmax on one-hot targets prints loss 0.00043663.
 Reproducing it faithfully needs three things the seed does not say:
 - Its `MSE.backward` returns `2 * error / error.shape[-1]`; with one output per row that is
   `2 * error`, the gradient of the squared error SUMMED over the rows, not of the mean it
-  prints. So the loss trained here is `mse_loss(..., reduction="sum")` (the printed loss is
-  that divided by 4). For the Softmax variant (`shape[-1] = 2`) it is half the sum.
+  prints. Its steps at lr 0.6 are those of `mse_loss(..., reduction="sum")`, which over the 4
+  rows are exactly those of the mean at lr 4 x 0.6 (bit for bit: scaling by 4 is exact). The
+  seed's run here trains the mean at 4 lr, so the progress bar shows the number the seed
+  prints. For the Softmax variant (`shape[-1] = 2`) the loss trained is half the sum.
 - Its data lists (0, 1) twice and omits (1, 0): x = (0,1), (0,0), (1,1), (0,1). Reproduced as
   it is first; then trained on the four real XOR points.
 - Its `Relu.backward` multiplies by `clip(output, 0, 1)` instead of the step function, which
@@ -99,13 +101,15 @@ def run(quick=False, out_dir="runs/xor", *, epochs=400, lr=0.6, backend="jax"):
     model, optimizer = network(), fdl.optim.sgd(lr)
     with jax.enable_x64(True):
         x, y = jnp.array(SEED_X, jnp.float64), jnp.array(SEED_Y, jnp.float64)
-        print("training on the summed squared error over the 4 rows (the progress bar's loss); "
-              "the seed prints its mean (sum / 4)")
-        params, losses = train(model, seed_initialisation(), summed_squared_error, optimizer,
-                               x, y, epochs=epochs, backend=backend, progress=True)
+        rows = len(SEED_X)  # the sum's steps at lr are the mean's at rows * lr, exactly
+        print(f"training on the mean squared error (the progress bar's loss, the seed's printed "
+              f"number) at lr {rows} x {lr:g}: the seed's steps, on the summed error at lr {lr:g}")
+        params, losses = train(model, seed_initialisation(), fdl.losses.mse_loss,
+                               fdl.optim.sgd(rows * lr), x, y, epochs=epochs, backend=backend,
+                               progress=True)
         predictions = np.asarray(fdl.train.predict(model, params, x))[:, 0]
-        print(f"epoch {epochs}: summed squared error {losses[-1]:.4g} (the bar's loss), "
-              f"mean {losses[-1] / 4} (the seed's mean: {SEED_LOSS})")
+        print(f"epoch {epochs}: mean squared error {losses[-1]} (the bar's loss; the seed's: "
+              f"{SEED_LOSS}), summed {losses[-1] * rows:.4g}")
         print("predictions:", predictions.round(8), "(the seed:", SEED_PREDICTIONS, ")")
 
         softmax = network(outputs=2)
@@ -127,7 +131,8 @@ def run(quick=False, out_dir="runs/xor", *, epochs=400, lr=0.6, backend="jax"):
     print(f"the real XOR over {runs} default initialisations: {converged_sum} converge with the "
           f"summed squared error, {converged_mean} with the mean")
     picture = plot(losses, model, params, out_dir)
-    return {"quick": quick, "epochs": epochs, "summed_loss": losses[-1], "loss": losses[-1] / 4, "predictions": predictions.tolist(),
+    return {"quick": quick, "epochs": epochs, "summed_loss": losses[-1] * 4, "loss": losses[-1],
+            "predictions": predictions.tolist(),
             "softmax_loss": losses2[-1] / 4, "real_xor_from_seed_init": real_from_seed.tolist(),
             "runs": runs, "converged_sum": converged_sum, "converged_mean": converged_mean,
             "pictures": [picture]}
@@ -139,8 +144,8 @@ def plot(losses, model, params, out_dir):
     fig, (ax_loss, ax_map) = examples.figure(1, 2, width=9.5, height=4.3)
     fig.suptitle("XOR as the lesson trains it: Linear(8)-ReLU-Linear(4)-Sigmoid-Linear(1)-Sigmoid, "
                  f"SGD lr 0.6, {len(losses)} epochs")
-    ax_loss.plot(np.arange(1, len(losses) + 1), np.asarray(losses) / 4)
-    ax_loss.set(xlabel="epoch (one full-batch step)", ylabel="mean squared error (sum / 4, log scale)",
+    ax_loss.plot(np.arange(1, len(losses) + 1), np.asarray(losses))
+    ax_loss.set(xlabel="epoch (one full-batch step)", ylabel="mean squared error (log scale)",
                 yscale="log", title="training loss on the lesson's 4 rows")
     grid = np.linspace(-0.25, 1.25, 61)
     points = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)

@@ -186,11 +186,12 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
         _check_rank(name, spatial, x.shape, "`x`")
         channels, expected = x.shape[-spatial - 1], w.shape[1] * groups
         if channels != expected:
+            batched, unbatched = (f.replace("C", str(expected)) for f in _LAYOUTS[spatial][:2])
             raise ValueError(
                 f"{name}: `x` of shape {tuple(x.shape)} has {channels} channels (axis "
                 f"{len(x.shape) - spatial - 1}) but `params['w']` of shape {tuple(w.shape)} "
-                f"expects {expected} (w.shape[1] * groups = {w.shape[1]} * {groups}); "
-                f"{_channels_first(spatial, x.shape)}")
+                f"expects {expected} (w.shape[1] * groups = {w.shape[1]} * {groups}): expected "
+                f"`x` of shape {batched} or {unbatched}; {_channels_first(spatial, x.shape)}")
         _check_fits(name, spatial, x.shape, window, padding, dilation, "`x`")
         conv_padding = padding
         if padding_mode != "zeros":
@@ -226,7 +227,8 @@ def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups
     ``(key, shape, dtype)`` ones are called without the fans). The defaults are PyTorch's,
     uniform in ±1/sqrt(fan_in) for both.
     Channels first: an input whose channel axis does not match w (channels-last data, NHWC)
-    is a ValueError that names both counts and the transpose that fixes it.
+    is a ValueError that names both counts, the layout expected with C_in from w
+    (``(N, 3, H, W) or (3, H, W)``) and the transpose that fixes it.
     dtype: the params' dtype (default: the sample's floating dtype, else float32).
 
     PyTorch: ``torch.nn.Conv2d(C_in, out_channels, kernel_size, stride, padding, dilation, groups,

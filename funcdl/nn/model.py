@@ -16,6 +16,8 @@ the prefix with the layer's position: ``"Sequential layer 2 (Linear(4)): ..."``.
 """
 import contextlib
 import functools
+import inspect
+import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
@@ -36,7 +38,9 @@ class Model(NamedTuple):
     ``y = model.apply(params, x, *, key=None, train=False)``
         params: what ``init`` returned (or trained values of the same structure); x: the input;
         key: a PRNG key for random layers (``Dropout``), required when they are trained;
-        train: ``True`` while training. Layers that need neither accept and ignore them.
+        train: ``True`` while training. Layers that need neither accept and ignore them; a
+        Model built by hand may leave them out, ``apply(params, x)``: ``fit`` and
+        ``Sequential`` pass only the keywords its ``apply`` accepts (see ``call_apply``).
 
     ``Model`` is exactly the 2-field ``NamedTuple(init, apply)``: ``init, apply = model`` works.
     Its ``repr`` reads like the construction, ``Sequential(Linear(16), Tanh(), Linear(1))``.
@@ -147,6 +151,49 @@ def named_model(name: str, init: Callable, apply: Callable) -> Model:
     return Model(checked_init, checked_apply)
 
 
+# apply function -> the keywords of ("key", "train") it accepts; weak, so that it never keeps a
+# model alive, and read once per function because `fit` and `Sequential` call it at every trace.
+_ACCEPTED_KEYWORDS = weakref.WeakKeyDictionary()
+
+
+def _accepted_keywords(apply) -> tuple:
+    """Which of ``key`` and ``train`` ``apply`` takes by keyword: both with ``**kwargs`` or when
+    its signature cannot be read (C functions, some callables), else those it names."""
+    try:
+        return _ACCEPTED_KEYWORDS[apply]
+    except (KeyError, TypeError):  # TypeError: not weakly referable (or unhashable)
+        pass
+    try:
+        parameters = inspect.signature(apply).parameters.values()  # follows functools.wraps
+    except (TypeError, ValueError):
+        accepted = ("key", "train")
+    else:
+        by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names = {p.name for p in parameters if p.kind in by_keyword}
+        any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        accepted = tuple(k for k in ("key", "train") if any_keyword or k in names)
+    with contextlib.suppress(TypeError):
+        _ACCEPTED_KEYWORDS[apply] = accepted
+    return accepted
+
+
+def call_apply(model, params, x, *, key=None, train=False):
+    """``model.apply(params, x, key=key, train=train)``, passing only the keywords it accepts.
+
+    A ``Model(init, apply)`` built by hand may have ``apply(params, x)`` without ``key`` or
+    ``train``; ``fit``, ``evaluate``, ``predict`` and ``Sequential`` call every model through
+    this helper so that such a model works (it just receives neither). funcdl's layers take
+    both. An ``apply`` with ``**kwargs``, or whose signature cannot be inspected, gets both.
+
+    >>> import jax.numpy as jnp
+    >>> double = Model(lambda key, x: {}, lambda params, x: 2 * x)
+    >>> call_apply(double, {}, jnp.ones(2), train=True)
+    Array([2., 2.], dtype=float32)
+    """
+    keywords = {"key": key, "train": train}
+    return model.apply(params, x, **{k: keywords[k] for k in _accepted_keywords(model.apply)})
+
+
 def layer_name(layer) -> str:
     """A short readable name: ``Linear(4)`` for funcdl's layers, the function's name otherwise."""
     function = layer.apply if isinstance(layer, Model) else layer
@@ -253,7 +300,8 @@ def Sequential(*layers) -> Model:
     ``Variables(params_list, state_list)`` (``{}`` for the layers without state) and ``apply``
     returns ``(y, state_list)``.
     apply splits ``key`` once per layer, ``jax.random.split(key, len(layers))``, and passes
-    each layer its key (``None`` stays ``None``) and ``train``. No layers: the identity.
+    each layer its key (``None`` stays ``None``) and ``train``, those of the two that the
+    layer's apply accepts (``call_apply``). No layers: the identity.
 
     >>> import jax, jax.numpy as jnp
     >>> from funcdl import nn, ops
@@ -306,11 +354,11 @@ def Sequential(*layers) -> Model:
             with located(f"Sequential layer {i}", layer):
                 layer_key = None if key is None else keys[i]
                 if stateful[i]:
-                    x, layer_state = model.apply(Variables(params[i], states[i]), x,
-                                                 key=layer_key, train=train)
+                    x, layer_state = call_apply(model, Variables(params[i], states[i]), x,
+                                                key=layer_key, train=train)
                     new_states.append(layer_state)
                 else:
-                    x = model.apply(params[i], x, key=layer_key, train=train)
+                    x = call_apply(model, params[i], x, key=layer_key, train=train)
                     new_states.append({})
         return (x, new_states) if any(stateful) else x
 
