@@ -115,7 +115,7 @@ def test_adams_second_moment_overflowing_on_a_finite_gradient_stops_at_that_step
 def test_a_checkpoint_folder_that_does_not_exist_is_refused_before_training(tmp_path,
                                                                           monkeypatch):
     import importlib
-    fit_module = importlib.import_module("funcdl.train.fit")
+    fit_module = importlib.import_module("funcdl.train.loop")
     model, params, x, y = _linear()
 
     def no_training(*args, **kwargs):

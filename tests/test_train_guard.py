@@ -73,7 +73,7 @@ def test_a_nan_gradient_under_a_finite_loss_stops_before_its_update():
 
 
 def test_only_a_non_finite_run_replays_with_the_per_step_guard(monkeypatch):
-    fit_module = importlib.import_module("funcdl.train.fit")
+    fit_module = importlib.import_module("funcdl.train.loop")
     replays = []
 
     def counting(*args, **kwargs):

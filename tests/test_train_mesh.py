@@ -39,6 +39,13 @@ SCRIPT = textwrap.dedent('''
         raise SystemExit("no FloatingPointError")
     except FloatingPointError as error:
         assert (error.epoch, error.step) == (0, 2), (error.epoch, error.step)
+    from funcdl import metrics
+    exact = {"r2": metrics.r2_score(), "mae": metrics.mean_absolute_error()}
+    runs = [train.fit(model, params, losses.mse_loss, opt, x, y, epochs=2, batch_size=32,
+                      validation=(x[:50], y[:50]), validation_batch_size=16, metrics=exact,
+                      progress=False, mesh=m)[2] for m in (None, mesh)]
+    for name in ("r2", "mae", "val_r2", "val_mae"):
+        np.testing.assert_allclose(runs[0][name], runs[1][name], 1e-5, 1e-6)
     print("MESH OK")
 ''')
 

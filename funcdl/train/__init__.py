@@ -8,10 +8,13 @@
 Files: `step.py` (the step, `make_train_step`), `epochs.py` (the compiled multi-epoch program,
 NaN guard), `batches.py` (row batching inside a program), `fit.py`, `progress.py` (the tqdm bar
 moved from compiled code), `evaluate.py`, `sharding.py` (the mesh), `resume.py` (checkpoints),
-`checks.py` (argument checks).
+`checks.py` (argument checks), `loop.py` (the calls of a fit, Ctrl-C), `stops.py` (the NaN
+stop's error and `Interrupted`), `accumulate.py` (loss and metric totals), `feed.py` (data
+to the devices).
 """
 from funcdl.train.evaluate import evaluate, predict
 from funcdl.train.fit import fit
 from funcdl.train.step import make_train_step
+from funcdl.train.stops import Interrupted
 
-__all__ = ["make_train_step", "fit", "evaluate", "predict"]
+__all__ = ["make_train_step", "fit", "evaluate", "predict", "Interrupted"]

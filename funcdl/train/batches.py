@@ -52,20 +52,19 @@ def take_rows(tree, start, size: int, order=None, mesh=None):
     return batch
 
 
-def row_weighted_mean(fn, arrays, n_rows: int, batch_size, mesh=None):
-    """Mean over all rows of `fn(*batch_arrays)` (a 1-d vector per batch, e.g. [loss, metrics])
-    weighted by each batch's number of rows: sum_b rows_b * fn(batch_b) / n_rows."""
+def fold_batches(step, carry, arrays, n_rows: int, batch_size, mesh=None):
+    """`carry` after `step(carry, batch_arrays, rows)` for every batch of `arrays` in order:
+    a `lax.scan` over the full batches, then one more call for the last, partial batch (its
+    own shape). `rows` is the batch's number of rows (a Python int)."""
     batch, n_full, remainder = batch_layout(n_rows, batch_size)
 
-    def add_batch(total, b):
-        return total + batch * fn(*take_rows(arrays, b * batch, batch, mesh=mesh)), None
+    def add_batch(carry, b):
+        return step(carry, take_rows(arrays, b * batch, batch, mesh=mesh), batch), None
 
-    out = jax.eval_shape(fn, *take_rows(arrays, 0, batch))
-    zeros = jnp.zeros(out.shape, out.dtype)
-    total, _ = lax.scan(add_batch, zeros, jnp.arange(n_full, dtype=jnp.int32))
+    carry, _ = lax.scan(add_batch, carry, jnp.arange(n_full, dtype=jnp.int32))
     if remainder:
-        total = total + remainder * fn(*take_rows(arrays, n_full * batch, remainder, mesh=mesh))
-    return total / n_rows
+        carry = step(carry, take_rows(arrays, n_full * batch, remainder, mesh=mesh), remainder)
+    return carry
 
 
 def stacked(fn, arrays, n_rows: int, batch_size, mesh=None):

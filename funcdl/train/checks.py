@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import jax
 
+from funcdl.metrics.base import Metric
 from funcdl.nn.model import check_key
 
 
@@ -55,28 +56,30 @@ def check_validation(validation):
 
 
 def check_metrics(metrics) -> tuple:
-    """`metrics` as a tuple of `(name, fn)` pairs in the dict's order."""
+    """`metrics` as a tuple of `(name, m)` pairs in the dict's order; each `m` a function
+    `(pred, target) -> scalar` or an `fdl.metrics.Metric`."""
     if metrics is None:
         return ()
     if not isinstance(metrics, Mapping):
-        raise TypeError("`metrics` must be a dict {name: fn(pred, target) -> scalar} or None, "
-                        f"got {type(metrics).__name__}")
+        raise TypeError("`metrics` must be a dict {name: fn(pred, target) -> scalar or "
+                        f"fdl.metrics.Metric}} or None, got {type(metrics).__name__}")
     for name, fn in metrics.items():
         if not isinstance(name, str):
             raise TypeError(f"`metrics` names must be strings, got {type(name).__name__} {name!r}")
         if name == "loss" or name.startswith("val_"):
             raise ValueError(f"`metrics` name {name!r} is reserved (\"loss\" and \"val_...\" are "
                              "the history's own keys)")
-        if not callable(fn):
-            raise TypeError(f"`metrics[{name!r}]` must be a function (pred, target) -> scalar, "
-                            f"got {type(fn).__name__}")
+        if not (callable(fn) or isinstance(fn, Metric)):
+            raise TypeError(f"`metrics[{name!r}]` must be a function (pred, target) -> scalar "
+                            f"or an fdl.metrics.Metric, got {type(fn).__name__}")
     return tuple(metrics.items())
 
 
-def check_batch_size(batch_size):
+def check_batch_size(batch_size, name: str = "batch_size"):
+    """`batch_size` as an int >= 1, or None."""
     if batch_size is None:
         return None
-    return check_int(batch_size, "batch_size", 1)
+    return check_int(batch_size, name, 1)
 
 
 def check_fit_key(key):

@@ -1,5 +1,6 @@
-"""`run_epochs`: several training epochs as ONE compiled program (a `lax.scan` over epochs,
-each a `lax.scan` over its minibatches), with the NaN guard and the progress callback inside.
+"""`run_epochs`: several training epochs as ONE compiled program (a loop over epochs with a
+traced trip count, each a `lax.scan` over its minibatches), with the NaN guard and the
+progress callback inside.
 
 Per epoch e (counted from 0 over the whole run, also across resumed calls)::
 
@@ -21,12 +22,22 @@ NaN guard, in two programs compiled from this one function (`plan.guarded`):
   SGD, Adam and the rest). Success costs nothing per step.
 - Only when that flag is False does `fit` run the call again from the same inputs with the
   guarded program (`run_epochs_guarded`, `guarded=True`, no progress callback): `guard.ok`
-  turns False at the first step whose loss or gradient is not finite (a finite loss can have a
-  NaN gradient, e.g. an inf input behind a saturated tanh), and from then on every update is
+  turns False at the first step that is not finite (`step.apply_step`: its loss, gradients,
+  update, new params or new optimizer state; a finite loss can have a NaN gradient, e.g. an
+  inf input behind a saturated tanh), and from then on every update is
   discarded by a select (`where(ok, new, old)`), so the params and optimizer state that come
-  back are the last finite ones, and `guard.epoch`, `guard.step` say where it happened. Both
+  back are the last finite ones, and `guard.epoch`, `guard.step`, `guard.loss` say where it
+  happened and with which loss. Both
   programs run the same steps in the same order, so the replay reaches the same state.
 No host sync per step in either.
+
+Totals (`accumulate.Totals`: the loss's and plain metrics' row-weighted sums and the
+`fdl.metrics` states) are carried through the epochs: each epoch starts from zeros, except the
+first epoch of a call, which starts from `totals` (zeros, or the partial sums of an epoch that a
+NaN stop interrupted: a resumed call then starts at step `plan.first_step`, so each step is
+applied once and the epoch's history is the uninterrupted run's). In the guarded program the
+totals freeze at the first non-finite step with everything else, so the totals that come back
+are those of the steps before it.
 
 Cache: `run_epochs` and `run_epochs_guarded` are module-level `jax.jit`s; `plan` (hashable,
 holding the user's functions) is their static argument, so equal plans and shapes reuse the
@@ -40,7 +51,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcdl.train import progress
-from funcdl.train.batches import row_weighted_mean, take_rows
+from funcdl.train.accumulate import (Totals, accumulation_dtype, add_batch, keep_if,
+                                     result_row, zero_totals)
+from funcdl.train.batches import fold_batches, take_rows
 from funcdl.train.step import StepSpec, all_finite, apply_step, forward
 
 
@@ -58,31 +71,30 @@ class EpochPlan(NamedTuple):
     progress: Optional[str]  # None (no callback compiled in), "epoch" or "step"
     mesh: object = None  # a jax.sharding.Mesh with a "data" axis, or None
     guarded: bool = False  # per-step NaN guard (the replay after a failed fast call)
+    first_step: int = 0  # the step the (single) epoch of the call starts at (resume)
 
 
 class Guard(NamedTuple):
-    ok: jax.Array  # bool (): every loss so far was finite
-    epoch: jax.Array  # int32 (): epoch of the first non-finite loss (-1: none)
+    ok: jax.Array  # bool (): every step so far was finite
+    epoch: jax.Array  # int32 (): epoch of the first non-finite step (-1: none)
     step: jax.Array  # int32 (): its step within that epoch
+    loss: jax.Array  # float (): its loss (NaN before one)
 
 
 def new_guard() -> Guard:
-    return Guard(jnp.array(True), jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
+    return Guard(jnp.array(True), jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32),
+                 jnp.array(jnp.nan, accumulation_dtype()))
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer",))
 def initial_state(params, opt_state, *, optimizer):
     """Fresh copies of `params` and `opt_state` (`optimizer.init(params)` when None) and a new
-    guard, in one dispatch: the guarded replay donates the state it starts from, which must
-    never be the caller's arrays."""
+    guard, in one dispatch: the state `fit` trains and hands back is never the caller's own
+    arrays."""
     params = jax.tree_util.tree_map(jnp.copy, params)
     opt_state = (optimizer.init(params) if opt_state is None
                  else jax.tree_util.tree_map(jnp.copy, opt_state))
     return params, opt_state, new_guard()
-
-
-def _keep_if(ok, new, old):
-    return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def _when(condition, callback, *args):
@@ -90,30 +102,41 @@ def _when(condition, callback, *args):
     lax.cond(condition, lambda: jax.debug.callback(callback, *args), lambda: None)
 
 
-def evaluation_row(spec: StepSpec, params, x, y):
-    """`[loss, *metrics]` of a batch with `train=False`, as a 1-d vector in the accumulation
-    dtype (float32 at least, float64 with x64): a metric is never cast to the loss's dtype."""
-    pred = forward(spec, params, x, None, False)
-    return batch_values(spec, pred, y, spec.loss_fn(pred, y))
+def _batch_zeros(spec: StepSpec, params, xb, yb, key, train: bool) -> Totals:
+    """Zero totals shaped for batches like `(xb, yb)` (the metric states take their shapes from
+    the predictions, found by tracing the model without running it)."""
+    pred = jax.eval_shape(lambda p, xs: forward(spec, p, xs, key, train), params, xb)
+    return zero_totals(spec.metrics, pred, yb)
 
 
-def accumulation_dtype():
-    """float32 at least (float64 with x64), whatever the params', predictions' or loss's dtype."""
-    return jax.dtypes.canonicalize_dtype(jnp.float64)
+def evaluation_totals(spec: StepSpec, params, arrays, n_rows: int, batch_size, mesh=None):
+    """`Totals` of the loss and metrics over all rows of `arrays = (x, y)` with `train=False`,
+    batch by batch (`batch_size` rows; None: all)."""
+    def step(totals, batch, rows):
+        xb, yb = batch
+        pred = forward(spec, params, xb, None, False)
+        return add_batch(spec.metrics, totals, pred, yb, spec.loss_fn(pred, yb), rows)
+
+    first = batch_size if batch_size is not None and batch_size < n_rows else n_rows
+    zeros = _batch_zeros(spec, params, *take_rows(arrays, 0, first), None, False)
+    return fold_batches(step, zeros, arrays, n_rows, batch_size, mesh)
 
 
-def batch_values(spec: StepSpec, pred, y, loss):
-    """`[loss, *metrics]` of one batch as a 1-d vector in `accumulation_dtype()`; each value is
-    computed in its own dtype and only then widened (a bfloat16 model's accuracy is the
-    float32 fraction of correct rows, not a bfloat16 one)."""
-    dtype = accumulation_dtype()
-    values = [jnp.asarray(loss)] + [jnp.asarray(fn(pred, y)) for _, fn in spec.metrics]
-    for (name, _), value in zip([("loss", None)] + list(spec.metrics), values):
-        if value.shape != ():
-            raise TypeError(f"`metrics[{name!r}]` must return a scalar, got shape {value.shape}"
-                            if name != "loss" else
-                            f"`loss_fn` must return a scalar, got shape {value.shape}")
-    return jnp.stack([value.astype(dtype) for value in values])
+def zero_epoch_totals(plan: EpochPlan, params, data, key) -> Totals:
+    """The totals at the start of an epoch of `plan` (the shapes of its training batches)."""
+    xb, yb = take_rows(data[:2], 0, plan.batch, None, plan.mesh)
+    return _batch_zeros(plan.spec, params, xb, yb, key, True)
+
+
+def epoch_totals_like(spec: StepSpec, params, x, y, batch: int, key):
+    """`jax.ShapeDtypeStruct`s of a training epoch's `Totals` (batches of `batch` rows of
+    `x`, `y`, arrays or NumPy): what a checkpoint's partial totals are read back as."""
+    def rows(a):
+        return jax.ShapeDtypeStruct((batch,) + tuple(a.shape[1:]),
+                                    jax.dtypes.canonicalize_dtype(a.dtype))
+    xb, yb = jax.tree_util.tree_map(rows, (x, y))
+    return jax.eval_shape(lambda p, xs, ys, k: _batch_zeros(spec, p, xs, ys, k, True),
+                          params, xb, yb, key)
 
 
 def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
@@ -126,68 +149,96 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
     steps_per_epoch = plan.n_full + (1 if plan.remainder else 0)
 
     def train_on(state, step, start, size):
-        params, opt_state, guard, sums = state
+        params, opt_state, guard, totals = state
         xb, yb = take_rows((x, y), start, size, order, mesh)
         new_params, new_state, loss, pred, finite = apply_step(
             spec, params, opt_state, xb, yb, jax.random.fold_in(step_key, step))
-        loss = jnp.asarray(loss)
+        new_totals = add_batch(spec.metrics, totals, pred, yb, loss, size)
         if plan.guarded:
             good = guard.ok & finite
             first_bad = guard.ok & ~good
             guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),
-                          jnp.where(first_bad, step, guard.step))
-            new_params = _keep_if(good, new_params, params)
-            new_state = _keep_if(good, new_state, opt_state)
-        sums = sums + size * batch_values(spec, pred, yb, loss)
+                          jnp.where(first_bad, step, guard.step),
+                          jnp.where(first_bad, jnp.asarray(loss).astype(guard.loss.dtype),
+                                    guard.loss))
+            new_params, new_state, new_totals = keep_if(
+                good, (new_params, new_state, new_totals), (params, opt_state, totals))
         if plan.progress == "step":
-            rows_done = jnp.asarray(start + size).astype(sums.dtype)
+            rows_done = jnp.asarray(start + size).astype(new_totals.sums.dtype)
             _when((step + 1) % progress_every == 0, progress.report, token,
-                  epoch * steps_per_epoch + step + 1, sums[0] / rows_done)
-        return new_params, new_state, guard, sums
+                  epoch * steps_per_epoch + step + 1, new_totals.sums[0] / rows_done)
+        return new_params, new_state, guard, new_totals
 
     def full_batch(state, step):
         return train_on(state, step, step * plan.batch, plan.batch), None
 
-    params, opt_state, guard = carry
-    sums = jnp.zeros((1 + len(spec.metrics),), accumulation_dtype())
-    state = (params, opt_state, guard, sums)
-    if plan.n_full == 1:  # full batch: no loop of one trip inside the loop over epochs
+    state = carry
+    if plan.n_full == 1 and plan.first_step == 0:  # full batch: no loop of one trip
         state, _ = full_batch(state, jnp.int32(0))
-    else:
-        state, _ = lax.scan(full_batch, state, jnp.arange(plan.n_full, dtype=jnp.int32))
+    elif plan.first_step < plan.n_full:
+        state, _ = lax.scan(full_batch, state,
+                            jnp.arange(plan.first_step, plan.n_full, dtype=jnp.int32))
     if plan.remainder:
         state = train_on(state, jnp.int32(plan.n_full), plan.n_full * plan.batch, plan.remainder)
-    params, opt_state, guard, sums = state
-    means = sums / plan.n_rows
+    params, opt_state, guard, totals = state
+    means = result_row(spec.metrics, totals, plan.n_rows)
     if plan.val_batch is not None:
-        val = row_weighted_mean(lambda xv, yv: evaluation_row(spec, params, xv, yv),
-                                (x_val, y_val), plan.n_val_rows, plan.val_batch, mesh)
-        means = jnp.concatenate([means, val.astype(means.dtype)])
+        val = evaluation_totals(spec, params, (x_val, y_val), plan.n_val_rows, plan.val_batch,
+                                mesh)
+        means = jnp.concatenate([means, result_row(spec.metrics, val, plan.n_val_rows)])
     if plan.progress == "epoch":
         _when((epoch + 1) % progress_every == 0, progress.report, token, epoch + 1, means[0])
-    return (params, opt_state, guard), means
+    return state, means
 
 
-def _run_epochs(params, opt_state, guard, data, key, epoch0, progress_every, token, *, plan):
-    def body(carry, i):
-        return _one_epoch(plan, data, key, progress_every, token, carry, epoch0 + i)
+def row_width(plan: EpochPlan) -> int:
+    """The number of values per epoch: [loss, *metrics], twice with validation."""
+    width = 1 + len(plan.spec.metrics)
+    return 2 * width if plan.val_batch is not None else width
 
-    (params, opt_state, guard), means = lax.scan(
-        body, (params, opt_state, guard), jnp.arange(plan.n_epochs, dtype=jnp.int32))
+
+def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, progress_every,
+                token, *, plan):
+    zeros = zero_epoch_totals(plan, params, data, key)
+    totals = zeros if totals is None else totals
+    means = jnp.full((plan.n_epochs, row_width(plan)), jnp.nan, accumulation_dtype())
+
+    def body(i, carry):
+        (params, opt_state, guard, totals), means = carry
+        # a new epoch starts from zeros; the call's first starts from `totals`, and after a
+        # non-finite step (guarded replay) they stay frozen
+        totals = keep_if((i == 0) | ~guard.ok, totals, zeros)
+        state, row = _one_epoch(plan, data, key, progress_every, token,
+                                (params, opt_state, guard, totals), epoch0 + i)
+        return state, lax.dynamic_update_index_in_dim(means, row, i, axis=0)
+
+    if plan.n_epochs == 1:  # no loop of one trip (a minibatch run makes one epoch per call)
+        state, means = body(jnp.int32(0), ((params, opt_state, guard, totals), means))
+    else:
+        trips = jnp.minimum(n_run, jnp.int32(plan.n_epochs))
+        state, means = lax.fori_loop(jnp.int32(0), trips, body,
+                                     ((params, opt_state, guard, totals), means))
+    params, opt_state, guard, totals = state
     if not plan.guarded:  # the fast program's one check, at the end (module docstring)
-        ok = guard.ok & jnp.all(jnp.isfinite(means[:, 0])) & all_finite((params, opt_state))
+        ran = jnp.arange(plan.n_epochs, dtype=jnp.int32) < n_run
+        ok = (guard.ok & jnp.all(jnp.isfinite(means[:, 0]) | ~ran)
+              & all_finite((params, opt_state)))
         guard = guard._replace(ok=ok)
-    return params, opt_state, guard, means
+    return params, opt_state, guard, totals, means
 
 
 run_epochs = jax.jit(_run_epochs, static_argnames=("plan",))
-run_epochs.__doc__ = """`(params, opt_state, guard, data, key, epoch0, progress_every, token,
-*, plan) -> (params, opt_state, guard, means)`: epochs `epoch0 .. epoch0 + plan.n_epochs - 1`.
-data: `(x, y, x_val, y_val)` on device; means: `(n_epochs, 1 + n_metrics [+ 1 + n_metrics])`
-float, per epoch [loss, *metrics] row-weighted over the training steps, then the same over
-the validation rows. The fast program (`plan.guarded` False): keeps its inputs (they are the
-start of a replay) and `guard.ok` says whether every loss and the final state are finite."""
+run_epochs.__doc__ = """`(params, opt_state, guard, totals, data, key, epoch0, n_run,
+progress_every, token, *, plan) -> (params, opt_state, guard, totals, means)`: epochs
+`epoch0 .. epoch0 + n_run - 1` (`n_run` traced, at most `plan.n_epochs`, the program's
+capacity: so calls of different lengths share one compiled program). data: `(x, y, x_val,
+y_val)` on device; totals: the first epoch's starting `Totals` (None: zeros); means:
+`(plan.n_epochs, row_width(plan))` float, row i for epoch `epoch0 + i` (NaN past `n_run`):
+[loss, *metrics] over the training rows (row-weighted means, `Metric`s exact), then the same
+over the validation rows; totals: the last epoch's. The fast program (`plan.guarded` False)
+ends with `guard.ok`: every loss and the final state are finite. Nothing is donated: the
+inputs are the start of a replay, and the state `fit` hands back on Ctrl-C."""
 
-run_epochs_guarded = jax.jit(_run_epochs, static_argnames=("plan",), donate_argnums=(0, 1))
+run_epochs_guarded = jax.jit(_run_epochs, static_argnames=("plan",))
 run_epochs_guarded.__doc__ = """`run_epochs` with `plan.guarded` True: the per-step NaN guard
-(module docstring); params and opt_state are donated."""
+(module docstring)."""

@@ -7,15 +7,16 @@ import jax
 import numpy as np
 
 from funcdl.train import checks
-from funcdl.train.batches import row_weighted_mean, stacked
-from funcdl.train.epochs import evaluation_row
+from funcdl.train.accumulate import results
+from funcdl.train.batches import stacked
+from funcdl.train.epochs import evaluation_totals
 from funcdl.train.step import StepSpec, check_loss, check_model, forward
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "n_rows", "batch_size"))
 def _evaluate(params, x, y, *, spec, n_rows, batch_size):
-    return row_weighted_mean(lambda xb, yb: evaluation_row(spec, params, xb, yb), (x, y),
-                             n_rows, batch_size)
+    totals = evaluation_totals(spec, params, (x, y), n_rows, batch_size)
+    return results(spec.metrics, totals, n_rows)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "n_rows", "batch_size"))
@@ -25,10 +26,16 @@ def _predict(params, x, *, model, n_rows, batch_size):
 
 
 def evaluate(model, params, loss_fn, x, y, *, batch_size=None, metrics=None):
-    """`{"loss": float, **{name: float}}`: `loss_fn` and each metric over all rows of `(x, y)`.
+    """`{"loss": float, **{name: value}}`: `loss_fn` and each metric over all rows of `(x, y)`.
 
-    Each batch's value is weighted by its rows: with the mean losses of `fdl.losses` this is
-    the mean over all rows, whatever the batch size. batch_size: rows per batch (None: all).
+    metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`.
+    The loss and each metric function are averaged batch by batch, each batch weighted by its
+    rows: with the mean losses of `fdl.losses` and mean metrics (accuracy, MSE) this is the
+    mean over all rows whatever the batch size; for others (a sum-reduced loss, a function
+    computing R² or RMSE) it depends on the batch size. An `fdl.metrics.Metric` is exact over
+    all rows whatever the batch size (its state is summed across batches). Values are floats,
+    accumulated in float32 at least (float64 with x64); a Metric whose value is an array
+    (`confusion_matrix`) comes back as a NumPy array. batch_size: rows per batch (None: all).
 
     >>> import jax.numpy as jnp
     >>> from funcdl import losses
@@ -43,10 +50,10 @@ def evaluate(model, params, loss_fn, x, y, *, batch_size=None, metrics=None):
     batch_size = checks.check_batch_size(batch_size)
     metrics = checks.check_metrics(metrics)
     spec = StepSpec(model, loss_fn, None, "jax", None, metrics)
-    values = np.asarray(_evaluate(params, x, y, spec=spec, n_rows=n_rows,
-                                  batch_size=batch_size))
+    values = _evaluate(params, x, y, spec=spec, n_rows=n_rows, batch_size=batch_size)
     names = ["loss"] + [name for name, _ in metrics]
-    return {name: float(value) for name, value in zip(names, values)}
+    return {name: float(value) if np.ndim(value) == 0 else np.asarray(value)
+            for name, value in zip(names, jax.device_get(values))}
 
 
 def predict(model, params, x, *, batch_size=None):

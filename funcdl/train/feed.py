@@ -100,7 +100,7 @@ class Feed:
     ones are built for every epoch and hold that ONE epoch (so such a call runs one epoch),
     else they are built once, like the validation ones."""
 
-    def __init__(self, x, y, validation, mesh, batch_size, shuffle: bool, key):
+    def __init__(self, x, y, validation, mesh, batch_size, shuffle: bool, key, val_batch=None):
         x_val, y_val = validation if validation is not None else (None, None)
         self.fixed = None
         if mesh is None:
@@ -110,7 +110,8 @@ class Feed:
         self.batch = batch_layout(self.n_rows, batch_size)[0]
         self.train = (_host(x), _host(y))
         self.val = (None, None) if validation is None else fed_rows(
-            mesh, (x_val, y_val), np.arange(len(x_val)), min(self.batch, len(x_val)))
+            mesh, (x_val, y_val), np.arange(len(x_val)),
+            val_batch if val_batch is not None else min(self.batch, len(x_val)))
         if not shuffle:
             self.fixed = self._build(np.arange(self.n_rows))
 

@@ -3,23 +3,22 @@
 The data go to the device once per call (on a mesh: each epoch's batches, fed by the host
 process by process; see `feed.py`). Minibatch runs make one compiled call per epoch (a
 `lax.scan` over its batches, the batches gathered inside it); full-batch runs, which are
-never shuffled, run all their epochs (or all up to the next checkpoint) in one compiled call:
-a 400-epoch XOR run is one dispatch. See `epochs.py` for the order of the batches, the keys
-and the NaN guard.
+never shuffled, run many epochs per compiled call (about half a second of work each, so that
+Ctrl-C is honoured; a 400-epoch XOR run is one or two dispatches). `loop.py` runs the calls,
+`epochs.py` is the compiled program (the order of the batches, the keys, the NaN guard).
 """
 import functools
-import time
 
 import jax
 import numpy as np
 
 from funcdl.train import checks, resume as resume_state
 from funcdl.train.batches import batch_layout
-from funcdl.train.epochs import (EpochPlan, initial_state, new_guard, run_epochs,
-                                 run_epochs_guarded)
+from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
 from funcdl.train.feed import Feed
-from funcdl.train.progress import ProgressBar, choose_every, first_every, remember
-from funcdl.train.sharding import check_mesh, is_main_process, place_copy, to_host
+from funcdl.train.loop import Position, Run, as_lists, train
+from funcdl.train.progress import ProgressBar
+from funcdl.train.sharding import check_mesh, is_main_process, place_copy
 from funcdl.train.step import (StepSpec, check_callables, check_compute_dtype,
                                check_grad_backend)
 
@@ -35,22 +34,21 @@ def _history_names(metrics, validation) -> list:
     return names + [f"val_{name}" for name in names] if validation is not None else names
 
 
-def _diverged(params, opt_state, history, epoch: int, step: int, loss_value):
-    error = FloatingPointError(
-        f"fit: the loss or its gradient became non-finite (epoch loss {loss_value}) at epoch "
-        f"{epoch}, step {step} "
-        f"(both counted from 0); training stopped there. The error's `.params`, `.opt_state`, "
-        f"`.history` hold the last finite state (before that step; {epoch} whole epochs in "
-        "`.history`)")
-    error.params, error.opt_state, error.history = params, opt_state, history
-    error.epoch, error.step = epoch, step
-    return error
+MAX_EPOCHS_PER_CALL = 4096  # a call's history rows are one (capacity, k) array on device
+
+
+def _capacity(epochs_left: int, every) -> int:
+    """Epochs one full-batch program can run per call: a power of two (so runs of similar
+    lengths share one compiled program) covering the epochs up to the next checkpoint, at
+    most MAX_EPOCHS_PER_CALL."""
+    need = min(epochs_left if every is None else min(epochs_left, every), MAX_EPOCHS_PER_CALL)
+    return 1 << max(0, need - 1).bit_length()
 
 
 def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shuffle=True,
         key=None, grad_backend="jax", progress=True, opt_state=None, validation=None,
         metrics=None, compute_dtype=None, mesh=None, checkpoint=None, checkpoint_every=1,
-        resume=False, initial_epoch=0):
+        resume=False, initial_epoch=0, validation_batch_size=None):
     """Train `params` of `model` on `(x, y)`; returns `(params, opt_state, history)`.
 
     model: a `fdl.nn.Model` (called as `apply(params, x, key=..., train=True)`) or a plain
@@ -61,8 +59,11 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     `n % batch_size` rows are one more step. key: the PRNG key for shuffling and dropout
     (None: `jax.random.PRNGKey(0)`). grad_backend: "jax" or "funcdl". progress: a tqdm bar on
     stderr. opt_state: continue from this optimizer state (None: `optimizer.init(params)`).
-    validation: `(x_val, y_val)`, evaluated with `train=False` after every epoch.
-    metrics: `{name: fn(pred, target) -> scalar}`. compute_dtype: e.g. `jnp.bfloat16` for the
+    validation: `(x_val, y_val)`, evaluated with `train=False` after every epoch, in batches
+    of `validation_batch_size` rows (None: the training batch size; all rows for full batch).
+    metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`
+    (see history below); a function or Metric whose value is not a scalar is a TypeError
+    naming it (raised when fit traces it; `evaluate` returns array-valued Metrics). compute_dtype: e.g. `jnp.bfloat16` for the
     forward and backward passes (params and optimizer state stay in their own dtype).
     mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
     every `checkpoint_every` epochs and at the end; resume: continue from it if it exists
@@ -74,9 +75,13 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     but without `initial_epoch` starts at epoch 0 again: it replays epoch 0's shuffle and keys.
 
     history: `{"loss": [...], name: [...], "val_loss": [...], "val_<name>": [...]}`, one float
-    per epoch; training values are means over the epoch's steps weighted by batch rows
-    (exact for mean losses and metrics such as MSE or accuracy), accumulated in float32 at
-    least (float64 with x64) whatever the model's dtype.
+    per epoch. The loss and metric functions are averaged batch by batch, each batch weighted
+    by its rows: exact for mean losses and mean metrics (MSE, accuracy), batch-size dependent
+    for others (a sum-reduced loss, R² or RMSE written as a function). An `fdl.metrics.Metric`
+    (e.g. `fdl.metrics.r2_score()`) is exact over all the epoch's rows whatever the batch
+    size: its state is updated inside the compiled scan and summed across batches and
+    devices. Everything accumulates in float32 at least (float64 with x64) whatever the
+    model's dtype.
     A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
     .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
 
@@ -100,6 +105,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     metrics = checks.check_metrics(metrics)
     checks.check_fit_key(key)
     every = checks.check_checkpoint(checkpoint, checkpoint_every, resume)
+    validation_batch_size = checks.check_batch_size(validation_batch_size,
+                                                    "validation_batch_size")
     initial_epoch = checks.check_int(initial_epoch, "initial_epoch", 0)
     if initial_epoch > epochs:
         raise ValueError(f"`initial_epoch` must be <= `epochs` (the epoch to stop at), got "
@@ -114,74 +121,47 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
 
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
     names = _history_names(metrics, validation)
-    history = {name: [] for name in names}
     if mesh is None:
         params, opt_state, guard = initial_state(params, opt_state, optimizer=optimizer)
     else:  # on a mesh, init's fresh scalars must be replicated like the program's outputs
         params = place_copy(params, mesh)
         opt_state = place_copy(optimizer.init(params) if opt_state is None else opt_state, mesh)
         guard = place_copy(new_guard(), mesh)
-    done = initial_epoch
-    if resume:
-        loaded = resume_state.load_state(checkpoint, params, opt_state, names, key)
-        if loaded is not None:
-            params, opt_state, history, done, key = loaded
-            params, opt_state = place_copy(params, mesh), place_copy(opt_state, mesh)
-    if done >= epochs:
-        return params, opt_state, history
-
     steps_per_epoch = n_full + (1 if remainder else 0)
     full_batch = steps_per_epoch == 1
-    unit = "epoch" if full_batch else "step"
-    per_call = (epochs - done if checkpoint is None else every) if full_batch else 1
-    feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key)
-    data = feed.data(done)
-    unit_scale = 1 if full_batch else steps_per_epoch
-    progress_every = None  # chosen at the first call (progress.first_every)
+    if validation is None:
+        val_batch = None
+    elif validation_batch_size is not None:
+        val_batch = min(validation_batch_size, n_val)
+    else:
+        val_batch = n_val if full_batch else min(batch, n_val)
+    settings = {"n_rows": n_rows, "batch_size": None if full_batch else batch,
+                "shuffle": bool(shuffle and not full_batch), "n_val": n_val}
+    pos = Position(params, opt_state, guard, {name: () for name in names}, initial_epoch)
+    if resume:
+        loaded = resume_state.load_state(
+            checkpoint, params, opt_state, names, key, run=settings, epochs=epochs,
+            totals_like=epoch_totals_like(spec, params, x, y, batch, key))
+        if loaded is not None:
+            pos = Position(place_copy(loaded.params, mesh), place_copy(loaded.opt_state, mesh),
+                           guard, {name: tuple(v) for name, v in loaded.history.items()},
+                           loaded.epochs_done, loaded.step,
+                           None if not loaded.step else place_copy(loaded.totals, mesh))
+            key = loaded.key
+    if pos.done >= epochs:
+        return pos.params, pos.opt_state, as_lists(pos.history)
 
-    with ProgressBar(epochs * unit_scale, done * unit_scale, unit,
+    unit = "epoch" if full_batch else "step"
+    capacity = _capacity(epochs - pos.done, None if checkpoint is None else every) \
+        if full_batch else 1
+    plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
+                     capacity, val_batch, n_val, unit if progress else None, mesh)
+    feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key,
+                val_batch=val_batch)
+    run = Run(plan, names, feed, key, epochs, None if checkpoint is None else every, checkpoint,
+              mesh, steps_per_epoch, progress, settings)
+    unit_scale = 1 if full_batch else steps_per_epoch
+    with ProgressBar(epochs * unit_scale, pos.done * unit_scale + pos.step, unit,
                      progress and is_main_process()) as bar:
-        while done < epochs:
-            n_epochs = min(per_call, epochs - done)
-            plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
-                             n_epochs, None if validation is None else min(batch, n_val), n_val,
-                             unit if progress else None, mesh)
-            if progress_every is None:
-                progress_every = first_every(
-                    plan, max(1, (per_call if full_batch else steps_per_epoch) // 8))
-            started = time.perf_counter()
-            args = (data, key, np.int32(done), np.int32(progress_every), np.int32(bar.token))
-            new_params, new_state, new_guard_state, means = run_epochs(
-                params, opt_state, guard, *args, plan=plan)
-            # the next call's batches are built on the host while the device runs this one
-            upcoming = feed.data(done + n_epochs) if done + n_epochs < epochs else None
-            means, host_guard = to_host((means, new_guard_state))
-            if not bool(host_guard.ok):  # replay the call with the per-step guard (epochs.py)
-                new_params, new_state, new_guard_state, means = run_epochs_guarded(
-                    params, opt_state, guard, *args,
-                    plan=plan._replace(guarded=True, progress=None))
-                means, host_guard = to_host((means, new_guard_state))
-            if not bool(host_guard.ok):
-                bad_epoch, bad_step = int(host_guard.epoch), int(host_guard.step)
-                for row in means[:bad_epoch - done]:
-                    for name, value in zip(names, row):
-                        history[name].append(float(value))
-                if checkpoint is not None:
-                    resume_state.save_state(checkpoint, new_params, new_state, history,
-                                            bad_epoch, key, mesh)
-                raise _diverged(new_params, new_state, history, bad_epoch, bad_step,
-                                float(means[bad_epoch - done, 0]))
-            params, opt_state, guard = new_params, new_state, new_guard_state
-            data = upcoming
-            for row in means:
-                for name, value in zip(names, row):
-                    history[name].append(float(value))
-            done += n_epochs
-            bar.finish_call(done * unit_scale, means[-1, 0])
-            elapsed = time.perf_counter() - started
-            progress_every = choose_every(elapsed, n_epochs * unit_scale, progress_every)
-            if progress:
-                remember(plan, elapsed, n_epochs * unit_scale)
-            if checkpoint is not None and (done % every == 0 or done == epochs):
-                resume_state.save_state(checkpoint, params, opt_state, history, done, key, mesh)
-    return params, opt_state, history
+        pos = train(run, pos, bar)
+    return pos.params, pos.opt_state, as_lists(pos.history)

@@ -7,6 +7,7 @@ last finite state), by process 0 only; in a multi-process run every process wait
 that write before it goes on.
 """
 import os
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,18 @@ def history_dtype():
     return jax.dtypes.canonicalize_dtype(np.float64)
 
 
-def save_state(path, params, opt_state, history, epochs_done, key, mesh=None):
+class Resumed(NamedTuple):
+    params: Any
+    opt_state: Any
+    history: dict
+    epochs_done: int
+    step: int
+    totals: Any
+    key: Any
+
+
+def save_state(path, params, opt_state, history, epochs_done, key, mesh=None, *, step=0,
+               totals=None, run=None):
     """Write the training state to `path` (atomically; process 0 only)."""
     from funcdl import checkpoint
 
@@ -41,8 +53,11 @@ def save_state(path, params, opt_state, history, epochs_done, key, mesh=None):
         tree = {"params": to_host(params), "opt_state": to_host(opt_state), "key": _key_data(key),
                 "history": {name: np.asarray(values, history_dtype())
                             for name, values in history.items()}}
+        if totals is not None:
+            tree["totals"] = to_host(totals)
         checkpoint.save(os.fspath(path), tree,
-                        metadata={"funcdl": FORMAT, "epochs_done": str(epochs_done)})
+                        metadata={"funcdl": FORMAT, "epochs_done": str(epochs_done),
+                                  "step": str(step)})
     if jax.process_count() > 1:
         # Every process waits for process 0's write, so that a `resume` on any of them (in
         # this run or the next) reads this file, not an older one.
@@ -50,7 +65,8 @@ def save_state(path, params, opt_state, history, epochs_done, key, mesh=None):
         multihost_utils.sync_global_devices(f"funcdl.train checkpoint {epochs_done}")
 
 
-def load_state(path, params, opt_state, history_names, key):
+def load_state(path, params, opt_state, history_names, key, *, totals_like=None, run=None,
+               epochs=None):
     """`(params, opt_state, history, epochs_done, key)` from `path`, or None when there is no
     file. The file must have been written by `fit` with params and optimizer state of the
     same structure, shapes and dtypes (ValueError naming the first differing leaf otherwise)."""
@@ -75,8 +91,11 @@ def load_state(path, params, opt_state, history_names, key):
             "key": struct(_key_data(key)),
             "history": {name: jax.ShapeDtypeStruct((done,), history_dtype())
                         for name in history_names}}
+    step = int(meta.get("step", "0"))
+    if step:
+        like["totals"] = jax.tree_util.tree_map(struct, totals_like)
     tree = checkpoint.load(path, like)
     history = {name: [float(v) for v in np.asarray(tree["history"][name])]
                for name in history_names}
-    return (tree["params"], tree["opt_state"], history, done,
-            _like_key(tree["key"], key))
+    return Resumed(tree["params"], tree["opt_state"], history, done, step,
+                   tree.get("totals"), _like_key(tree["key"], key))

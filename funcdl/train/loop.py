@@ -1,0 +1,169 @@
+"""`fit`'s host loop: the compiled calls one after another, and what happens between them.
+
+Each call runs `n_run` epochs of one compiled program (`epochs.run_epochs`; `n_run` is traced,
+so calls of any length up to the program's capacity share it). Between calls, on the host:
+the history grows by the call's rows, a failed call is replayed with the per-step guard (a NaN
+stop), the checkpoint is written every `checkpoint_every` epochs, and Ctrl-C is honoured.
+
+Call lengths. A minibatch run makes one call per epoch. A full-batch run (one step per epoch,
+never shuffled) runs many epochs per call, but Python sees Ctrl-C only between calls, so a
+call is about `CALL_SECONDS` of work: the first call of a program runs one epoch (unless an
+earlier `fit` measured the same program), and every call sets the next one's length from its
+own time per epoch, compile time excluded (measured with `jax.monitoring`'s compile events).
+
+The state between calls is one `Position` value, replaced whole after each call, so a Ctrl-C
+at any moment hands back a consistent state: `Interrupted(.params, .opt_state, .history,
+.epoch)`, written to the checkpoint first when there is one.
+"""
+import time
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from funcdl.train import resume as resume_state
+from funcdl.train.epochs import EpochPlan, run_epochs, run_epochs_guarded
+from funcdl.train.progress import choose_every, first_every, remember
+from funcdl.train.sharding import to_host
+from funcdl.train.stops import Interrupted, diverged
+
+CALL_SECONDS = 0.5  # the work of one full-batch call, so Ctrl-C is honoured within ~a second
+
+
+class Position(NamedTuple):
+    """Where training stands between two compiled calls."""
+    params: Any
+    opt_state: Any
+    guard: Any  # epochs.Guard
+    history: dict  # name -> tuple of floats, one per whole epoch done
+    done: int  # whole epochs done (counted from epoch 0 of the run)
+    step: int = 0  # steps of epoch `done` already applied (after a resumed NaN stop)
+    totals: Any = None  # their accumulate.Totals (None: step 0)
+
+
+class Run(NamedTuple):
+    """What stays fixed during one `fit` call."""
+    plan: EpochPlan  # the program; its n_epochs is the capacity of one call
+    names: list  # history names, in the order of a means row
+    feed: Any  # feed.Feed
+    key: Any
+    epochs: int  # the epoch to stop at
+    every: Optional[int]  # checkpoint_every (None: no checkpoint)
+    checkpoint: Any
+    mesh: Any
+    steps_per_epoch: int
+    progress: bool
+    settings: dict  # the run's settings, stored in the checkpoint and checked on resume
+
+
+_compile_seconds = [0.0]
+_listening = [False]
+
+
+def _on_duration(event: str, duration: float, **_):
+    if event.startswith("/jax/core/compile/"):
+        _compile_seconds[0] += duration
+
+
+def compile_seconds() -> float:
+    """Seconds jax has spent compiling in this process (since the first `fit`)."""
+    if not _listening[0]:
+        import jax.monitoring
+        jax.monitoring.register_event_duration_secs_listener(_on_duration)
+        _listening[0] = True
+    return _compile_seconds[0]
+
+
+_seconds_per_epoch = {}  # EpochPlan -> seconds per epoch measured on its last call
+
+
+def _next_length(run: Run, pos: Position) -> int:
+    """Epochs of the next call: up to the next checkpoint and the end, and about CALL_SECONDS."""
+    if pos.step or run.plan.n_epochs == 1:
+        return 1
+    left = run.epochs - pos.done
+    if run.every is not None:
+        left = min(left, run.every - pos.done % run.every)
+    seconds = _seconds_per_epoch.get(run.plan)
+    if seconds is None:
+        return 1
+    return max(1, min(left, run.plan.n_epochs, int(CALL_SECONDS / max(seconds, 1e-9))))
+
+
+def _with_rows(history: dict, names, rows) -> dict:
+    """A new history with one more value per name for each row of `rows`."""
+    return {name: history[name] + tuple(float(v) for v in rows[:, i])
+            for i, name in enumerate(names)}
+
+
+def as_lists(history: dict) -> dict:
+    return {name: list(values) for name, values in history.items()}
+
+
+def _save(run: Run, pos: Position):
+    resume_state.save_state(run.checkpoint, pos.params, pos.opt_state, as_lists(pos.history),
+                            pos.done, run.key, run.mesh, step=pos.step, totals=pos.totals,
+                            run=run.settings)
+
+
+def train(run: Run, pos: Position, bar) -> Position:
+    """Run compiled calls from `pos` until `run.epochs` epochs are done; returns the final
+    `Position`. Raises the NaN stop's FloatingPointError and `Interrupted` (stops.py)."""
+    data = run.feed.data(pos.done)
+    progress_every = None
+    unit_scale = run.steps_per_epoch if run.plan.n_full + bool(run.plan.remainder) > 1 else 1
+    try:
+        while pos.done < run.epochs:
+            n_run = _next_length(run, pos)
+            plan = run.plan if not pos.step else run.plan._replace(n_epochs=1,
+                                                                  first_step=pos.step)
+            if not run.progress:
+                plan = plan._replace(progress=None)
+            if progress_every is None:
+                default = run.steps_per_epoch if unit_scale > 1 else run.epochs - pos.done
+                progress_every = first_every(plan, max(1, default // 8))
+            compiling, started = compile_seconds(), time.perf_counter()
+            args = (data, run.key, np.int32(pos.done), np.int32(n_run),
+                    np.int32(progress_every), np.int32(bar.token))
+            out = run_epochs(pos.params, pos.opt_state, pos.guard, pos.totals, *args, plan=plan)
+            # the next call's batches are built on the host while the device runs this one
+            after = pos.done + n_run
+            upcoming = run.feed.data(after) if after < run.epochs else None
+            means, guard = to_host((out[4], out[2]))
+            if not bool(guard.ok):  # replay the call with the per-step guard (epochs.py)
+                out = run_epochs_guarded(pos.params, pos.opt_state, pos.guard, pos.totals,
+                                         *args, plan=plan._replace(guarded=True, progress=None))
+                means, guard = to_host((out[4], out[2]))
+            if not bool(guard.ok):
+                _stop(run, pos, out, means, guard)
+            elapsed = time.perf_counter() - started - (compile_seconds() - compiling)
+            pos = Position(out[0], out[1], out[2],
+                           _with_rows(pos.history, run.names, means[:n_run]), after)
+            data = upcoming
+            bar.finish_call(after * unit_scale, means[n_run - 1, 0])
+            units = n_run * unit_scale
+            progress_every = choose_every(elapsed, units, progress_every)
+            if elapsed > 0:
+                _seconds_per_epoch[run.plan] = elapsed / n_run
+                if run.progress:
+                    remember(plan, elapsed, units)
+            if run.checkpoint is not None and (after % run.every == 0 or after == run.epochs):
+                _save(run, pos)
+    except KeyboardInterrupt:
+        if run.checkpoint is not None:
+            _save(run, pos)
+        raise Interrupted(pos.params, pos.opt_state, as_lists(pos.history), pos.done,
+                          run.checkpoint) from None
+    return pos
+
+
+def _stop(run: Run, pos: Position, out, means, guard):
+    """A NaN stop: the state before the bad step (and, with a checkpoint, its position and the
+    partial epoch's totals, so that a resume applies every step once)."""
+    bad_epoch, bad_step = int(guard.epoch), int(guard.step)
+    history = _with_rows(pos.history, run.names, means[:bad_epoch - pos.done])
+    stopped = Position(out[0], out[1], pos.guard, history, bad_epoch,
+                       bad_step, out[3] if bad_step else None)
+    if run.checkpoint is not None:
+        _save(run, stopped)
+    raise diverged(stopped.params, stopped.opt_state, as_lists(history), bad_epoch, bad_step,
+                   float(guard.loss), run.checkpoint)

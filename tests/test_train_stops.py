@@ -1,0 +1,132 @@
+"""How fit stops and goes on: a NaN stop's checkpoint holds its position and the partial
+epoch's totals, so a resume after the data are fixed equals the clean run bitwise (each step
+applied once); Ctrl-C raises `fdl.train.Interrupted` with the last state within about a second;
+full-batch runs are split into short calls that give the same numbers as one call."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from funcdl import checkpoint, losses, metrics, nn, optim, train
+from funcdl.train import loop
+
+RNG = np.random.RandomState(1)
+X = RNG.randn(44, 3).astype(np.float32)
+Y = (np.sin(X[:, :1]) + X[:, 1:2]).astype(np.float32)
+MODEL = nn.Sequential(nn.Linear(8), nn.Dropout(0.2), nn.Tanh(), nn.Linear(1))
+PARAMS = MODEL.init(jax.random.key(0), X)
+KWARGS = dict(batch_size=6, key=jax.random.key(5), progress=False,
+              metrics={"r2": metrics.r2_score(), "mae": losses.l1_loss},
+              validation=(X[:10], Y[:10]))
+
+
+def _bad_data():
+    bad = X.copy()
+    bad[17, 1] = np.inf
+    return bad
+
+
+def _leaves_equal(a, b):
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_a_nan_stop_resumed_after_the_fix_equals_the_clean_run_bitwise(tmp_path):
+    path = tmp_path / "run.safetensors"
+    opt = optim.adam(1e-2)
+    clean = train.fit(MODEL, PARAMS, losses.mse_loss, opt, X, Y, epochs=5, **KWARGS)
+    train.fit(MODEL, PARAMS, losses.mse_loss, opt, X, Y, epochs=2, checkpoint=path, **KWARGS)
+    with pytest.raises(FloatingPointError) as stop:
+        train.fit(MODEL, PARAMS, losses.mse_loss, opt, _bad_data(), Y, epochs=5,
+                  checkpoint=path, resume=True, **KWARGS)
+    epoch, step = stop.value.epoch, stop.value.step
+    assert epoch == 2 and step > 0  # row 17 sits in the middle of epoch 2's shuffled order
+    meta = checkpoint.metadata(path)
+    assert (meta["epochs_done"], meta["step"]) == ("2", str(step))
+    # the stop's state: the clean run's after `step` steps of epoch 2 (Adam's count says so)
+    assert int(stop.value.opt_state[1].count) == 2 * 8 + step
+    resumed = train.fit(MODEL, PARAMS, losses.mse_loss, opt, X, Y, epochs=5, checkpoint=path,
+                        resume=True, **KWARGS)
+    assert int(resumed[1][1].count) == int(clean[1][1].count) == 5 * 8
+    _leaves_equal(resumed[:2], clean[:2])
+    assert resumed[2] == clean[2]
+
+
+def test_a_nan_stop_in_the_resumed_partial_epoch_stops_again_at_its_step(tmp_path):
+    path = tmp_path / "run.safetensors"
+    opt = optim.sgd(0.05)
+    kwargs = {**KWARGS, "metrics": None, "validation": None}
+    with pytest.raises(FloatingPointError) as first:
+        train.fit(MODEL, PARAMS, losses.mse_loss, opt, _bad_data(), Y, epochs=3,
+                  checkpoint=path, **kwargs)
+    with pytest.raises(FloatingPointError) as again:  # not fixed: the same step again
+        train.fit(MODEL, PARAMS, losses.mse_loss, opt, _bad_data(), Y, epochs=3,
+                  checkpoint=path, resume=True, **kwargs)
+    assert (again.value.epoch, again.value.step) == (first.value.epoch, first.value.step)
+    _leaves_equal(again.value.params, first.value.params)
+    clean = train.fit(MODEL, PARAMS, losses.mse_loss, opt, X, Y, epochs=3, **kwargs)
+    resumed = train.fit(MODEL, PARAMS, losses.mse_loss, opt, X, Y, epochs=3, checkpoint=path,
+                        resume=True, **kwargs)
+    _leaves_equal(resumed[:2], clean[:2])
+    assert resumed[2] == clean[2]
+
+
+def test_full_batch_calls_of_any_length_give_the_numbers_of_one_call(monkeypatch):
+    calls = []
+    real = loop.run_epochs
+
+    def counting(*args, **kwargs):
+        calls.append(int(args[7]))
+        return real(*args, **kwargs)
+
+    kwargs = dict(progress=False, metrics={"r2": metrics.r2_score()}, validation=(X[:9], Y[:9]))
+    one = train.fit(MODEL, PARAMS, losses.mse_loss, optim.adam(1e-2), X, Y, epochs=37, **kwargs)
+    monkeypatch.setattr(loop, "run_epochs", counting)
+    monkeypatch.setattr(loop, "CALL_SECONDS", 1e-9)  # one epoch per call
+    split = train.fit(MODEL, PARAMS, losses.mse_loss, optim.adam(1e-2), X, Y, epochs=37,
+                      **kwargs)
+    assert calls == [1] * 37
+    _leaves_equal(one[:2], split[:2])
+    assert one[2] == split[2]
+
+
+INTERRUPT = textwrap.dedent('''
+    import os, signal, threading, time
+    import jax, numpy as np
+    from funcdl import checkpoint, losses, nn, optim, train
+    x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(64, 1); y = x ** 2
+    model = nn.Sequential(nn.Linear(32), nn.Tanh(), nn.Linear(1))
+    params = model.init(jax.random.key(0), x)
+    sent = []
+    def interrupt():
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Timer(3.0, interrupt).start()
+    try:  # full batch: without splitting, 10**8 epochs would be one dispatch of minutes
+        train.fit(model, params, losses.mse_loss, optim.adam(1e-3), x, y, epochs=10 ** 8,
+                  progress=False, checkpoint=PATH, checkpoint_every=10 ** 8)
+        raise SystemExit("fit finished")
+    except train.Interrupted as stop:
+        waited = time.perf_counter() - sent[0]
+        assert isinstance(stop, KeyboardInterrupt)
+        assert stop.epoch > 0 and len(stop.history["loss"]) == stop.epoch, stop.epoch
+        saved = checkpoint.load(PATH, {"params": stop.params}, strict=False)["params"]
+        for a, b in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(stop.params)):
+            np.testing.assert_array_equal(a, np.asarray(b))
+        assert checkpoint.metadata(PATH)["epochs_done"] == str(stop.epoch)
+        print(f"INTERRUPTED {waited:.3f}")
+''')
+
+
+def test_ctrl_c_raises_interrupted_with_the_last_state_within_about_a_second(tmp_path):
+    script = f"PATH = {str(tmp_path / 'run.safetensors')!r}\n" + INTERRUPT
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    waited = float(result.stdout.split("INTERRUPTED")[1])
+    assert waited < 2.0, waited  # calls of ~0.5 s of work (loop.CALL_SECONDS)
