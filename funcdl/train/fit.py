@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 
-from funcdl.train import checks, resume as resume_state
+from funcdl.train import agreement, checks, resume as resume_state
 from funcdl.train.batches import batch_layout
 from funcdl.train.epochs import (EpochPlan, initial_state, new_guard, run_epochs,
                                  run_epochs_guarded)
@@ -111,6 +111,10 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     batch, n_full, remainder = batch_layout(n_rows, batch_size)
     check_mesh(mesh, batch)
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
+    agreement.check_processes({"key": key, "epochs": epochs, "initial_epoch": initial_epoch,
+                               "batch_size": batch_size, "x": n_rows, "validation": n_val,
+                               "params": agreement.structure(params)})
+    run = resume_state.run_settings(n_rows, batch_size, shuffle, n_val, key)
 
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
     names = _history_names(metrics, validation)
@@ -123,9 +127,10 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
         guard = place_copy(new_guard(), mesh)
     done = initial_epoch
     if resume:
-        loaded = resume_state.load_state(checkpoint, params, opt_state, names, key)
-        if loaded is not None:
-            params, opt_state, history, done, key = loaded
+        loaded = resume_state.load_state(checkpoint, params, opt_state, names, key, run=run,
+                                         epochs=epochs)
+        if loaded is not None:  # the position's step: from the epoch's start, for now
+            params, opt_state, history, done, _, _, key = loaded
             params, opt_state = place_copy(params, mesh), place_copy(opt_state, mesh)
     if done >= epochs:
         return params, opt_state, history
@@ -168,7 +173,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                         history[name].append(float(value))
                 if checkpoint is not None:
                     resume_state.save_state(checkpoint, new_params, new_state, history,
-                                            bad_epoch, key, mesh)
+                                            bad_epoch, key, mesh, step=bad_step, run=run)
                 raise _diverged(new_params, new_state, history, bad_epoch, bad_step,
                                 float(means[bad_epoch - done, 0]))
             params, opt_state, guard = new_params, new_state, new_guard_state
@@ -183,5 +188,6 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
             if progress:
                 remember(plan, elapsed, n_epochs * unit_scale)
             if checkpoint is not None and (done % every == 0 or done == epochs):
-                resume_state.save_state(checkpoint, params, opt_state, history, done, key, mesh)
+                resume_state.save_state(checkpoint, params, opt_state, history, done, key, mesh,
+                                        run=run)
     return params, opt_state, history
