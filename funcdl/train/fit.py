@@ -65,8 +65,13 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     metrics: `{name: fn(pred, target) -> scalar}`. compute_dtype: e.g. `jnp.bfloat16` for the
     forward and backward passes (params and optimizer state stay in their own dtype).
     mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
-    every `checkpoint_every` epochs and at the end; resume: continue from it if it exists
-    (the file's position then replaces `initial_epoch`).
+    every `checkpoint_every` epochs, at the end and at a NaN stop (with its epoch and step);
+    resume: continue from it if it exists (the file's position then replaces `initial_epoch`).
+    A file written with another number of rows of `x` or `validation`, `batch_size`, `shuffle`
+    or `key` is a ValueError naming each difference, and so is an `epochs` before the file's
+    position; another learning rate or optimizer hyperparameter is allowed. In a run of
+    several processes, all must pass the same `key`, `epochs`, `initial_epoch`, `batch_size`,
+    numbers of rows and params structure (a ValueError in every process otherwise).
     initial_epoch: the epoch to start at (Keras's name): epochs are numbered from it for the
     shuffle order and the dropout keys, and `epochs` is the epoch to stop at, so `fit(epochs=3)`
     then `fit(params=p, opt_state=s, epochs=5, initial_epoch=3)` equals `fit(epochs=5)` bitwise
