@@ -15,6 +15,11 @@ to agree:
         over all 4 devices of both processes, recording every row that process reads from
         `x` and `x_val` (`RowLog`), then a checkpoint/resume run; then a clean
         jax.distributed.shutdown().
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/distributed_worker.py \\
+        disagree ID 2 PORT OUT
+        process ID of 2 calls fit on the 4-device mesh with key PRNGKey(ID) and batch_size
+        16 + 4 * ID (the other arguments equal): the ValueError it raises goes to
+        OUT/disagree<ID>.json; then a clean jax.distributed.shutdown().
 
 Results go to OUT as fdl.checkpoint files (params) and JSON (history); the test compares them.
 """
@@ -169,11 +174,35 @@ def run_process(process_id, num_processes, port, out):
     print(f"process {process_id}: shut down cleanly", flush=True)
 
 
+def run_disagreeing_process(process_id, num_processes, port, out):
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes,
+                               process_id=process_id)
+    from jax.sharding import Mesh
+
+    from funcdl import losses
+    from funcdl.train import fit
+
+    model, optimizer, _, params, x, y = problem()
+    mesh = Mesh(jax.devices(), ("data",))
+    error = error_of(lambda: fit(model, params, losses.mse_loss, optimizer, x, y, epochs=EPOCHS,
+                                 batch_size=BATCH + 4 * process_id, key=jax.random.PRNGKey(
+                                     process_id), mesh=mesh, progress=False))
+    with open(os.path.join(out, f"disagree{process_id}.json"), "w") as file:
+        json.dump(error, file)
+    jax.distributed.shutdown()
+    print(f"process {process_id}: shut down cleanly", flush=True)
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "mesh":
         run_mesh(*args)
     elif mode == "process":
         run_process(int(args[0]), int(args[1]), int(args[2]), args[3])
+    elif mode == "disagree":
+        run_disagreeing_process(int(args[0]), int(args[1]), int(args[2]), args[3])
     else:
         raise SystemExit(f"unknown mode {mode!r}")

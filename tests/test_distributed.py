@@ -35,7 +35,7 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 
-def run_all(commands, out):
+def run_all(commands, out, timeout_s=TIMEOUT_S):
     """Run `(argv, n_devices)` commands at once; return their `(returncode, stdout, stderr)`.
     When one fails, the others (which would wait for it in a collective) are killed at once;
     all are killed at the timeout, and in any case before returning."""
@@ -48,12 +48,12 @@ def run_all(commands, out):
             processes.append(subprocess.Popen([sys.executable, str(WORKER), *argv, str(out)],
                                               env=env, text=True, stdout=logs[-1][0],
                                               stderr=logs[-1][1]))
-        deadline = time.monotonic() + TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while any(p.poll() is None for p in processes):
             if any(p.poll() not in (None, 0) for p in processes):
                 break
             if time.monotonic() > deadline:
-                pytest.fail(f"{[p.args[2:4] for p in processes]} did not finish in {TIMEOUT_S} s")
+                pytest.fail(f"{[p.args[2:4] for p in processes]} did not finish in {timeout_s} s")
             time.sleep(0.1)
     finally:
         for process in processes:
@@ -149,6 +149,25 @@ def two_processes(tmp_path_factory):
         stdout = check_ok(result, f"process {i}")
         assert f"process {i}: shut down cleanly" in stdout
     return out
+
+
+def test_processes_passing_different_arguments_all_raise_a_value_error_naming_them(tmp_path):
+    """Process i passes key PRNGKey(i) and batch_size 16 + 4i: both raise (neither waits in a
+    collective for the other), naming `key` and `batch_size` but no argument they agree on."""
+    if not hasattr(jax, "distributed") or "jax_cpu_collectives_implementation" not in jax.config.values:
+        pytest.skip(f"jax {jax.__version__} has no jax.distributed with CPU collectives")
+    port = free_port()
+    results = run_all([(["disagree", str(i), "2", str(port)], 2) for i in (0, 1)], tmp_path,
+                      timeout_s=120)
+    for i, result in enumerate(results):
+        assert f"process {i}: shut down cleanly" in check_ok(result, f"process {i}")
+        kind, message = json.loads((tmp_path / f"disagree{i}.json").read_text())
+        assert kind == "ValueError", (kind, message)
+        assert re.search(r"^fit: the processes disagree on `key`, `batch_size` \(`key`: process 0 "
+                         r"vs process 1; `batch_size`: process 0 vs process 1\)", message), message
+        assert f"this is process {i} of 2" in message
+        for agreed in ("`epochs`", "`x`", "`params`", "`validation`", "`initial_epoch`"):
+            assert agreed not in message, message
 
 
 @pytest.mark.slow  # two jax starts and compiles; in the default run: nothing else tests this

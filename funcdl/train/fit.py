@@ -12,7 +12,7 @@ import functools
 import jax
 import numpy as np
 
-from funcdl.train import checks, resume as resume_state
+from funcdl.train import agreement, checks, resume as resume_state
 from funcdl.train.batches import batch_layout
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
 from funcdl.train.feed import Feed
@@ -63,11 +63,16 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     of `validation_batch_size` rows (None: the training batch size; all rows for full batch).
     metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`
     (see history below); a function or Metric whose value is not a scalar is a TypeError
-    naming it (raised when fit traces it; `evaluate` returns array-valued Metrics). compute_dtype: e.g. `jnp.bfloat16` for the
-    forward and backward passes (params and optimizer state stay in their own dtype).
+    naming it (raised when fit traces it; `evaluate` returns array-valued Metrics).
+    compute_dtype: e.g. `jnp.bfloat16` for the forward and backward passes (params and optimizer state stay in their own dtype).
     mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
-    every `checkpoint_every` epochs and at the end; resume: continue from it if it exists
-    (the file's position then replaces `initial_epoch`).
+    every `checkpoint_every` epochs, at the end and at a NaN stop (with its epoch and step);
+    resume: continue from it if it exists (the file's position then replaces `initial_epoch`).
+    A file written with another number of rows of `x` or `validation`, `batch_size`, `shuffle`
+    or `key` is a ValueError naming each difference, and so is an `epochs` before the file's
+    position; another learning rate or optimizer hyperparameter is allowed. In a run of
+    several processes, all must pass the same `key`, `epochs`, `initial_epoch`, `batch_size`,
+    numbers of rows and params structure (a ValueError in every process otherwise).
     initial_epoch: the epoch to start at (Keras's name): epochs are numbered from it for the
     shuffle order and the dropout keys, and `epochs` is the epoch to stop at, so `fit(epochs=3)`
     then `fit(params=p, opt_state=s, epochs=5, initial_epoch=3)` equals `fit(epochs=5)` bitwise
@@ -118,6 +123,9 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     batch, n_full, remainder = batch_layout(n_rows, batch_size)
     check_mesh(mesh, batch)
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
+    agreement.check_processes({"key": key, "epochs": epochs, "initial_epoch": initial_epoch,
+                               "batch_size": batch_size, "x": n_rows, "validation": n_val,
+                               "params": agreement.structure(params)})
 
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
     names = _history_names(metrics, validation)
@@ -135,8 +143,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
         val_batch = min(validation_batch_size, n_val)
     else:
         val_batch = n_val if full_batch else min(batch, n_val)
-    settings = {"n_rows": n_rows, "batch_size": None if full_batch else batch,
-                "shuffle": bool(shuffle and not full_batch), "n_val": n_val}
+    settings = resume_state.run_settings(n_rows, batch_size, shuffle, n_val, key)
     pos = Position(params, opt_state, guard, {name: () for name in names}, initial_epoch)
     if resume:
         loaded = resume_state.load_state(
