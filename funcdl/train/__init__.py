@@ -8,10 +8,11 @@
 Files: `step.py` (the step, `make_train_step`), `epochs.py` (the compiled multi-epoch program,
 NaN guard), `batches.py` (row batching inside a program), `fit.py`, `progress.py` (the tqdm bar
 moved from compiled code), `evaluate.py`, `sharding.py` (the mesh), `resume.py` (checkpoints),
-`checks.py` (argument checks).
+`checks.py` (argument checks), `loss_scale.py` (float16's dynamic loss scaling).
 """
 from funcdl.train.evaluate import evaluate, predict
 from funcdl.train.fit import fit
+from funcdl.train.loss_scale import LossScaleState
 from funcdl.train.step import make_train_step
 
-__all__ = ["make_train_step", "fit", "evaluate", "predict"]
+__all__ = ["make_train_step", "fit", "evaluate", "predict", "LossScaleState"]

@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 
-from funcdl.train import checks, resume as resume_state
+from funcdl.train import checks, loss_scale, resume as resume_state
 from funcdl.train.batches import batch_layout
 from funcdl.train.epochs import (EpochPlan, initial_state, new_guard, run_epochs,
                                  run_epochs_guarded)
@@ -63,7 +63,9 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     stderr. opt_state: continue from this optimizer state (None: `optimizer.init(params)`).
     validation: `(x_val, y_val)`, evaluated with `train=False` after every epoch.
     metrics: `{name: fn(pred, target) -> scalar}`. compute_dtype: e.g. `jnp.bfloat16` for the
-    forward and backward passes (params and optimizer state stay in their own dtype).
+    forward and backward passes (params and optimizer state stay in their own dtype);
+    `jnp.float16` adds dynamic loss scaling (`fdl.train.loss_scale`): `opt_state` is then a
+    `LossScaleState` holding the scale, and a skipped step is not a non-finite one.
     mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
     every `checkpoint_every` epochs and at the end; resume: continue from it if it exists
     (the file's position then replaces `initial_epoch`).
@@ -115,6 +117,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
     names = _history_names(metrics, validation)
     history = {name: [] for name in names}
+    opt_state = loss_scale.prepare(optimizer, params, opt_state, compute_dtype)  # float16
     if mesh is None:
         params, opt_state, guard = initial_state(params, opt_state, optimizer=optimizer)
     else:  # on a mesh, init's fresh scalars must be replicated like the program's outputs
