@@ -30,8 +30,10 @@ RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 3)).astype(np.float32)
 # targets of ~100: 2 * (pred - y) / 8 * 2**16 overflows float16, so the first steps skip
 Y = (100 * np.sin(X[:, :1])).astype(np.float32)
-PARAMS = {"w1": 0.5 * RNG.normal(size=(3, 8)).astype(np.float32), "b1": np.zeros((1, 8), np.float32),
-          "w2": 0.5 * RNG.normal(size=(8, 1)).astype(np.float32), "b2": np.zeros((1, 1), np.float32)}
+PARAMS = {"w1": 0.5 * RNG.normal(size=(3, 8)).astype(np.float32),
+          "b1": np.zeros((1, 8), np.float32),
+          "w2": 0.5 * RNG.normal(size=(8, 1)).astype(np.float32),
+          "b2": np.zeros((1, 1), np.float32)}
 
 
 def apply(p, x):  # fdl.ops: the same function for jax.grad and fdl.autodiff
