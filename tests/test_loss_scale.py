@@ -142,6 +142,15 @@ def test_a_non_finite_loss_still_stops_a_float16_fit_after_the_skips_before_it()
     assert_bitwise_equal(info.value.params, PARAMS)
 
 
+def test_an_infinite_update_on_a_step_that_is_not_skipped_still_stops_fit():
+    opt = optim.sgd(float("inf"))
+    start = LossScaleState(opt.init(PARAMS), 1.0, 0)  # no overflow: the step is applied
+    with pytest.raises(FloatingPointError, match="epoch 0, step 0") as info:
+        fit16(1, opt=opt, opt_state=start)
+    assert_bitwise_equal(info.value.params, PARAMS)
+    assert float(info.value.opt_state.scale) == 1.0
+
+
 # ---- (c) growth ------------------------------------------------------------------------------
 def test_the_2000th_finite_step_doubles_the_scale():
     opt = optim.sgd(LR)
