@@ -10,11 +10,12 @@ NaN guard), `batches.py` (row batching inside a program), `fit.py`, `progress.py
 moved from compiled code), `evaluate.py`, `sharding.py` (the mesh), `resume.py` (checkpoints),
 `checks.py` (argument checks), `loop.py` (the calls of a fit, Ctrl-C), `stops.py` (the NaN
 stop's error and `Interrupted`), `accumulate.py` (loss and metric totals), `feed.py` (data
-to the devices).
+to the devices), `loss_scale.py` (float16's dynamic loss scaling).
 """
 from funcdl.train.evaluate import evaluate, predict
 from funcdl.train.fit import fit
+from funcdl.train.loss_scale import LossScaleState
 from funcdl.train.step import make_train_step
 from funcdl.train.stops import Interrupted
 
-__all__ = ["make_train_step", "fit", "evaluate", "predict", "Interrupted"]
+__all__ = ["make_train_step", "fit", "evaluate", "predict", "Interrupted", "LossScaleState"]

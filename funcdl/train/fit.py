@@ -12,7 +12,7 @@ import functools
 import jax
 import numpy as np
 
-from funcdl.train import agreement, checks, resume as resume_state
+from funcdl.train import agreement, checks, loss_scale, resume as resume_state
 from funcdl.train.batches import batch_layout
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
 from funcdl.train.feed import Feed
@@ -64,7 +64,10 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`
     (see history below); a function or Metric whose value is not a scalar is a TypeError
     naming it (raised when fit traces it; `evaluate` returns array-valued Metrics).
-    compute_dtype: e.g. `jnp.bfloat16` for the forward and backward passes (params and optimizer state stay in their own dtype).
+    compute_dtype: e.g. `jnp.bfloat16` for the forward and backward passes (params and
+    optimizer state stay in their own dtype); `jnp.float16` adds dynamic loss scaling
+    (`fdl.train.loss_scale`): `opt_state` is then a `LossScaleState` holding the scale, and a
+    skipped step is not a non-finite one.
     mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
     every `checkpoint_every` epochs, at the end and at a NaN stop (with its epoch and step);
     resume: continue from it if it exists (the file's position then replaces `initial_epoch`).
@@ -129,6 +132,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
 
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
     names = _history_names(metrics, validation)
+    opt_state = loss_scale.prepare(optimizer, params, opt_state, compute_dtype)  # float16
     if mesh is None:
         params, opt_state, guard = initial_state(params, opt_state, optimizer=optimizer)
     else:  # on a mesh, init's fresh scalars must be replicated like the program's outputs

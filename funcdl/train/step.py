@@ -15,6 +15,8 @@ Mixed precision (`compute_dtype`, e.g. bfloat16): the floating params and the fl
 of `x` are cast to `compute_dtype` inside the differentiated function, so the forward and
 backward passes run in it while the gradient arrives in the params' own dtype (the cast's
 derivative casts back); predictions are cast to float32 before `loss_fn` and the metrics.
+float16 adds dynamic loss scaling (`loss_scale.py`): the optimizer state is then a
+`LossScaleState` around the optimizer's own.
 """
 import functools
 from typing import Any, Callable, NamedTuple, Optional
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 from funcdl import autodiff, ops
 from funcdl.nn.model import Model
 from funcdl.optim.base import Optimizer, apply_updates
+from funcdl.train import loss_scale
 
 GRAD_BACKENDS = ("jax", "funcdl")
 
@@ -68,16 +71,22 @@ def _plain(tree):
                                   tree, is_leaf=lambda v: isinstance(v, autodiff.Tensor))
 
 
-def loss_and_grad(spec: StepSpec, params, x, y, key):
+def loss_and_grad(spec: StepSpec, params, x, y, key, scale=None):
     """`(loss, pred, grads)` at `params`: loss a scalar, pred the float32 (or model-dtype)
-    predictions for the batch, grads with the params' structure, shapes and dtypes."""
+    predictions for the batch, grads with the params' structure, shapes and dtypes.
+    scale: None, or a float32 () loss scale: grads are then those of `scale * loss` (loss
+    itself is returned unscaled)."""
     def objective(p):
         pred = forward(spec, p, x, key, True)
-        return spec.loss_fn(pred, y), pred
+        loss = spec.loss_fn(pred, y)
+        if scale is None:
+            return loss, (loss, pred)
+        wide = jnp.promote_types(loss.dtype, jnp.float32)  # a float16 loss * 2**16 is inf
+        return _cast_floats(loss, wide) * scale.astype(wide), (loss, pred)
 
     differentiate = jax.value_and_grad if spec.grad_backend == "jax" else autodiff.value_and_grad
-    (loss, pred), grads = differentiate(objective, has_aux=True)(params)
-    return loss, _plain(pred), grads
+    (_, (loss, pred)), grads = differentiate(objective, has_aux=True)(params)
+    return _plain(loss), _plain(pred), grads
 
 
 def all_finite(tree) -> jax.Array:
@@ -94,7 +103,19 @@ def apply_step(spec: StepSpec, params, opt_state, x, y, key):
     loss, every gradient, every update and every floating leaf of the new params and new
     optimizer state are finite. So an infinite learning rate (finite gradient, infinite
     update) or Adam's second moment overflowing to inf on a finite gradient (finite update,
-    infinite state) is a non-finite step, caught at that step."""
+    infinite state) is a non-finite step, caught at that step.
+
+    float16 (`opt_state` a `LossScaleState`): the gradients of the scaled loss; a step whose
+    unscaled gradients are not finite is skipped (params and inner state unchanged, the scale
+    halved), which is not a non-finite step: `finite` is then the loss and the new params and
+    state being finite."""
+    if loss_scale.uses_loss_scaling(spec.compute_dtype):
+        loss, pred, grads = loss_and_grad(spec, params, x, y, key,
+                                          loss_scale.scale_of(opt_state))
+        new_params, opt_state, _ = loss_scale.scaled_update(spec.optimizer, params, opt_state,
+                                                             grads)
+        finite = jnp.isfinite(loss) & all_finite((new_params, opt_state))
+        return new_params, opt_state, loss, pred, finite
     loss, pred, grads = loss_and_grad(spec, params, x, y, key)
     updates, opt_state = spec.optimizer.update(grads, opt_state, params)
     new_params = apply_updates(params, updates)
@@ -155,6 +176,12 @@ def make_train_step(apply, loss_fn, optimizer, *, grad_backend="jax", compute_dt
     (consumes) the `params` and `opt_state` it is given: use only the returned ones afterwards.
     grad_backend: "jax" (`jax.grad`) or "funcdl" (`fdl.autodiff`): the same model code either way.
     compute_dtype: see the module docstring (float32 master params and optimizer state).
+    With `jnp.float16` the step scales the loss dynamically (`fdl.train.loss_scale`, the rule
+    of `torch.amp.GradScaler`): it takes `opt_state` None (a fresh `LossScaleState`), a plain
+    state of `optimizer` (wrapped with a fresh scale, 2**16) or a `LossScaleState`, and returns
+    a `LossScaleState`; a skipped step (non-finite scaled gradients) returns the params
+    unchanged and half the scale. A `LossScaleState` with another `compute_dtype` is a
+    TypeError.
 
     >>> import jax, jax.numpy as jnp
     >>> from funcdl import nn, losses, optim
@@ -172,6 +199,7 @@ def make_train_step(apply, loss_fn, optimizer, *, grad_backend="jax", compute_dt
     spec = StepSpec(apply, loss_fn, optimizer, grad_backend, check_compute_dtype(compute_dtype))
 
     def step(params, opt_state, x, y, key=None):
+        opt_state = loss_scale.prepare(optimizer, params, opt_state, spec.compute_dtype)
         params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
         return params, opt_state, loss
 
