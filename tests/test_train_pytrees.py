@@ -120,7 +120,8 @@ def test_a_pytree_leaf_that_is_not_an_array_is_named():
     with pytest.raises(TypeError, match=r"`x` must be an array .*got dict whose leaf `x\['b'\]` "
                                         r"is a float"):
         train.predict(tree_apply, tree_params(), {"a": A, "b": 1.0})
-    with pytest.raises(ValueError, match=r"`x` must hold at least one array, got a dict without leaves"):
+    with pytest.raises(ValueError,
+                       match=r"`x` must hold at least one array, got a dict without leaves"):
         train.predict(tree_apply, tree_params(), {"a": None})
 
 

@@ -128,6 +128,18 @@ def test_make_train_step_names_both_paths_of_a_repeated_array():
     assert not params["encoder"]["w"].is_deleted()
 
 
+def test_a_returned_pytree_tied_in_place_is_named_too():
+    step = train.make_train_step(tied_apply, user_mse, optim.sgd(LR))
+    params = tied_params()
+    params["decoder"]["w"] = jnp.copy(params["decoder"]["w"])
+    params, state, _ = step(params, optim.sgd(LR).init(params), X, Y)
+    params["decoder"]["w"] = params["encoder"]["w"]  # the pytree the step returned, changed
+    with pytest.raises(ValueError, match=TIED) as info:
+        step(params, state, X, Y)
+    assert "donate the same buffer" not in str(info.value)
+    assert not params["encoder"]["w"].is_deleted()
+
+
 def test_fit_refuses_a_repeated_array_too_and_a_copy_trains_two_leaves():
     with counting_compilations() as compiled, pytest.raises(ValueError, match=TIED):
         train.fit(tied_apply, tied_params(), user_mse, optim.sgd(LR), X, Y, epochs=1,

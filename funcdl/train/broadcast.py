@@ -26,9 +26,11 @@ def _predictions(params, x, key, *, spec, train):
 
 
 def _batch_struct(tree, batch_rows: int):
-    return jax.tree_util.tree_map(
-        lambda leaf: jax.ShapeDtypeStruct((batch_rows,) + tuple(np.shape(leaf))[1:],
-                                          np.result_type(leaf)), tree)
+    """Shapes and dtypes of one batch of `batch_rows` rows of every leaf of `tree`."""
+    def leaf_struct(leaf):
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+        return jax.ShapeDtypeStruct((batch_rows,) + tuple(np.shape(leaf))[1:], dtype)
+    return jax.tree_util.tree_map(leaf_struct, tree)
 
 
 def mismatches(pred, target) -> list:

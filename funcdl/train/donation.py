@@ -8,8 +8,8 @@ wraps the jitted step in a thin function that says so when it matters:
   naming the deleted leaves and saying to use the returned params and state (or to pass a
   copy), instead of XLA's "Buffer has been deleted or donated".
 
-The success path costs one flattening of `params` (about a microsecond for a few dozen
-leaves) and a `try`; errors are diagnosed only after the jitted call has refused them.
+The success path of a training loop costs an `id` comparison and a `try` (see
+`donating_step`); errors are diagnosed only after the jitted call has refused them.
 """
 import functools
 
@@ -50,23 +50,42 @@ def _explained(params, opt_state, x, y, key):
 def donating_step(jitted):
     """`step(params, opt_state, x, y, key=None)`: `jitted` (a `jax.jit` donating its first two
     arguments) with the checks of the module docstring; `lower`, `trace` and `eval_shape` are
-    the jitted function's own."""
+    the jitted function's own.
+
+    In a training loop, `params, opt_state, loss = step(params, opt_state, x, y)`, each call
+    receives the very pytree the previous call returned, whose leaves XLA made distinct; the
+    step remembers that pytree's `id` (no reference: nothing is kept alive) and flattens
+    `params` to look for repeated arrays only when it is handed anything else. A pytree
+    changed in place in between (`params["b"] = params["a"]`) is still caught: XLA refuses
+    the call, and the refusal is explained the same way."""
+    returned = [None]  # id() of the params pytree the last call returned
+
     @functools.wraps(jitted)
     def step(params, opt_state, x, y, key=None):
-        leaves = jax.tree_util.tree_leaves(params)
-        if len(set(map(id, leaves))) != len(leaves):  # rare: diagnose only then
-            pairs = repeated_arrays({"params": params})
-            if pairs:
-                raise ValueError(tied_message(pairs, WHERE))
+        if id(params) != returned[0]:
+            _check_distinct(params)
         try:
-            return jitted(params, opt_state, x, y, key)
+            out = jitted(params, opt_state, x, y, key)
         except (ValueError, RuntimeError) as error:  # XLA's refusals of donated buffers
+            pairs = repeated_arrays({"params": params, "opt_state": opt_state})
+            if pairs:
+                raise ValueError(tied_message(pairs, WHERE)) from None
             explained = _explained(params, opt_state, x, y, key)
             if explained is None:
                 raise
             raise explained from error
+        returned[0] = id(out[0])
+        return out
 
     for name in ("lower", "trace", "eval_shape"):
         if hasattr(jitted, name):
             setattr(step, name, getattr(jitted, name))
     return step
+
+
+def _check_distinct(params):
+    leaves = jax.tree_util.tree_leaves(params)
+    if len(set(map(id, leaves))) != len(leaves):  # rare: find the paths only then
+        pairs = repeated_arrays({"params": params})
+        if pairs:
+            raise ValueError(tied_message(pairs, WHERE))
