@@ -8,9 +8,12 @@
 Files: `step.py` (the step, `make_train_step`), `epochs.py` (the compiled multi-epoch program,
 NaN guard), `batches.py` (row batching inside a program), `fit.py`, `progress.py` (the tqdm bar
 moved from compiled code), `evaluate.py`, `sharding.py` (the mesh), `resume.py` (checkpoints),
-`checks.py` (argument checks), `loop.py` (the calls of a fit, Ctrl-C), `stops.py` (the NaN
-stop's error and `Interrupted`), `accumulate.py` (loss and metric totals), `feed.py` (data
-to the devices), `loss_scale.py` (float16's dynamic loss scaling).
+`checks.py` (argument checks; `x` and `y` may be pytrees of arrays), `loop.py` (the calls of a
+fit, Ctrl-C), `stops.py` (the NaN stop's error and `Interrupted`), `accumulate.py` (loss and
+metric totals), `feed.py` (data to the devices), `loss_scale.py` (float16's dynamic loss
+scaling), `param_checks.py` (floating-point params, no array at two paths), `donation.py`
+(`make_train_step`'s donated arguments), `broadcast.py` (the warning for a loss that
+broadcasts its pred and target).
 """
 from funcdl.train.evaluate import evaluate, predict
 from funcdl.train.fit import fit

@@ -34,9 +34,37 @@ def rows(array, name: str) -> int:
     return int(shape[0])
 
 
+def tree_rows(tree, name: str) -> int:
+    """The common number of rows of every leaf of `tree`: an array, or a pytree (dict, tuple,
+    list) of arrays such as `{"image": (n, 28, 28), "mask": (n,)}`. A ValueError names the leaf
+    whose rows differ from the first leaf's; a pytree without leaves is a ValueError."""
+    if tree is None:
+        raise TypeError(f"`{name}` must be an array (jax or NumPy) or a pytree (dict, tuple) of "
+                        "arrays, got None")
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    if not leaves:
+        raise ValueError(f"`{name}` must hold at least one array, got a "
+                         f"{type(tree).__name__} without leaves")
+    counts = []
+    for path, leaf in leaves:
+        leaf_name = name + jax.tree_util.keystr(path)
+        if getattr(leaf, "shape", None) is None and path:
+            raise TypeError(f"`{name}` must be an array (jax or NumPy) or a pytree (dict, tuple) "
+                            f"of arrays, got {type(tree).__name__} whose leaf `{leaf_name}` is "
+                            f"a {type(leaf).__name__}")
+        counts.append((leaf_name, rows(leaf, leaf_name)))
+    (first, n), = counts[:1]
+    for leaf_name, n_leaf in counts[1:]:
+        if n_leaf != n:
+            raise ValueError(f"every array of `{name}` must have the same number of rows: "
+                             f"`{first}` has {n} rows, `{leaf_name}` {n_leaf}")
+    return n
+
+
 def check_pair(x, y, x_name: str, y_name: str) -> int:
-    """The common number of rows of `x` and `y`; ValueError when they differ."""
-    n_x, n_y = rows(x, x_name), rows(y, y_name)
+    """The common number of rows of `x` and `y` (arrays or pytrees of arrays, `tree_rows`);
+    ValueError when they differ."""
+    n_x, n_y = tree_rows(x, x_name), tree_rows(y, y_name)
     if n_x != n_y:
         raise ValueError(f"`{x_name}` and `{y_name}` must have the same number of rows, got "
                          f"{n_x} and {n_y}")

@@ -2,15 +2,19 @@
 rows, with `train=False`. The last partial batch is one more call with its own shape, and
 `evaluate` weights each batch's loss and metrics by its number of rows."""
 import functools
+from collections.abc import Mapping
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 
 from funcdl.train import checks
 from funcdl.train.accumulate import results
-from funcdl.train.batches import stacked
+from funcdl.train.batches import batch_layout, stacked
+from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import evaluation_totals
-from funcdl.train.step import StepSpec, check_loss, check_model, forward
+from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_loss, check_model,
+                               forward)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "n_rows", "batch_size"))
@@ -25,9 +29,16 @@ def _predict(params, x, *, model, n_rows, batch_size):
     return stacked(lambda xb: forward(spec, params, xb, None, False), (x,), n_rows, batch_size)
 
 
-def evaluate(model, params, loss_fn, x, y, *, batch_size=None, metrics=None):
+def evaluate(model: ModelLike, params: PyTree, loss_fn: Callable, x: PyTree, y: PyTree, *,
+             batch_size: Optional[int] = None,
+             metrics: Optional[Mapping[str, Callable]] = None) -> dict:
     """`{"loss": float, **{name: value}}`: `loss_fn` and each metric over all rows of `(x, y)`.
 
+    model: a `fdl.nn.Model` (called with `train=False`, and only the keywords its apply
+    accepts) or `apply(params, x)`. x, y: arrays `(n, ...)` or pytrees of them (dicts,
+    tuples) with one number of rows; `model` and `loss_fn` receive batches of the same
+    structure. A loss whose predictions and targets broadcast to another shape than the
+    predictions' (`(n, 1)` against `(n,)`) gets a UserWarning. Nothing is donated.
     metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`.
     The loss and each metric function are averaged batch by batch, each batch weighted by its
     rows: with the mean losses of `fdl.losses` and mean metrics (accuracy, MSE) this is the
@@ -50,22 +61,27 @@ def evaluate(model, params, loss_fn, x, y, *, batch_size=None, metrics=None):
     batch_size = checks.check_batch_size(batch_size)
     metrics = checks.check_metrics(metrics)
     spec = StepSpec(model, loss_fn, None, "jax", None, metrics)
+    warn_if_broadcasting(spec, params, x, y, batch_layout(n_rows, batch_size)[0], None,
+                         train=False, where="evaluate")
     values = _evaluate(params, x, y, spec=spec, n_rows=n_rows, batch_size=batch_size)
     names = ["loss"] + [name for name, _ in metrics]
     return {name: float(value) if np.ndim(value) == 0 else np.asarray(value)
             for name, value in zip(names, jax.device_get(values))}
 
 
-def predict(model, params, x, *, batch_size=None):
+def predict(model: ModelLike, params: PyTree, x: PyTree, *,
+            batch_size: Optional[int] = None) -> PyTree:
     """The model's predictions for all rows of `x` (`train=False`), computed batch by batch:
-    `x` `(n, ...)` -> `(n, ...)` as the model gives them.
+    `x` `(n, ...)` -> `(n, ...)` as the model gives them. `x` may be a pytree of arrays (dicts,
+    tuples) with one number of rows, and the predictions a pytree of `(n, ...)` arrays; a
+    `fdl.nn.Model` gets only the keywords its apply accepts. Nothing is donated.
 
     >>> import jax.numpy as jnp
     >>> predict(lambda p, x: x + p, jnp.float32(1.0), jnp.zeros((5, 2)), batch_size=2).shape
     (5, 2)
     """
     check_model(model)
-    n_rows = checks.rows(x, "x")
+    n_rows = checks.tree_rows(x, "x")
     if n_rows == 0:
         raise ValueError("`x` must have at least one row, got 0")
     batch_size = checks.check_batch_size(batch_size)

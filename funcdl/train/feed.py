@@ -56,6 +56,11 @@ def _host(leaf):
     return leaf if isinstance(leaf, np.ndarray) else np.asarray(leaf)
 
 
+def _rows(tree) -> int:
+    """The rows of an array or of a pytree of arrays (all leaves have as many: `checks`)."""
+    return len(jax.tree_util.tree_leaves(tree)[0])
+
+
 def _rows_array(mesh, host, rows: np.ndarray, spec: PartitionSpec):
     """The global array `host[rows]` (shape `rows.shape + host.shape[1:]`) with sharding
     `spec` on `mesh`; every addressable shard reads only its own `rows[index]`. Devices with
@@ -106,12 +111,12 @@ class Feed:
         if mesh is None:
             self.fixed = place_data((x, y, x_val, y_val))
             return
-        self.mesh, self.key, self.n_rows = mesh, key, len(x)
+        self.mesh, self.key, self.n_rows = mesh, key, _rows(x)
         self.batch = batch_layout(self.n_rows, batch_size)[0]
-        self.train = (_host(x), _host(y))
+        self.train = jax.tree_util.tree_map(_host, (x, y))  # x, y: arrays or pytrees of them
         self.val = (None, None) if validation is None else fed_rows(
-            mesh, (x_val, y_val), np.arange(len(x_val)),
-            val_batch if val_batch is not None else min(self.batch, len(x_val)))
+            mesh, (x_val, y_val), np.arange(_rows(x_val)),
+            val_batch if val_batch is not None else min(self.batch, _rows(x_val)))
         if not shuffle:
             self.fixed = self._build(np.arange(self.n_rows))
 

@@ -8,19 +8,26 @@ Ctrl-C is honoured; a 400-epoch XOR run is one or two dispatches). `loop.py` run
 `epochs.py` is the compiled program (the order of the batches, the keys, the NaN guard).
 """
 import functools
+import os
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Union
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from funcdl.optim.base import Optimizer
 from funcdl.train import agreement, checks, loss_scale, resume as resume_state
 from funcdl.train.batches import batch_layout
+from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
 from funcdl.train.feed import Feed
 from funcdl.train.loop import Position, Run, as_lists, train
+from funcdl.train.param_checks import check_trainable
 from funcdl.train.progress import ProgressBar
 from funcdl.train.sharding import check_mesh, is_main_process, place_copy
-from funcdl.train.step import (StepSpec, check_callables, check_compute_dtype,
-                               check_grad_backend)
+from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
+                               check_compute_dtype, check_grad_backend)
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,15 +52,27 @@ def _capacity(epochs_left: int, every) -> int:
     return 1 << max(0, need - 1).bit_length()
 
 
-def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shuffle=True,
-        key=None, grad_backend="jax", progress=True, opt_state=None, validation=None,
-        metrics=None, compute_dtype=None, mesh=None, checkpoint=None, checkpoint_every=1,
-        resume=False, initial_epoch=0, validation_batch_size=None):
+def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimizer, x: PyTree,
+        y: PyTree, *, epochs: int, batch_size: Optional[int] = None, shuffle: bool = True,
+        key: Optional[jax.Array] = None, grad_backend: str = "jax", progress: bool = True,
+        opt_state: Optional[PyTree] = None, validation: Optional[tuple] = None,
+        metrics: Optional[Mapping[str, Any]] = None, compute_dtype: Optional[Any] = None,
+        mesh: Optional[Mesh] = None, checkpoint: Union[str, os.PathLike, None] = None,
+        checkpoint_every: int = 1, resume: bool = False, initial_epoch: int = 0,
+        validation_batch_size: Optional[int] = None
+        ) -> tuple[PyTree, PyTree, dict[str, list[float]]]:
     """Train `params` of `model` on `(x, y)`; returns `(params, opt_state, history)`.
 
-    model: a `fdl.nn.Model` (called as `apply(params, x, key=..., train=True)`) or a plain
-    `apply(params, x)`. loss_fn: `(pred, target) -> scalar`. optimizer: an `fdl.optim`
-    optimizer. x: `(n, ...)`, y: `(n, ...)` arrays (jax or NumPy).
+    model: a `fdl.nn.Model` (called as `apply(params, x, key=..., train=True)`, with only the
+    keywords its apply accepts) or a plain `apply(params, x)`. loss_fn: `(pred, target) ->
+    scalar`. optimizer: an `fdl.optim` optimizer. x: `(n, ...)`, y: `(n, ...)` arrays (jax or
+    NumPy), or pytrees of them (dicts, tuples: `{"image": (n, 28, 28), "mask": (n,)}`) with
+    one number of rows n over all leaves; `model` and `loss_fn` receive batches of the same
+    structure (so does `validation`). params: floating-point leaves only (an integer or bool
+    leaf is a TypeError naming its path); one array object at two paths is a ValueError
+    naming both (PyTorch's tied weights are one parameter: keep one leaf and use it twice in
+    `apply`; independent copies: `jnp.copy`). A loss whose predictions and targets broadcast
+    to another shape than the predictions' (`(n, 1)` against `(n,)`) gets a UserWarning.
     epochs: total number of epochs (with `resume`, including those already in the checkpoint).
     batch_size: rows per step; None or >= n is full batch (never shuffled). The last
     `n % batch_size` rows are one more step. key: the PRNG key for shuffling and dropout
@@ -109,6 +128,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
     n_rows = checks.check_pair(x, y, "x", "y")
+    check_trainable(params, where="fit")
     validation, n_val = checks.check_validation(validation)
     metrics = checks.check_metrics(metrics)
     checks.check_fit_key(key)
@@ -131,6 +151,7 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                                "params": agreement.structure(params)})
 
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
+    warn_if_broadcasting(spec, params, x, y, batch, key, train=True, where="fit")
     names = _history_names(metrics, validation)
     opt_state = loss_scale.prepare(optimizer, params, opt_state, compute_dtype)  # float16
     if mesh is None:

@@ -19,17 +19,21 @@ float16 adds dynamic loss scaling (`loss_scale.py`): the optimizer state is then
 `LossScaleState` around the optimizer's own.
 """
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
 from funcdl import autodiff, ops
-from funcdl.nn.model import Model
+from funcdl.nn.model import Model, call_apply
 from funcdl.optim.base import Optimizer, apply_updates
 from funcdl.train import loss_scale
+from funcdl.train.donation import donating_step
+from funcdl.train.param_checks import check_float_params
 
 GRAD_BACKENDS = ("jax", "funcdl")
+ModelLike = Union[Model, Callable[..., Any]]  # a Model, or a function apply(params, x)
+PyTree = Any  # an array, or nested dicts, tuples and lists of arrays
 
 
 class StepSpec(NamedTuple):
@@ -56,8 +60,8 @@ def forward(spec: StepSpec, params, x, key, train: bool):
     """The model's predictions for `x`: in float32 with a `compute_dtype`, else as computed."""
     if spec.compute_dtype is not None:
         params, x = _cast_floats(params, spec.compute_dtype), _cast_floats(x, spec.compute_dtype)
-    if isinstance(spec.model, Model):
-        pred = spec.model.apply(params, x, key=key, train=train)
+    if isinstance(spec.model, Model):  # only the keywords its apply accepts (key, train)
+        pred = call_apply(spec.model, params, x, key=key, train=train)
     else:
         pred = spec.model(params, x)
     if spec.compute_dtype is not None:
@@ -166,14 +170,18 @@ def check_callables(model, loss_fn, optimizer):
                         f"got {type(optimizer).__name__}")
 
 
-def make_train_step(apply, loss_fn, optimizer, *, grad_backend="jax", compute_dtype=None):
+def make_train_step(apply: ModelLike, loss_fn: Callable, optimizer: Optimizer, *,
+                    grad_backend: str = "jax",
+                    compute_dtype: Optional[Any] = None) -> Callable[..., tuple]:
     """A jitted training step `step(params, opt_state, x, y, key=None) -> (params, opt_state,
     loss)`.
 
-    apply: a `fdl.nn.Model` (called as `apply(params, x, key=key, train=True)`) or a function
-    `apply(params, x)`. loss_fn: `(pred, target) -> scalar`. optimizer: an `fdl.optim`
-    optimizer. `loss` is the loss at the params given (before the update). The step donates
-    (consumes) the `params` and `opt_state` it is given: use only the returned ones afterwards.
+    apply: a `fdl.nn.Model` (called as `apply(params, x, key=key, train=True)`, passing only
+    the keywords its apply accepts, so a hand-built `Model(init, lambda params, x: ...)` works)
+    or a function `apply(params, x)`. loss_fn: `(pred, target) -> scalar`. optimizer: an
+    `fdl.optim` optimizer. `x` and `y` are arrays `(B, ...)` or pytrees of them (dicts,
+    tuples); `apply` and `loss_fn` receive them as given. `loss` is the loss at the params
+    given (before the update).
     grad_backend: "jax" (`jax.grad`) or "funcdl" (`fdl.autodiff`): the same model code either way.
     compute_dtype: see the module docstring (float32 master params and optimizer state).
     With `jnp.float16` the step scales the loss dynamically (`fdl.train.loss_scale`, the rule
@@ -182,6 +190,15 @@ def make_train_step(apply, loss_fn, optimizer, *, grad_backend="jax", compute_dt
     a `LossScaleState`; a skipped step (non-finite scaled gradients) returns the params
     unchanged and half the scale. A `LossScaleState` with another `compute_dtype` is a
     TypeError.
+
+    Donation: the step donates (consumes) the `params` and `opt_state` it is given, so XLA
+    writes the new ones into their buffers; afterwards only the returned ones are valid (using
+    the old ones again raises a RuntimeError that says so; pass
+    `jax.tree_util.tree_map(jnp.copy, params)` to keep the originals).
+    Params must be floating-point (an integer or bool leaf is a TypeError naming its path,
+    raised when the step is traced, before compiling), and one array object may not appear at
+    two paths (a ValueError naming both): tied weights are one leaf used twice inside
+    `apply`, as PyTorch's tied weights are one parameter.
 
     >>> import jax, jax.numpy as jnp
     >>> from funcdl import nn, losses, optim
@@ -199,8 +216,9 @@ def make_train_step(apply, loss_fn, optimizer, *, grad_backend="jax", compute_dt
     spec = StepSpec(apply, loss_fn, optimizer, grad_backend, check_compute_dtype(compute_dtype))
 
     def step(params, opt_state, x, y, key=None):
+        check_float_params(params, where="make_train_step")  # at trace time: free per call
         opt_state = loss_scale.prepare(optimizer, params, opt_state, spec.compute_dtype)
         params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
         return params, opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return donating_step(jax.jit(step, donate_argnums=(0, 1)))
