@@ -130,3 +130,13 @@ def test_ctrl_c_raises_interrupted_with_the_last_state_within_about_a_second(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     waited = float(result.stdout.split("INTERRUPTED")[1])
     assert waited < 2.0, waited  # calls of ~0.5 s of work (loop.CALL_SECONDS)
+
+
+def test_every_python_block_of_the_training_guide_runs_alone():
+    import pathlib
+    import re
+    guide = pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides" / "training.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
+    assert len(blocks) >= 4
+    for code in blocks:
+        exec(compile(code, str(guide), "exec"), {"__name__": "__guide__"})
