@@ -116,7 +116,7 @@ def batch_values(spec: StepSpec, pred, y, loss):
     return jnp.stack([value.astype(dtype) for value in values])
 
 
-def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
+def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, first):
     spec, mesh = plan.spec, plan.mesh
     x, y, x_val, y_val = data
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
@@ -141,8 +141,8 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
         sums = sums + size * batch_values(spec, pred, yb, loss)
         if plan.progress == "step":
             rows_done = jnp.asarray(start + size).astype(sums.dtype)
-            _when((step + 1) % progress_every == 0, progress.report, token,
-                  epoch * steps_per_epoch + step + 1, sums[0] / rows_done)
+            _when(((step + 1) % progress_every == 0) | (first & (step == 0)), progress.report,
+                  token, epoch * steps_per_epoch + step + 1, sums[0] / rows_done)
         return new_params, new_state, guard, sums
 
     def full_batch(state, step):
@@ -164,13 +164,14 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
                                 (x_val, y_val), plan.n_val_rows, plan.val_batch, mesh)
         means = jnp.concatenate([means, val.astype(means.dtype)])
     if plan.progress == "epoch":
-        _when((epoch + 1) % progress_every == 0, progress.report, token, epoch + 1, means[0])
+        _when(((epoch + 1) % progress_every == 0) | first, progress.report, token, epoch + 1,
+              means[0])
     return (params, opt_state, guard), means
 
 
 def _run_epochs(params, opt_state, guard, data, key, epoch0, progress_every, token, *, plan):
-    def body(carry, i):
-        return _one_epoch(plan, data, key, progress_every, token, carry, epoch0 + i)
+    def body(carry, i):  # the call's first unit always reports: the bar's end of compile
+        return _one_epoch(plan, data, key, progress_every, token, carry, epoch0 + i, i == 0)
 
     (params, opt_state, guard), means = lax.scan(
         body, (params, opt_state, guard), jnp.arange(plan.n_epochs, dtype=jnp.int32))

@@ -177,8 +177,8 @@ def fit(model, params, loss_fn, optimizer, x, y, *, epochs, batch_size=None, shu
                 for name, value in zip(names, row):
                     history[name].append(float(value))
             done += n_epochs
-            bar.finish_call(done * unit_scale, means[-1, 0])
             elapsed = time.perf_counter() - started
+            bar.finish_call(done * unit_scale, means, names, done - n_epochs, elapsed)
             progress_every = choose_every(elapsed, n_epochs * unit_scale, progress_every)
             if progress:
                 remember(plan, elapsed, n_epochs * unit_scale)
