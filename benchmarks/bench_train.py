@@ -240,7 +240,8 @@ def main(argv=None):
         return
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0]}",
-              "jax": jax.__version__, "command": " ".join(sys.argv), "results": {}}
+              "jax": jax.__version__, "command": " ".join(sys.argv),
+              "xla_flags": os.environ.get("XLA_FLAGS"), "results": {}}
     if args.devices:
         report["devices"] = run_devices([int(c) for c in args.devices.split(",")], args.repeats)
     for name in filter(None, args.workloads.split(",")):
