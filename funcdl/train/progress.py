@@ -16,7 +16,7 @@ finished unit, never the compile.
 Elsewhere (a log file, CI: stderr is not a terminal) there are no `\\r` frames at all: after
 each compiled call, one line per epoch it ran, as Keras's `verbose=2`::
 
-    Epoch 3/10 - 0.52s - loss: 0.1234 - mae: 0.2000 - val_loss: 0.1300
+    Epoch 3/10 - 0.52s - loss: 0.1234 - mae: 0.2 - val_loss: 0.13
 
 (epochs counted from 1; the seconds are the call's wall time divided by its epochs; a
 full-batch call that runs many epochs in one dispatch prints all their lines after it).
@@ -79,9 +79,9 @@ def is_terminal(stream) -> bool:
 
 
 def format_value(value: float) -> str:
-    """A history value as Keras prints it: 4 decimals, or 4 significant digits in exponent
-    notation below 1e-3 in magnitude."""
-    return f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.4e}"
+    """A history value to 4 significant digits, as the bar's postfix (a loss of 0.001082 keeps
+    its digits, where Keras's 4 decimals would print 0.0011)."""
+    return f"{value:.4g}"
 
 
 def format_seconds(seconds: float) -> str:
