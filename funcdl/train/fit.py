@@ -76,8 +76,10 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     epochs: total number of epochs (with `resume`, including those already in the checkpoint).
     batch_size: rows per step; None or >= n is full batch (never shuffled). The last
     `n % batch_size` rows are one more step. key: the PRNG key for shuffling and dropout
-    (None: `jax.random.PRNGKey(0)`). grad_backend: "jax" or "funcdl". progress: a tqdm bar on
-    stderr. opt_state: continue from this optimizer state (None: `optimizer.init(params)`).
+    (None: `jax.random.PRNGKey(0)`). grad_backend: "jax" or "funcdl". progress: on a terminal
+    a tqdm bar on stderr (compiling shown as its own phase, outside the rate and ETA); when
+    stderr is not a terminal, one line per epoch (epoch, seconds, loss, metrics, validation).
+    opt_state: continue from this optimizer state (None: `optimizer.init(params)`).
     validation: `(x_val, y_val)`, evaluated with `train=False` after every epoch, in batches
     of `validation_batch_size` rows (None: the training batch size; all rows for full batch).
     metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`

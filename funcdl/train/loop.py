@@ -116,7 +116,7 @@ def train(run: Run, pos: Position, bar) -> Position:
             n_run = _next_length(run, pos)
             plan = run.plan if not pos.step else run.plan._replace(n_epochs=1,
                                                                   first_step=pos.step)
-            if not run.progress:
+            if not (run.progress and bar.terminal):  # the in-program callback moves a bar only
                 plan = plan._replace(progress=None)
             if progress_every is None:
                 default = run.steps_per_epoch if unit_scale > 1 else run.epochs - pos.done
@@ -135,11 +135,12 @@ def train(run: Run, pos: Position, bar) -> Position:
                 means, guard = to_host((out[4], out[2]))
             if not bool(guard.ok):
                 _stop(run, pos, out, means, guard)
-            elapsed = time.perf_counter() - started - (compile_seconds() - compiling)
+            wall = time.perf_counter() - started
+            elapsed = wall - (compile_seconds() - compiling)
             pos = Position(out[0], out[1], out[2],
                            _with_rows(pos.history, run.names, means[:n_run]), after)
             data = upcoming
-            bar.finish_call(after * unit_scale, means[n_run - 1, 0])
+            bar.finish_call(after * unit_scale, means[:n_run], run.names, after - n_run, wall)
             units = n_run * unit_scale
             progress_every = choose_every(elapsed, units, progress_every)
             if elapsed > 0:
