@@ -103,6 +103,15 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     then `fit(params=p, opt_state=s, epochs=5, initial_epoch=3)` equals `fit(epochs=5)` bitwise
     (the continuation's history holds the 2 epochs it ran). A continuation with `opt_state=`
     but without `initial_epoch` starts at epoch 0 again: it replays epoch 0's shuffle and keys.
+    callbacks: a list of objects with any of `on_train_begin(state)`, `on_epoch_end(epoch,
+    state)` (True stops after that epoch) and `on_train_end(state)` (after the last epoch or
+    an early stop; not after an exception), e.g. `fdl.train.callbacks.EarlyStopping`; `epoch`
+    is the index of the epoch just finished (from `initial_epoch`), `state` has `.params
+    .opt_state .history .epoch`, and `fit` returns the params and state as the callbacks leave
+    them. With callbacks each compiled call runs one epoch. A callback that raises stops `fit`
+    with the last state attached to its exception (`.params .opt_state .history .epoch`,
+    written to `checkpoint` first); an object without any of the hooks is a TypeError naming
+    `callbacks[i]`. The callbacks' own state is not in the checkpoint (docs/guides/callbacks.md).
 
     history: `{"loss": [...], name: [...], "val_loss": [...], "val_<name>": [...]}`, one float
     per epoch. The loss and metric functions are averaged batch by batch, each batch weighted
@@ -111,7 +120,9 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     (e.g. `fdl.metrics.r2_score()`) is exact over all the epoch's rows whatever the batch
     size: its state is updated inside the compiled scan and summed across batches and
     devices. Everything accumulates in float32 at least (float64 with x64) whatever the
-    model's dtype.
+    model's dtype. `"lr"` (or `"lr/<label>"` per label of a `multi_transform`): the learning
+    rate of each epoch's last update, a schedule evaluated at the number of updates applied
+    before it (read from `opt_state`); absent for an optimizer made by hand.
     A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
     .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
 
