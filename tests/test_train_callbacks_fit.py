@@ -299,6 +299,14 @@ def test_a_schedule_in_full_batch_calls_of_many_epochs_and_a_continuation():
     np.testing.assert_allclose(more["lr"], cosine(np.arange(40, 45)), rtol=1e-6, atol=1e-7)
 
 
+def test_a_second_fit_with_a_schedule_compiles_nothing():
+    opt = optim.sgd(optim.schedules.cosine_decay(0.2, total_steps=30, eta_min=0.01))
+    first = fit(40, opt=opt, batch_size=None)
+    with counting_compilations() as compiled:
+        second = fit(40, opt=opt, batch_size=None)
+    assert compiled == [] and second[2] == first[2]
+
+
 def test_multi_transform_has_one_lr_per_label_and_freeze_one():
     schedule = optim.schedules.step_decay(0.05, 5, 0.1)
     labels = ["body", "body", "head"]

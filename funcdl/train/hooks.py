@@ -8,7 +8,9 @@ as in Keras (the loggers flush every epoch, so their files are complete up to th
 
 A callback that raises stops `fit`: its exception propagates with `.params`, `.opt_state`,
 `.history`, `.epoch` of the last state (`fit`'s state after the last epoch, before the
-callbacks changed anything); `loop.py` writes the checkpoint first. A callback may replace
+callbacks changed anything); after an epoch, `loop.py` writes the checkpoint first (a raise
+in `on_train_begin` or `on_train_end` writes nothing: the file already holds that state, or
+nothing was trained). A callback may replace
 `state.params` or `state.opt_state` (same structure): training continues from them, and
 `fit` returns them as the callbacks leave them after `on_train_end`.
 """

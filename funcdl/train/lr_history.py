@@ -45,13 +45,17 @@ def _count(state) -> Optional[int]:
 
 def _values(lr, counts: np.ndarray) -> Tuple[float, ...]:
     """`lr` at each count, as floats: one call on the whole array where the schedule maps an
-    array of steps to an array of that shape (as `fdl.optim.schedules` do), else one by one."""
+    array of steps to an array of that shape (as `fdl.optim.schedules` do), else one by one.
+    The array is padded to a power of two, so calls of many lengths share a few shapes (each
+    new shape compiles the schedule's operations once)."""
     if not callable(lr):
         return (float(lr),) * len(counts)
+    size = 1 << max(0, len(counts) - 1).bit_length()
+    padded = np.pad(np.asarray(counts, np.int32), (0, size - len(counts)), mode="edge")
     try:
-        values = np.asarray(learning_rate_at(lr, np.asarray(counts, np.int32)))
-        if values.shape == counts.shape:
-            return tuple(float(v) for v in values)
+        values = np.asarray(learning_rate_at(lr, padded))
+        if values.shape == padded.shape:
+            return tuple(float(v) for v in values[:len(counts)])
     except Exception:  # noqa: BLE001 - a schedule written for scalars only: one by one below
         pass
     return tuple(learning_rate_value(lr, int(c)) for c in counts)
