@@ -157,7 +157,10 @@ def train(run: Run, pos: Position, bar) -> Position:
             pos = Position(out[0], out[1], out[2],
                            _grown(run, pos.history, means[:n_run], out[1]), after)
             data = upcoming
-            bar.finish_call(after * unit_scale, means[:n_run], run.names, after - n_run, wall)
+            shown = list(pos.history)  # the history's names, the learning rates included
+            bar.finish_call(after * unit_scale,
+                            np.array([pos.history[name][-n_run:] for name in shown]).T, shown,
+                            after - n_run, wall)
             units = n_run * unit_scale
             progress_every = choose_every(elapsed, units, progress_every)
             if elapsed > 0:
