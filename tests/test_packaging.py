@@ -85,3 +85,18 @@ def test_make_demo_writes_no_tracked_file():
     assert "funcdl demo" in demo and "--out" not in demo
     assert "runs/" in (ROOT / ".gitignore").read_text().split()
     assert "--out docs/gallery" in make_recipe("gallery")
+
+
+def test_ci_runs_the_tests_then_checks_the_docs_site():
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+             if line.strip().startswith("make ")]
+    assert steps[:2] == ["make test", "make docs-check"]
+    assert "mkdocs build --strict" in make_recipe("docs")
+    assert "tools/check_site.py" in make_recipe("docs-check")
+
+
+def test_the_test_extra_can_build_the_docs():
+    """tests/test_docs_site.py builds the site: `make test` installs what it needs."""
+    test = {re.split(r"[<>=]", r)[0] for r in PYPROJECT["project"]["optional-dependencies"]["test"]}
+    docs = {re.split(r"[<>=]", r)[0] for r in PYPROJECT["project"]["optional-dependencies"]["docs"]}
+    assert docs <= test

@@ -24,11 +24,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 API_MARKER = re.compile(r"<!-- api: ([\w.]+) -->")
 BENCH_MARKER = re.compile(r"<!-- bench: (\S+) (\S+)(?: (.+?))? -->")
 
+if str(ROOT) not in sys.path:  # document this checkout's funcdl, installed or not
+    sys.path.insert(0, str(ROOT))
+
 
 def public_names(module_name):
     """The names of `module_name.__all__` (imported from this checkout)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     module = importlib.import_module(module_name)
     names = getattr(module, "__all__", None)
     if names is None:
@@ -37,16 +38,18 @@ def public_names(module_name):
 
 
 def api_entry(module_name, name):
-    """`::: module.name`; for a function that shadows a submodule of the same name
-    (`funcdl.train.fit`, the function, over `funcdl/train/fit.py`), the entry of the function
-    where it is defined, under its public name and an anchor at the public dotted path (the
-    documentation's loader would otherwise document the submodule)."""
+    """`::: module.name`. For a function that shadows a submodule of the same name
+    (`funcdl.train.fit`, the function, over `funcdl/train/fit.py`) and for another name of a
+    function (`funcdl.losses.mae = l1_loss`), the entry of the function where it is defined,
+    under its public name and an anchor at the public dotted path: the documentation's loader
+    would otherwise document the submodule, or an attribute without signature or docstring."""
     public = f"{module_name}.{name}"
     module = importlib.import_module(module_name)
     obj = getattr(module, name)
     shadows = (hasattr(module, "__path__") and not inspect.ismodule(obj)
                and importlib.util.find_spec(public) is not None)
-    if not shadows:
+    alias = inspect.isfunction(obj) and obj.__name__ != name  # `mae = l1_loss`
+    if not (shadows or alias):
         return f"::: {public}"
     defined = f"{obj.__module__}.{obj.__qualname__}"
     return (f'<a id="{public}"></a>\n\n::: {defined}\n    options:\n'
