@@ -14,6 +14,7 @@ import io
 import json
 import pathlib
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -133,6 +134,32 @@ def test_every_example_has_a_tutorial_with_its_pictures(site):
     shown = {pathlib.Path(p).name for page in (DOCS / "tutorials").glob("*.md")
              for p in tutorial_pictures(page)}
     assert {p.name for p in (DOCS / "gallery").iterdir()} <= shown
+
+
+def png_size_and_dpi(data):
+    """(width, height, dpi) from a PNG's IHDR and pHYs chunks (pHYs: pixels per metre)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    at = data.find(b"pHYs")
+    if at < 0:
+        return width, height, None
+    x_per_metre, y_per_metre, unit = struct.unpack(">IIB", data[at + 4:at + 13])
+    assert unit == 1 and x_per_metre == y_per_metre
+    return width, height, x_per_metre * 0.0254
+
+
+def test_the_committed_pictures_read_at_their_native_size():
+    """At least 100 dpi; the relu_quadratic animation at least 800 pixels wide, 30 frames."""
+    gallery = DOCS / "gallery"
+    for png in gallery.glob("*.png"):
+        width, height, dpi = png_size_and_dpi(png.read_bytes())
+        assert dpi is not None and dpi >= 99.5, (png.name, dpi)
+        assert width >= 600, (png.name, width)
+    gif = (gallery / "relu_quadratic.gif").read_bytes()
+    assert gif[:6] in (b"GIF87a", b"GIF89a")
+    width, height = struct.unpack("<HH", gif[6:10])
+    frames = gif.count(b"\x21\xf9\x04")  # one graphic control extension per frame
+    assert width >= 800 and frames >= 30, (width, height, frames)
 
 
 def test_no_broken_link_anchor_or_image(site):
