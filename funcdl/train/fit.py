@@ -128,15 +128,16 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
     .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
 
-    >>> import jax, jax.numpy as jnp
-    >>> from funcdl import nn, losses, optim, train
-    >>> model = nn.Linear(1)
-    >>> x = jnp.linspace(-1, 1, 32).reshape(32, 1); y = 3 * x + 1
-    >>> params = model.init(jax.random.key(0), x)
-    >>> params, state, history = train.fit(model, params, losses.mse_loss, optim.sgd(0.5),
-    ...                                    x, y, epochs=50, batch_size=8, progress=False)
-    >>> len(history["loss"]), round(float(params["w"][0, 0]), 2), round(float(params["b"][0]), 2)
-    (50, 3.0, 1.0)
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from funcdl import nn, losses, optim, train
+      >>> model = nn.Linear(1)
+      >>> x = jnp.linspace(-1, 1, 32).reshape(32, 1); y = 3 * x + 1
+      >>> params = model.init(jax.random.key(0), x)
+      >>> params, state, history = train.fit(model, params, losses.mse_loss, optim.sgd(0.5),
+      ...                                    x, y, epochs=50, batch_size=8, progress=False)
+      >>> len(history["loss"]), round(float(params["w"][0, 0]), 2), round(float(params["b"][0]), 2)
+      (50, 3.0, 1.0)
     """
     check_callables(model, loss_fn, optimizer)
     hooks = Hooks(check_callbacks(callbacks))
