@@ -19,6 +19,7 @@ import funcdl
 from funcdl import ops
 from funcdl.example_commands import OPTIMIZERS, example_name, run_demo, run_list, run_run
 from funcdl.gradcheck import check_grads, format_reports
+from funcdl.gradcheck_array import array_cases
 
 
 def gradcheck_cases():
@@ -103,6 +104,7 @@ def gradcheck_cases():
         "stack_expand_squeeze_astype": (lambda a, b: total(ops.squeeze(ops.expand_dims(ops.stack([a, b], axis=1), 0))
                                                        * ops.astype(a, np.float64)[:, None]),
                                         (x, y), (0, 1)),
+        **array_cases(),  # the array API: rounding, einsum, sort, pad, ... (funcdl/gradcheck_array.py)
     }
 
 

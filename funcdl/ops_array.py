@@ -204,6 +204,7 @@ def einsum(subscripts, *operands):
     except ValueError as error:
         raise ValueError(f"einsum: `subscripts` {subscripts!r} do not fit the operands of shapes "
                          f"{[tuple(x.shape) for x in operands]}: {error}") from None
+    sizes = {}
     for k, (letters, x) in enumerate(zip(inputs.split(","), operands)):
         if len(letters) != len(x.shape):
             raise ValueError(f"einsum: operand {k} of shape {tuple(x.shape)} needs "
@@ -211,6 +212,10 @@ def einsum(subscripts, *operands):
         if len(set(letters)) != len(letters):
             raise ValueError(f"einsum: operand {k} repeats a subscript in {letters!r} (a diagonal); "
                              "take fdl.ops.diagonal first")
+        for letter, n in zip(letters, x.shape):
+            if sizes.setdefault(letter, n) != n:
+                raise ValueError(f"einsum: subscript {letter!r} has size {sizes[letter]} in one operand "
+                                 f"and {n} in operand {k} (shapes {[tuple(x.shape) for x in operands]})")
     return apply("einsum", *operands, subscripts=f"{inputs}->{output}")
 
 

@@ -25,9 +25,13 @@ def _value(x):
     return x.value if isinstance(x, Tensor) else x
 
 
-def zero_vjp(g, ans, x, **params):
+def zero_vjp(g, ans, x, *others, **params):
     """A piecewise-constant op (sign, floor, ceil, round, //): zero gradient (as PyTorch)."""
     return jnp.zeros(x.shape, g.dtype)
+
+
+def _zero_vjp_y(g, ans, x, y):
+    return jnp.zeros(y.shape, g.dtype)
 
 
 # ---- elementwise -----------------------------------------------------------------------------
@@ -160,7 +164,7 @@ ARRAY_PRIMITIVES = {
     "floor":    P(jnp.floor, (zero_vjp,), **ZERO),
     "ceil":     P(jnp.ceil,  (zero_vjp,), **ZERO),
     "round":    P(lambda x, decimals=0: jnp.round(x, decimals), (zero_vjp,), **ZERO),
-    "floor_divide": P(jnp.floor_divide, (zero_vjp, zero_vjp), reads=(NOTHING, NOTHING)),
+    "floor_divide": P(jnp.floor_divide, (zero_vjp, _zero_vjp_y), reads=(NOTHING, NOTHING)),
     "remainder": P(_remainder, (same_cotangent, _remainder_vjp_y), reads=(NOTHING, XY)),
     # ---- elementwise -----------------------------------------------------------------------------
     "log2":     P(jnp.log2,    (lambda g, ans, x: g / (x * _LN2),), reads=(X,)),
