@@ -10,8 +10,8 @@ triu, tril, repeat, tile, split, pad, roll, flip, sort) are in `funcdl/ops_shape
     >>> import jax.numpy as jnp, funcdl as fdl
     >>> fdl.ops.einsum("ij,j->i", jnp.ones((2, 3)), jnp.arange(3.0))
     Array([3., 3.], dtype=float32)
-    >>> fdl.ops.prod(jnp.array([2.0, 0.0, 3.0])), fdl.ops.round(jnp.array(2.567), decimals=1)
-    (Array(0., dtype=float32), Array(2.6, dtype=float32))
+    >>> fdl.ops.prod(jnp.array([2.0, 0.0, 3.0])), fdl.ops.round(jnp.array([2.5, 3.5]))
+    (Array(0., dtype=float32), Array([2., 4.], dtype=float32))
 """
 import operator
 
