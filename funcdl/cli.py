@@ -19,6 +19,7 @@ import funcdl
 from funcdl import ops
 from funcdl.example_commands import OPTIMIZERS, example_name, run_demo, run_list, run_run
 from funcdl.gradcheck import check_grads, format_reports
+from funcdl.gradcheck_array import array_cases
 
 
 def gradcheck_cases():
@@ -111,6 +112,7 @@ def gradcheck_cases():
         "scaled_dot_product_attention_causal": (
             lambda q, k, v: total(ops.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.7)),
             (away(1, 4, 2), away(1, 4, 2), away(1, 4, 3)), (0, 1, 2)),
+        **array_cases(),  # the array API: rounding, einsum, sort, pad, ... (funcdl/gradcheck_array.py)
     }
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 import funcdl.autodiff
 
-__all__ = ["check_grads", "GradcheckReport", "LeafReport", "Errors", "format_reports"]
+__all__ = ["check_grads", "GradcheckReport", "LeafReport", "Errors", "format_reports", "kink_hint"]
 
 
 class Errors(NamedTuple):
@@ -60,6 +60,7 @@ class GradcheckReport(NamedTuple):
     atol: float
     autodiff_rtol: float
     autodiff_atol: float
+    hints: tuple = ()  # the likely cause of a failure, one line each (see `kink_hint`)
 
     @property
     def passed(self):
@@ -70,7 +71,8 @@ class GradcheckReport(NamedTuple):
         verdict = "all passed" if not failed else f"{failed} FAILED"
         return (f"gradcheck: {len(self.leaves)} leaves, {verdict} (fdl vs jax: rtol "
                 f"{self.autodiff_rtol:g}, atol {self.autodiff_atol:g}; vs finite differences: "
-                f"rtol {self.rtol:g}, atol {self.atol:g})\n" + format_reports({"": self}))
+                f"rtol {self.rtol:g}, atol {self.atol:g})\n" + format_reports({"": self})
+                + "".join("\nhint: " + hint for hint in self.hints))
 
 
 _HEADER = ("leaf", "shape", "dtype", "fdl-jax abs", "rel", "fdl-FD abs", "rel",
@@ -171,10 +173,30 @@ def check_grads(f, args, *, argnums=0, rtol=1e-6, atol=1e-9, autodiff_rtol=1e-10
                                  _compare(gf, gj, autodiff_rtol, autodiff_atol),
                                  _compare_fd(gf, fd, rtol, atol), _compare_fd(gj, fd, rtol, atol),
                                  method))
-    report = GradcheckReport(tuple(leaves), rtol, atol, autodiff_rtol, autodiff_atol)
+    hints = tuple(hint for leaf, (i, k) in zip(leaves, leaf_keys)
+                  if (hint := kink_hint(leaf, np.asarray(flat[i][0][k][1]))) is not None)
+    report = GradcheckReport(tuple(leaves), rtol, atol, autodiff_rtol, autodiff_atol, hints)
     if not report.passed:
         raise AssertionError(report)
     return report
+
+
+def kink_hint(leaf, x):
+    """The likely cause when fdl.autodiff and jax.grad differ on a leaf whose input `x` holds
+    exact zeros or tied values (a kink), else None: there the tape takes PyTorch's derivative,
+    while plain jax.numpy on jax arrays (the builtin `abs()`, `**`, `jnp.maximum`) takes jax's."""
+    if leaf.fdl_vs_jax.passed or x.size == 0:
+        return None
+    zeros, ties = int(np.sum(x == 0)), int(x.size - np.unique(x).size)
+    if not zeros and not ties:
+        return None
+    found = " and ".join(text for count, text in ((zeros, f"{zeros} exact zero(s)"),
+                                                  (ties, f"{ties} tied value(s)")) if count)
+    return (f"{leaf.path}: fdl.autodiff and jax.grad differ and the input holds {found}, a kink: the "
+            "tape takes PyTorch's derivative there (d|x|/dx = 0 at 0, ties share), while plain "
+            "jax.numpy on the jax path takes jax's own (the builtin abs() on a jax array has slope 1 "
+            "at 0, `**` is jnp.power); write fdl.ops.abs / fdl.ops.power / fdl.ops.maximum to get "
+            "PyTorch's in both, or check away from the kink")
 
 
 def _positions(argnums, n_args):

@@ -157,3 +157,23 @@ def test_report_prints_as_a_markdown_table():
 def test_errors_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_mismatch_at_exact_zeros_names_the_kink():
+    """The builtin abs() on a jax array is jax's (slope 1 at 0); on a Tensor it is PyTorch's 0."""
+    with pytest.raises(AssertionError) as failure:
+        check_grads(lambda x: ops.sum(abs(x) * 2.0), (jnp.array([-1.0, 0.0, 2.0]),),
+                    finite_differences=False)
+    report = failure.value.args[0]
+    assert not report.leaves[0].fdl_vs_jax.passed
+    assert report.hints == (report.hints[0],) and "1 exact zero(s)" in report.hints[0]
+    assert "hint: argument 0: fdl.autodiff and jax.grad differ" in str(report)
+    assert "builtin abs() on a jax array has slope 1 at 0" in str(report)
+
+
+def test_no_hint_when_the_mismatch_is_not_at_a_kink(monkeypatch):
+    wrong = PRIMITIVES["tanh"]._replace(vjps=(lambda g, ans, x: g * (1 - ans),))
+    monkeypatch.setitem(PRIMITIVES, "tanh", wrong)
+    with pytest.raises(AssertionError) as failure:
+        check_grads(lambda x: ops.sum(ops.tanh(x)), (jnp.array([0.3, -0.7]),))
+    assert failure.value.args[0].hints == () and "hint:" not in str(failure.value.args[0])

@@ -9,5 +9,6 @@ from funcdl.autodiff.tensor import Tensor, apply
 __all__ = ["Tensor", "apply", "grad", "value_and_grad"]
 
 # The layer primitives (conv, pooling, erf/gelu/silu, take) live in a table of their own.
-from funcdl.autodiff import vjps, vjps_layers  # noqa: E402
+from funcdl.autodiff import vjps, vjps_array, vjps_layers  # noqa: E402
 vjps.PRIMITIVES.update(vjps_layers.LAYER_PRIMITIVES)
+vjps.PRIMITIVES.update(vjps_array.ARRAY_PRIMITIVES)  # rounding, more elementwise, einsum, sort, ...

@@ -178,8 +178,9 @@ class Tensor:
     (accumulated as in PyTorch; set `.grad = None` to clear it).
     `<, <=, >, >=, ==, !=` give plain boolean arrays (masks, no gradient), as on jax arrays;
     Tensors hash by identity. NumPy defers to Tensor (`__array_ufunc__ = None`), so
-    `ndarray @ Tensor` and `ndarray * Tensor` stay on the tape. The methods `.sum .mean .max
-    .min .reshape .transpose .astype`, `.T` and `abs()` are the `fdl.ops` functions.
+    `ndarray @ Tensor` and `ndarray * Tensor` stay on the tape. The array methods (`.sum`,
+    `.reshape`, `.T`, `**`, ...) are the `fdl.ops` functions, attached to this class by
+    `funcdl.tensor_methods` (autodiff sits below ops and does not import it).
     """
 
     __slots__ = ("_value", "grad", "_node", "__weakref__")
@@ -212,7 +213,6 @@ class Tensor:
     shape = property(lambda self: jnp.shape(self._value))
     ndim = property(lambda self: jnp.ndim(self._value))
     dtype = property(lambda self: jnp.result_type(self._value))
-    T = property(lambda self: _ops().transpose(self))
 
     def __len__(self):
         return len(self._value)
@@ -233,8 +233,6 @@ class Tensor:
     def __rmul__(self, other): return apply("multiply", other, self)
     def __truediv__(self, other): return apply("divide", self, other)
     def __rtruediv__(self, other): return apply("divide", other, self)
-    def __pow__(self, other): return _ops().power(self, other)
-    def __rpow__(self, other): return _ops().power(other, self)
     def __matmul__(self, other): return apply("matmul", self, other)
     def __rmatmul__(self, other): return apply("matmul", other, self)
     def __neg__(self): return apply("negative", self)
@@ -252,19 +250,6 @@ class Tensor:
     def __ge__(self, other): return self._value >= _value(other)
     def __eq__(self, other): return self._value == _value(other)
     def __ne__(self, other): return self._value != _value(other)
-
-    # ---- methods as on jax arrays (each the fdl.ops function) ------------------------------
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
-    def astype(self, dtype): return _ops().astype(self, dtype)
-
-    def reshape(self, *shape):
-        return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, *axes):
-        return _ops().transpose(self, axes[0] if len(axes) == 1 else (axes or None))
 
     def backward(self, gradient=None):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that self depends on.
@@ -285,7 +270,3 @@ class Tensor:
 
 jax.tree_util.register_pytree_node(Tensor, _refuse_to_flatten, lambda aux, children: None)
 
-
-def _ops():
-    from funcdl import ops  # the methods are the fdl.ops functions (ops imports this module)
-    return ops
