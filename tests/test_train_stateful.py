@@ -292,3 +292,16 @@ def test_batchnorm_on_a_mesh_uses_the_whole_batchs_statistics():
     result = subprocess.run([sys.executable, "-c", MESH_SCRIPT], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_every_python_block_of_the_stateful_models_guide_runs_alone(capsys):
+    import re
+    guide = pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides" / \
+        "stateful-models.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
+    assert len(blocks) >= 5
+    for code in blocks:
+        exec(compile(code, str(guide), "exec"), {"__name__": "__guide__"})
+    printed = capsys.readouterr().out
+    assert "Variables 160" in printed and printed.count("True") >= 4, printed
+    assert "Variables 12" in printed, printed
