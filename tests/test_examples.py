@@ -44,12 +44,14 @@ def describe(fig):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    """ran(name) -> the quick results of example `name` (each computed once), with
-    "printed" (stdout), "stderr" and "figures" {file name: describe(fig)} added."""
+    """ran(name, **overrides) -> the quick results of example `name` (each computed once per
+    overrides), with "printed" (stdout), "stderr" and "figures" {file name: describe(fig)}
+    added."""
     cache = {}
 
-    def result(name):
-        if name not in cache:
+    def result(name, **overrides):
+        entry = (name, tuple(sorted(overrides.items())))
+        if entry not in cache:
             out = tmp_path_factory.mktemp(name)
             figures, printed, stderr = {}, io.StringIO(), io.StringIO()
             save, save_animation = examples.save, examples.save_animation
@@ -68,10 +70,10 @@ def ran(tmp_path_factory):
                     contextlib.redirect_stderr(stderr):
                 patch.setattr(examples, "save", recording_save)
                 patch.setattr(examples, "save_animation", recording_animation)
-                results = examples.load(name).run(quick=True, out_dir=str(out))
-            cache[name] = {**results, "printed": printed.getvalue(), "stderr": stderr.getvalue(),
-                           "figures": figures}
-        return cache[name]
+                results = examples.load(name).run(quick=True, out_dir=str(out), **overrides)
+            cache[entry] = {**results, "printed": printed.getvalue(),
+                            "stderr": stderr.getvalue(), "figures": figures}
+        return cache[entry]
 
     return result
 
@@ -234,24 +236,21 @@ def test_digits_quick_accuracy(ran):
     check_pictures(results, 2)
 
 
-def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(tmp_path):
+def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
     digits = examples.load("digits")
-    model = digits.build("resnet")
-    assert nn.is_stateful(model)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        results = digits.run(quick=True, out_dir=str(tmp_path), model="resnet")
+    assert nn.is_stateful(digits.build("resnet"))
+    results = ran("digits", model="resnet")
     assert results["epochs"] == 3 and results["model"] == "resnet"
+    assert "resnet, 3 epochs" in results["printed"]
     assert results["test_accuracy"] >= 0.95
     assert len(results["history"]["val_accuracy"]) == 3
     confusion = np.array(results["confusion"])
     assert confusion.sum() == 359
-    assert np.trace(confusion) / confusion.sum() == pytest.approx(results["test_accuracy"], abs=1e-6)
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(results["test_accuracy"],
+                                                                  abs=1e-6)
     assert [pathlib.Path(p).name for p in results["pictures"]] == [
         "digits_resnet_curves.png", "digits_resnet_confusion.png"]
-    for picture in results["pictures"]:
-        with Image.open(picture) as image:
-            assert image.size[0] >= 600 and round(image.info["dpi"][0]) == examples.DPI
+    check_pictures(results, 2)
     checks, got, passed = digits.verdict(results)
     assert passed and "99%" in checks and "resnet" in got
     assert not digits.verdict({**results, "quick": False, "epochs": 12,

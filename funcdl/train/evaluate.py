@@ -37,8 +37,8 @@ def evaluate(model: ModelLike, params: PyTree, loss_fn: Callable, x: PyTree, y: 
 
     model: a `fdl.nn.Model` (called with `train=False`, and only the keywords its apply
     accepts) or `apply(params, x)`; a stateful Model takes its `Variables` as `params` and
-    normalises with their state (running statistics), which it leaves as it is. x, y: arrays `(n, ...)` or pytrees of them (dicts,
-    tuples) with one number of rows; `model` and `loss_fn` receive batches of the same
+    normalises with their state (running statistics), which it leaves as it is. x, y: arrays
+    `(n, ...)` or pytrees of them (dicts, tuples) with one number of rows; `model` and `loss_fn` receive batches of the same
     structure. A loss whose predictions and targets broadcast to another shape than the
     predictions' (`(n, 1)` against `(n,)`) gets a UserWarning. Nothing is donated.
     metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`.
