@@ -7,7 +7,10 @@ epoch of 60,000 synthetic rows, batch 128, Adam 1e-3, cross-entropy) and wide 10
 (`--wide-steps` batches of 512, Adam). Only when asked, `gpu_wide` (issue 10's GPU target):
 4096-8192-8192-8192-4096, batch 8192, `--gpu-steps` batches of synthetic rows with 10 classes,
 Adam, cross-entropy, in float32 and bf16 (float32 params, cast to bf16 inside the step);
-`--gpu-scale K` divides its widths and batch by K (a CPU smoke check).
+`--gpu-scale K` divides its widths and batch by K (a CPU smoke check). Only when asked,
+`mlp_numpy` ("MLP epoch from NumPy data", issue 13): the MLP epoch with NumPy `x, y`, every run
+paying its own host->device copy: `fit` given the NumPy arrays (as a user calls it; it
+`jax.device_put`s them), the hand-written scan and loop each with their own `jax.device_put`.
 
 All implementations do the same work: the same model, optimizer, loss and steps (the last
 partial batch included: MLP has 468 batches of 128 and one of 96), from the same initial
@@ -16,8 +19,9 @@ epochs are shuffled as `fit` shuffles (per epoch e: `shuffle_key, _ = jax.random
 jax.random.fold_in(PRNGKey(0), e))`, `order = jax.random.permutation(shuffle_key, n)`, batch
 b = rows `order[b*B:(b+1)*B]`, gathered inside the compiled step or scan; PyTorch: a
 `torch.randperm` per epoch); full-batch runs are never shuffled. Every JAX implementation gets
-the same device-resident `x, y`, put on the device once per workload; the host->device copy
-of `x, y` (what `fit` adds when given NumPy arrays) is its own row, timed side by side. The
+the same device-resident `x, y`, put on the device once per workload (mlp_numpy: the NumPy
+ones); the host->device copy of `x, y` (what `fit` adds when given NumPy arrays) is its own
+row, timed side by side. The
 Python loops pass only device arrays (and static sizes) to their jitted steps and never read a
 value back before the end of a run: their loops run under `jax.transfer_guard("disallow")` in
 the warm-up run, and "dispatched" says when (as % of the run) the loop had queued its last
@@ -37,6 +41,8 @@ FLOP/s (6 * batch * sum(in * out) per step) as a percentage of the measured matm
 
     python benchmarks/bench_train.py [--repeats 5] [--workloads xor,boston,mlp,wide]
     python benchmarks/bench_train.py --workloads gpu_wide [--gpu-steps 20] [--gpu-scale 64]
+    python benchmarks/bench_train.py --workloads mlp_numpy \\
+        --out benchmarks/results/bench_train_numpy.json
     python benchmarks/bench_train.py --devices 1,2,4   # fit on N forced host devices
 """
 import argparse
@@ -60,7 +66,8 @@ sys.path.insert(0, str(HERE.parent))
 from funcdl import losses, optim, train  # noqa: E402
 sys.path.insert(0, str(HERE))
 from train_workloads import (  # noqa: E402
-    COPY, GPU_IMPLEMENTATIONS, GPU_SIZES, IMPLEMENTATIONS, funcdl_model, layout, workload)
+    COPY, GPU_IMPLEMENTATIONS, GPU_SIZES, IMPLEMENTATIONS, NUMPY_IMPLEMENTATIONS, from_numpy,
+    funcdl_model, layout, workload)
 
 
 def settle(seconds=0.2):
@@ -73,13 +80,17 @@ def settle(seconds=0.2):
 
 
 def timed_side_by_side(runs, repeats):
-    """`{name: {"seconds", "compile_s", "dispatched"}}`: a warm-up run of each (its extra time
-    over the median is the compile time; loops run it under `jax.transfer_guard("disallow")`),
-    then `repeats` rounds that run every implementation once, in turn, so that a change of
-    machine load affects all of them alike. A run returns `(params, dispatched)`, dispatched
-    the time a loop had queued its last step: "dispatched" is the median of that as a
-    fraction of the run (None for the others)."""
+    """`{name: {"seconds", "compile_s", "dispatched", "min_seconds", "cpu_seconds"}}`: a
+    warm-up run of each (its extra time over the median is the compile time; loops run it
+    under `jax.transfer_guard("disallow")`), then `repeats` rounds that run every
+    implementation once, in turn, so that a change of machine load affects all of them alike.
+    A run returns `(params, dispatched)`, dispatched the time a loop had queued its last step:
+    "dispatched" is the median of that as a fraction of the run (None for the others).
+    "min_seconds": the fastest round; "cpu_seconds": the median CPU time of this process (all
+    its threads) per run, which other processes on a shared machine disturb less than the
+    wall time."""
     first, times, queued = {}, {name: [] for name in runs}, {name: [] for name in runs}
+    cpu = {name: [] for name in runs}
     for name, run in runs.items():
         start = time.perf_counter()
         run(guard=True)
@@ -87,16 +98,18 @@ def timed_side_by_side(runs, repeats):
     for _ in range(repeats):
         for name, run in runs.items():
             settle()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             _, dispatched = run()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - cpu_start)
             if dispatched is not None:
                 queued[name].append((dispatched - start) / times[name][-1])
     out = {}
     for name in runs:
         median = statistics.median(times[name])
         out[name] = {"seconds": median, "compile_s": max(0.0, first[name] - median),
-                     "dispatched": statistics.median(queued[name]) if queued[name] else None}
+                     "dispatched": statistics.median(queued[name]) if queued[name] else None,
+                     "min_seconds": min(times[name]), "cpu_seconds": statistics.median(cpu[name])}
     return out
 
 
@@ -211,7 +224,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workloads", default="xor,boston,mlp,wide",
-                        help="also gpu_wide (not in the default list)")
+                        help="also mlp_numpy and gpu_wide (not in the default list)")
     parser.add_argument("--implementations", default=None,
                         help="comma-separated; default: all for the workload")
     parser.add_argument("--wide-steps", type=int, default=8)
@@ -227,13 +240,16 @@ def main(argv=None):
         return
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0]}",
-              "jax": jax.__version__, "command": " ".join(sys.argv), "results": {}}
+              "jax": jax.__version__, "command": " ".join(sys.argv),
+              "xla_flags": os.environ.get("XLA_FLAGS"), "results": {}}
     if args.devices:
         report["devices"] = run_devices([int(c) for c in args.devices.split(",")], args.repeats)
     for name in filter(None, args.workloads.split(",")):
         w = workload(name, args.wide_steps, args.gpu_steps, args.gpu_scale)
-        w = w._replace(data=jax.block_until_ready((jnp.asarray(w.x), jnp.asarray(w.y))))
-        table = GPU_IMPLEMENTATIONS if name == "gpu_wide" else IMPLEMENTATIONS
+        w = w._replace(data=(w.x, w.y) if from_numpy(name) else
+                       jax.block_until_ready((jnp.asarray(w.x), jnp.asarray(w.y))))
+        table = (GPU_IMPLEMENTATIONS if name == "gpu_wide" else
+                 NUMPY_IMPLEMENTATIONS if from_numpy(name) else IMPLEMENTATIONS)
         names = args.implementations.split(",") if args.implementations else list(table)
         runs = {impl: table[impl](w) for impl in names if impl in table}
         rows = timed_side_by_side(runs, args.repeats)
@@ -241,7 +257,8 @@ def main(argv=None):
         report["results"][name] = rows
         for impl, row in rows.items():
             print(f"{name:8s} {impl:26.26s} {row['seconds'] * 1e3:10.2f} ms  "
-                  f"(compile {row['compile_s']:.2f} s)", flush=True)
+                  f"(min {row['min_seconds'] * 1e3:.2f} ms, CPU {row['cpu_seconds']:.3f} s; "
+                  f"compile {row['compile_s']:.2f} s)", flush=True)
         if name == "gpu_wide":
             summary = gpu_summary(w, rows, args.repeats, args.gpu_scale)
             report["gpu_wide"] = dict(summary, sizes=w.sizes, batch=w.batch,
@@ -271,6 +288,10 @@ def markdown(report):
             if bar:
                 lines.append(f"| {name} | progress bar cost | "
                              f"{(bar['seconds'] / fit - 1) * 100:+.1f}% | | | | |")
+            fastest, cpu = (rows["fit jax"][key] / rows["jax+optax scan"][key]
+                            for key in ("min_seconds", "cpu_seconds"))
+            lines.append(f"| {name} | fit jax / hand scan: fastest round, CPU time | "
+                         f"{fastest:.2f}x, {cpu:.2f}x | | | | |")
             for other, label in (("fit funcdl", "fit funcdl / fit jax"),
                                  ("jax+optax loop", "fit jax / hand loop")):
                 if other in rows:

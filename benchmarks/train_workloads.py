@@ -38,12 +38,20 @@ class Workload(NamedTuple):
     opt: str  # "sgd" | "adam"
     lr: float
     loss: str  # "sse" | "mse" | "ce"
-    data: tuple = None  # (x, y) on the device, made once per workload for every JAX run
+    data: tuple = None  # (x, y) on the device, made once per workload for every JAX run;
+    # NumPy (x, y) for the "from NumPy" workloads: each run puts them on the device itself
+
+
+def from_numpy(name) -> bool:
+    """Whether workload `name` gives its runs NumPy data ("mlp_numpy": the MLP epoch with the
+    host->device copy inside every timed run, as a user's `fit(x_numpy, ...)` pays it)."""
+    return name.endswith("_numpy")
 
 
 def workload(name, wide_steps=8, gpu_steps=20, gpu_scale=1):
     """The workload `name` with its NumPy data (`data` still None)."""
     rng = np.random.default_rng(0)
+    name = name.removesuffix("_numpy")
     if name == "xor":
         x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
         return Workload((2, 8, 4, 1), "relu-sigmoid", x, (x[:, :1] != x[:, 1:]).astype(
@@ -114,6 +122,15 @@ def jax_loss(loss):
     return lambda p, t: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(p), t[:, None], 1))
 
 
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal: `fit`'s progress is then the tqdm bar moved from
+    inside the compiled program (elsewhere it prints one line per epoch after each call), so
+    the "+ progress" rows time the bar."""
+
+    def isatty(self):
+        return True
+
+
 def bench_funcdl(w, grad_backend, progress, compute_dtype=None):
     model = funcdl_model(w.sizes, w.activations)
     params = model.init(jax.random.key(0), w.x[:1])
@@ -122,7 +139,7 @@ def bench_funcdl(w, grad_backend, progress, compute_dtype=None):
                "mse": losses.mse_loss, "ce": losses.cross_entropy}[w.loss]
 
     def run(guard=False):
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(Terminal()):
             out = train.fit(model, params, loss_fn, opt, *w.data, epochs=w.epochs,
                             batch_size=w.batch, grad_backend=grad_backend, progress=progress,
                             compute_dtype=compute_dtype)
@@ -177,16 +194,18 @@ def hand_jax(w, fused, compute_dtype=None, library="funcdl"):
 
     def run(guard=False):
         state = init(params)
+        # NumPy data (the "from NumPy" workloads): the run's own host->device copy, as fit's
+        data = jax.device_put(w.data) if isinstance(w.data[0], np.ndarray) else w.data
         if fused:
-            (p, _), _ = jax.block_until_ready(all_epochs(state, w.data))
+            (p, _), _ = jax.block_until_ready(all_epochs(state, data))
             return p, None
         with jax.transfer_guard("disallow") if guard else contextlib.nullcontext():
             for e in epoch_ids:
                 order = order_of(e) if shuffle else None
                 for b in range(n_full):
-                    state, _ = one_step(state, w.data, order, starts[b], size=batch)
+                    state, _ = one_step(state, data, order, starts[b], size=batch)
                 if remainder:
-                    state, _ = one_step(state, w.data, order, starts[n_full], size=remainder)
+                    state, _ = one_step(state, data, order, starts[n_full], size=remainder)
         dispatched = time.perf_counter()
         return jax.block_until_ready(state)[0], dispatched
     return run
@@ -240,6 +259,13 @@ IMPLEMENTATIONS = {
     "flax+optax loop": lambda w: hand_jax(w, False, library="flax"),
     "pytorch eager": pytorch_eager,
     COPY: host_to_device,
+}
+
+NUMPY_IMPLEMENTATIONS = {  # the "from NumPy" workloads: every run starts from NumPy x, y
+    "fit jax": lambda w: bench_funcdl(w, "jax", False),
+    "fit jax + progress": lambda w: bench_funcdl(w, "jax", True),
+    "jax+optax loop": lambda w: hand_jax(w, False),
+    "jax+optax scan": lambda w: hand_jax(w, True),
 }
 
 GPU_IMPLEMENTATIONS = {

@@ -47,6 +47,7 @@ def gradcheck_cases():
     distinct = np.arange(24.0).reshape(2, 3, 4)[..., rng.permutation(4)] / 10  # no ties for max
     labels = np.array([0, 2, 1, 2, 0])
     mlp = {"w1": away(4, 8) / 2, "b1": away(8), "w2": away(8, 3), "b2": away(3)}
+    seen = np.array([[[True, False, True, True, False], [False] * 5, [True, True, False, True, True]]])
     return {
         **unary,
         "log": (lambda x: total(ops.log(x)), (positive(2, 3),), 0),
@@ -103,6 +104,13 @@ def gradcheck_cases():
         "stack_expand_squeeze_astype": (lambda a, b: total(ops.squeeze(ops.expand_dims(ops.stack([a, b], axis=1), 0))
                                                        * ops.astype(a, np.float64)[:, None]),
                                         (x, y), (0, 1)),
+        # attention: a bool mask with a query that sees no key (zeros, as PyTorch), and causal
+        "scaled_dot_product_attention": (
+            lambda q, k, v: total(ops.scaled_dot_product_attention(q, k, v, attn_mask=seen)),
+            (away(2, 3, 4), away(2, 5, 4), away(2, 5, 3)), (0, 1, 2)),
+        "scaled_dot_product_attention_causal": (
+            lambda q, k, v: total(ops.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.7)),
+            (away(1, 4, 2), away(1, 4, 2), away(1, 4, 3)), (0, 1, 2)),
     }
 
 

@@ -330,6 +330,8 @@ def one_hot(labels, num_classes, dtype=jnp.float32):
 
 
 
-# ---- layer ops (convolution, pooling, erf/gelu/silu, take): funcdl/ops_layers.py ------------
-from funcdl.ops_layers import avg_pool2d, conv1d, conv2d, erf, gelu, max_pool2d, silu, take  # noqa: E402
-__all__ += ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take"]
+# ---- layer ops (convolution, pooling, erf/gelu/silu, take, attention): funcdl/ops_layers.py ------------
+from funcdl.ops_layers import (avg_pool2d, conv1d, conv2d, erf, gelu, max_pool2d,  # noqa: E402
+                               scaled_dot_product_attention, silu, take)
+__all__ += ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take",
+            "scaled_dot_product_attention"]

@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -73,3 +74,17 @@ def test_hand_written_runs_end_where_fit_ends(ran):
     assert xor["jax+optax loop"]["rel_diff_vs_fit"] < 1e-5  # 400 full-batch SGD epochs
     assert gpu["jax+optax loop"]["dispatched"] is not None
     assert list(xor) == ["fit jax", "jax+optax loop"]
+
+
+def test_the_numpy_workload_s_hand_written_runs_put_the_numpy_data_on_the_device_themselves():
+    assert train_workloads.from_numpy("mlp_numpy") and not train_workloads.from_numpy("mlp")
+    assert list(train_workloads.NUMPY_IMPLEMENTATIONS) == [
+        "fit jax", "fit jax + progress", "jax+optax loop", "jax+optax scan"]
+    xor = train_workloads.workload("xor")
+    on_device = xor._replace(data=tuple(map(jax.device_put, (xor.x, xor.y))))
+    from_numpy = xor._replace(data=(xor.x, xor.y))  # as the mlp_numpy runs get them
+    for fused in (True, False):
+        expected = train_workloads.hand_jax(on_device, fused)()[0]
+        got = train_workloads.hand_jax(from_numpy, fused)(guard=True)[0]  # no implicit copy
+        for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(got)):
+            np.testing.assert_array_equal(a, b)

@@ -131,7 +131,7 @@ def test_list_names_every_example_with_its_seed(capsys):
     assert cli.main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(examples.NAMES)
-    assert [line.split()[2] for line in lines] == ["000", "001", "002", "002", "003", "004", "-", "-"]
+    assert [line.split()[2] for line in lines] == ["000", "001", "002", "002", "003", "004", "-", "-", "-"]
 
 
 def test_run_prints_the_results_and_writes_to_out(tmp_path, capsys):

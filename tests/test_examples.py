@@ -11,6 +11,7 @@ import json
 import pathlib
 import re
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -302,4 +303,20 @@ def test_sine_quick_forecast_beats_the_last_value_and_its_baselines_are_numpy(ra
                                                   rel=1e-9)
     assert results["clean_rmse"] < results["test_rmse"] < results["last_value_rmse"]
     assert len(results["history"]["val_loss"]) == results["epochs"]
+    check_pictures(results, 1)
+
+
+def test_sort_quick_beats_copying_and_its_data_and_baselines_are_numpy(ran):
+    results = ran("sort")
+    sort = examples.load("sort")
+    _, test_key = jax.random.split(jax.random.PRNGKey(sort.DATA_SEED))
+    digits, ordered = sort.sequences(test_key, sort.TEST_ROWS)
+    assert digits.shape == (sort.TEST_ROWS, 8) and digits.min() >= 0 and digits.max() <= 9
+    np.testing.assert_array_equal(ordered, np.sort(digits, axis=1))
+    again, _ = sort.sequences(test_key, sort.TEST_ROWS)
+    np.testing.assert_array_equal(again, digits)  # the data come from the key
+    assert results["copy_accuracy"] == pytest.approx(np.mean(digits == ordered), rel=1e-12)
+    assert results["copy_accuracy"] < results["test_accuracy"] <= 1
+    assert len(results["history"]["val_accuracy"]) == results["epochs"] == 2
+    assert results["history"]["val_accuracy"][-1] == pytest.approx(results["test_accuracy"], abs=1e-6)
     check_pictures(results, 1)

@@ -98,6 +98,7 @@ INTERRUPT = textwrap.dedent('''
     import os, signal, threading, time
     import jax, numpy as np
     from funcdl import checkpoint, losses, nn, optim, train
+    from funcdl.train import loop
     x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(64, 1); y = x ** 2
     model = nn.Sequential(nn.Linear(32), nn.Tanh(), nn.Linear(1))
     params = model.init(jax.random.key(0), x)
@@ -105,7 +106,13 @@ INTERRUPT = textwrap.dedent('''
     def interrupt():
         sent.append(time.perf_counter())
         os.kill(os.getpid(), signal.SIGINT)
-    threading.Timer(3.0, interrupt).start()
+    real, calls = loop.run_epochs, []
+    def counting(*args, **kwargs):  # Ctrl-C some time after the third call (compiled by then)
+        calls.append(1)
+        if len(calls) == 3:
+            threading.Timer(0.3, interrupt).start()
+        return real(*args, **kwargs)
+    loop.run_epochs = counting
     try:  # full batch: without splitting, 10**8 epochs would be one dispatch of minutes
         train.fit(model, params, losses.mse_loss, optim.adam(1e-3), x, y, epochs=10 ** 8,
                   progress=False, checkpoint=PATH, checkpoint_every=10 ** 8)
@@ -130,3 +137,13 @@ def test_ctrl_c_raises_interrupted_with_the_last_state_within_about_a_second(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     waited = float(result.stdout.split("INTERRUPTED")[1])
     assert waited < 2.0, waited  # calls of ~0.5 s of work (loop.CALL_SECONDS)
+
+
+def test_every_python_block_of_the_training_guide_runs_alone():
+    import pathlib
+    import re
+    guide = pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides" / "training.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
+    assert len(blocks) >= 4
+    for code in blocks:
+        exec(compile(code, str(guide), "exec"), {"__name__": "__guide__"})

@@ -141,7 +141,7 @@ def epoch_totals_like(spec: StepSpec, params, x, y, batch: int, key):
                           params, xb, yb, key)
 
 
-def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
+def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, first):
     spec, mesh = plan.spec, plan.mesh
     x, y, x_val, y_val = data
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
@@ -167,8 +167,9 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
                 good, (new_params, new_state, new_totals), (params, opt_state, totals))
         if plan.progress == "step":
             rows_done = jnp.asarray(start + size).astype(new_totals.sums.dtype)
-            _when((step + 1) % progress_every == 0, progress.report, token,
-                  epoch * steps_per_epoch + step + 1, new_totals.sums[0] / rows_done)
+            _when(((step + 1) % progress_every == 0) | (first & (step == plan.first_step)),
+                  progress.report, token, epoch * steps_per_epoch + step + 1,
+                  new_totals.sums[0] / rows_done)
         return new_params, new_state, guard, new_totals
 
     def full_batch(state, step):
@@ -189,7 +190,8 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch):
                                 mesh)
         means = jnp.concatenate([means, result_row(spec.metrics, val, plan.n_val_rows)])
     if plan.progress == "epoch":
-        _when((epoch + 1) % progress_every == 0, progress.report, token, epoch + 1, means[0])
+        _when(((epoch + 1) % progress_every == 0) | first, progress.report, token, epoch + 1,
+              means[0])
     return state, means
 
 
@@ -211,7 +213,7 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
         # non-finite step (guarded replay) they stay frozen
         totals = keep_if((i == 0) | ~guard.ok, totals, zeros)
         state, row = _one_epoch(plan, data, key, progress_every, token,
-                                (params, opt_state, guard, totals), epoch0 + i)
+                                (params, opt_state, guard, totals), epoch0 + i, i == 0)
         return state, lax.dynamic_update_index_in_dim(means, row, i, axis=0)
 
     if plan.n_epochs == 1:  # no loop of one trip (a minibatch run makes one epoch per call)

@@ -50,12 +50,13 @@ def evaluate(model: ModelLike, params: PyTree, loss_fn: Callable, x: PyTree, y: 
     accumulated in float32 at least (float64 with x64); a Metric whose value is an array
     (`confusion_matrix`) comes back as a NumPy array. batch_size: rows per batch (None: all).
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl import losses
-    >>> apply = lambda params, x: x * params["a"]
-    >>> x = jnp.arange(5.0).reshape(5, 1)
-    >>> evaluate(apply, {"a": jnp.float32(2.0)}, losses.mse_loss, x, x, batch_size=2)
-    {'loss': 6.0}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl import losses
+      >>> apply = lambda params, x: x * params["a"]
+      >>> x = jnp.arange(5.0).reshape(5, 1)
+      >>> evaluate(apply, {"a": jnp.float32(2.0)}, losses.mse_loss, x, x, batch_size=2)
+      {'loss': 6.0}
     """
     check_model(model)
     check_model_variables(model, params, "evaluate")
@@ -80,9 +81,10 @@ def predict(model: ModelLike, params: PyTree, x: PyTree, *,
     `fdl.nn.Model` gets only the keywords its apply accepts (a stateful one its `Variables`,
     whose state is used and not changed). Nothing is donated.
 
-    >>> import jax.numpy as jnp
-    >>> predict(lambda p, x: x + p, jnp.float32(1.0), jnp.zeros((5, 2)), batch_size=2).shape
-    (5, 2)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> predict(lambda p, x: x + p, jnp.float32(1.0), jnp.zeros((5, 2)), batch_size=2).shape
+      (5, 2)
     """
     check_model(model)
     check_model_variables(model, params, "predict")

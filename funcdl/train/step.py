@@ -242,16 +242,17 @@ def make_train_step(apply: ModelLike, loss_fn: Callable, optimizer: Optimizer, *
     two paths (a ValueError naming both): tied weights are one leaf used twice inside
     `apply`, as PyTorch's tied weights are one parameter.
 
-    >>> import jax, jax.numpy as jnp
-    >>> from funcdl import nn, losses, optim
-    >>> model, opt = nn.Linear(1), optim.sgd(lr=0.1)
-    >>> params = model.init(jax.random.key(0), jnp.zeros((4, 3)))
-    >>> step = make_train_step(model, losses.mse_loss, opt)
-    >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
-    >>> params, state, loss0 = step(params, opt.init(params), x, y)
-    >>> params, state, loss1 = step(params, state, x, y)
-    >>> bool(loss1 < loss0)
-    True
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from funcdl import nn, losses, optim
+      >>> model, opt = nn.Linear(1), optim.sgd(lr=0.1)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((4, 3)))
+      >>> step = make_train_step(model, losses.mse_loss, opt)
+      >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
+      >>> params, state, loss0 = step(params, opt.init(params), x, y)
+      >>> params, state, loss1 = step(params, state, x, y)
+      >>> bool(loss1 < loss0)
+      True
     """
     check_callables(apply, loss_fn, optimizer)
     check_grad_backend(grad_backend)
