@@ -194,7 +194,8 @@ def build_parser():
     run.add_argument("--lr", type=_positive(float), metavar="X")
     run.add_argument("--optimizer", choices=OPTIMIZERS, metavar="NAME", help=", ".join(OPTIMIZERS))
     run.add_argument("--backend", choices=("jax", "funcdl"), help="the autodiff: jax.grad or fdl.autodiff")
-    run.add_argument("--model", choices=("mlp", "cnn"), help="digits only: the classifier")
+    run.add_argument("--model", choices=("mlp", "cnn", "resnet"),
+                     help="digits only: the classifier")
     run.add_argument("--out", metavar="DIR", help="where the pictures go (default runs/NAME/)")
     run.add_argument("--quick", action="store_true", help="a shorter run (what the tests use)")
     run.add_argument("--no-cache", action="store_true", help="no persistent compilation cache")

@@ -54,6 +54,7 @@ from funcdl.train import progress
 from funcdl.train.accumulate import (Totals, accumulation_dtype, add_batch, keep_if,
                                      result_row, zero_totals)
 from funcdl.train.batches import fold_batches, take_rows
+from funcdl.train.stateful import trainable
 from funcdl.train.step import StepSpec, all_finite, apply_step, forward
 
 
@@ -88,11 +89,12 @@ def new_guard() -> Guard:
 
 @functools.partial(jax.jit, static_argnames=("optimizer",))
 def initial_state(params, opt_state, *, optimizer):
-    """Fresh copies of `params` and `opt_state` (`optimizer.init(params)` when None) and a new
+    """Fresh copies of `params` and `opt_state` (`optimizer.init(params)` when None; a stateful
+    model's `Variables`: of `params.params`) and a new
     guard, in one dispatch: the state `fit` trains and hands back is never the caller's own
     arrays."""
     params = jax.tree_util.tree_map(jnp.copy, params)
-    opt_state = (optimizer.init(params) if opt_state is None
+    opt_state = (optimizer.init(trainable(params)) if opt_state is None
                  else jax.tree_util.tree_map(jnp.copy, opt_state))
     return params, opt_state, new_guard()
 

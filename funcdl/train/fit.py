@@ -29,6 +29,7 @@ from funcdl.train.lr_history import LearningRateLog
 from funcdl.train.param_checks import check_trainable
 from funcdl.train.progress import ProgressBar
 from funcdl.train.sharding import check_mesh, is_main_process, place_copy
+from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
 
@@ -125,6 +126,13 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     model's dtype. `"lr"` (or `"lr/<label>"` per label of a `multi_transform`): the learning
     rate of each epoch's last update, a schedule evaluated at the number of updates applied
     before it (read from `opt_state`); absent for an optimizer made by hand.
+    A stateful model (`fdl.nn.is_stateful`, e.g. with BatchNorm): pass the Model and, as
+    `params`, the `Variables(params, state)` from its `init`; fit then returns `(variables,
+    opt_state, history)`. The optimizer sees `variables.params` only (`opt_state` is that of
+    `variables.params`), the state moves with each training step inside the compiled scan
+    (on a mesh with the statistics of the whole batch), validation uses the current state
+    with `train=False` and leaves it as it is, and the checkpoint holds the state with the
+    params (`fdl.train.stateful`).
     A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
     .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
 
@@ -146,6 +154,7 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
     n_rows = checks.check_pair(x, y, "x", "y")
+    check_model_variables(model, params, "fit")
     check_trainable(params, where="fit")
     validation, n_val = checks.check_validation(validation)
     metrics = checks.check_metrics(metrics)
@@ -171,12 +180,13 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
     warn_if_broadcasting(spec, params, x, y, batch, key, train=True, where="fit")
     names = _history_names(metrics, validation)
-    opt_state = loss_scale.prepare(optimizer, params, opt_state, compute_dtype)  # float16
+    opt_state = loss_scale.prepare(optimizer, trainable(params), opt_state, compute_dtype)
     if mesh is None:
         params, opt_state, guard = initial_state(params, opt_state, optimizer=optimizer)
     else:  # on a mesh, init's fresh scalars must be replicated like the program's outputs
         params = place_copy(params, mesh)
-        opt_state = place_copy(optimizer.init(params) if opt_state is None else opt_state, mesh)
+        opt_state = place_copy(optimizer.init(trainable(params)) if opt_state is None
+                               else opt_state, mesh)
         guard = place_copy(new_guard(), mesh)
     steps_per_epoch = n_full + (1 if remainder else 0)
     full_batch = steps_per_epoch == 1
