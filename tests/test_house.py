@@ -16,7 +16,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "funcdl"
 # The one circle known today: `autodiff/tensor.py` imports `ops` for the Tensor methods and
 # `ops` imports `autodiff` (issue 20). Exactly these modules may form it; any other circle,
 # or this one grown by a module, fails.
-KNOWN_CIRCLE = frozenset({"funcdl.autodiff", "funcdl.autodiff.grad", "funcdl.autodiff.jacobians", "funcdl.autodiff.tensor",
+KNOWN_CIRCLE = frozenset({"funcdl.autodiff", "funcdl.autodiff.grad", "funcdl.autodiff.jacobians",
+                          "funcdl.autodiff.tensor",
                           "funcdl.ops", "funcdl.ops_layers"})
 
 
