@@ -7,6 +7,7 @@ to 1e-10 relative; at kinks, PyTorch's values (`tests/golden/second_order.json`,
 """
 import json
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -332,3 +333,11 @@ ERRORS = [
 def test_error(what, call, exception, match):
     with pytest.raises(exception, match=match):
         call()
+
+
+def test_every_python_block_of_the_guide_runs_alone():
+    guide = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "verifying-gradients.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
+    assert len(blocks) >= 4
+    for code in blocks:
+        exec(compile(code, str(guide), "exec"), {"__name__": "__guide__"})
