@@ -27,7 +27,10 @@ __all__ = ["exp", "log", "log1p", "expm1", "sqrt", "square", "abs", "sin", "cos"
 
 
 def _raw(x):
-    return x.value if isinstance(x, Tensor) else x
+    """The plain array under every level of a (nested) Tensor; x itself otherwise."""
+    while isinstance(x, Tensor):
+        x = x.value
+    return x
 
 
 def _is_concrete(x):
