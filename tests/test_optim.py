@@ -192,9 +192,17 @@ def assert_same_json(fresh, stored, path="", dtype=None):
         for key in stored:
             child_dtype = key if key in ("float64", "float32") else dtype
             assert_same_json(fresh[key], stored[key], f"{path}/{key}", child_dtype)
+    elif isinstance(stored, list) and stored and isinstance(stored[0], dict):
+        assert len(fresh) == len(stored), path
+        for i, (a, b) in enumerate(zip(fresh, stored)):
+            assert_same_json(a, b, f"{path}[{i}]", dtype)
     elif isinstance(stored, list) and stored and isinstance(stored[0], (list, float)):
-        rtol = 1e-6 if dtype == "float32" else 1e-12
-        np.testing.assert_allclose(fresh, stored, rtol=rtol, atol=rtol * 1e-3, err_msg=path)
+        # torch's float64 results differ by an ulp between CPUs (vector width), and its float32
+        # trajectories amplify that over the steps (a param near 0: 3.7e-9 against 3.3e-8 on
+        # another machine): the float64 trajectories, at 1e-12, are what prove the JSON is
+        # this generator's; the float32 ones are checked only to be the same trajectories
+        rtol, atol = (1e-3, 1e-6) if dtype == "float32" else (1e-12, 1e-15)
+        np.testing.assert_allclose(fresh, stored, rtol=rtol, atol=atol, err_msg=path)
     elif path != "/torch_version":
         assert fresh == stored, path
 

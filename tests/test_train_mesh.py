@@ -58,4 +58,5 @@ def test_fit_on_four_forced_host_devices(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
-    assert "21/21" in result.stderr  # the progress bar reached its total on the mesh
+    # stderr is a pipe, not a terminal: one line per epoch, the last of the 3-epoch mesh fit
+    assert "Epoch 3/3 - " in result.stderr, result.stderr[-2000:]
