@@ -19,6 +19,10 @@ y), from a leaf of 0.3s, then `sum(y)` and the backward pass.
 - memory: 100,000 ops of shape (1000,) float32, the growth of the resident set size while the
   graph is alive, per op (node). Target: <= 3 KB per node.
 
+The Hessian-vector product (issue 20): `fdl.autodiff.hvp` of the same MLP loss (in the
+parameters, along a random direction), jitted, against `jax.jvp(jax.grad(loss))` jitted,
+timed interleaved. Target: <= 1.5x.
+
     python benchmarks/bench_autodiff.py [--repeats 30] [--chain-repeats 3] [--workloads mlp chain]
                                         [--out benchmarks/results/bench_autodiff.json]
 """
@@ -129,9 +133,12 @@ def run(repeats):
     rows = []  # (implementation, median ms, compile s or None)
 
     jax_jit, jax_compile = jitted(jax.grad(loss), args)
-    rows.append(("(a) jax.grad, jit", median_ms(lambda: block(jax_jit(*args)), repeats), jax_compile))
     fdl_jit, fdl_compile = jitted(funcdl.autodiff.grad(loss), args)
-    rows.append(("(b) fdl.autodiff.grad, jit", median_ms(lambda: block(fdl_jit(*args)), repeats), fdl_compile))
+    # timed in alternation: the (b)/(a) ratio is the target, and a shared machine drifts
+    jax_ms, fdl_ms = interleaved_median_ms([lambda: block(jax_jit(*args)),
+                                            lambda: block(fdl_jit(*args))], repeats)
+    rows.append(("(a) jax.grad, jit", jax_ms, jax_compile))
+    rows.append(("(b) fdl.autodiff.grad, jit", fdl_ms, fdl_compile))
     fdl_eager = funcdl.autodiff.grad(loss)
     rows.append(("(c) fdl.autodiff.grad, eager", median_ms(lambda: block(fdl_eager(*args)), repeats), None))
     reference = jax_jit(*args)
@@ -149,6 +156,30 @@ def run(repeats):
     jax_eager = jax.grad(loss)
     rows.append(("(f) jax.grad, eager (for reference)", median_ms(lambda: block(jax_eager(*args)), repeats), None))
     return rows
+
+
+def run_hvp(repeats):
+    """Rows (implementation, median ms, compile s): H·v of the MLP loss in its parameters."""
+    params, x, labels = make_problem()
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    x, labels = jnp.asarray(x), jnp.asarray(labels)
+    rng = np.random.default_rng(1)
+    v = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+
+    def jax_hvp(params, v):
+        return jax.jvp(jax.grad(lambda p: loss(p, x, labels)), (params,), (v,))[1]
+
+    def fdl_hvp(params, v):
+        return funcdl.autodiff.hvp(lambda p: loss(p, x, labels), (params,), (v,))[0]
+
+    block = jax.block_until_ready
+    jax_jit, jax_compile = jitted(jax_hvp, (params, v))
+    fdl_jit, fdl_compile = jitted(fdl_hvp, (params, v))
+    jax_ms, fdl_ms = interleaved_median_ms([lambda: block(jax_jit(params, v)),
+                                            lambda: block(fdl_jit(params, v))], repeats)
+    _check_same_gradient("fdl.autodiff.hvp", fdl_jit(params, v), jax_jit(params, v))
+    return [("(a) jax.jvp(jax.grad), jit", jax_ms, jax_compile),
+            ("(b) fdl.autodiff.hvp, jit", fdl_ms, fdl_compile)]
 
 
 def _check_same_gradient(name, grads, reference):
@@ -172,8 +203,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per row (after warm-up)")
     parser.add_argument("--chain-repeats", type=int, default=3, help="timed runs of each chain (best kept)")
-    parser.add_argument("--workloads", nargs="+", choices=("mlp", "chain", "cnn"),
-                        default=["mlp", "chain", "cnn"])
+    parser.add_argument("--workloads", nargs="+", choices=("mlp", "chain", "cnn", "hvp"),
+                        default=["mlp", "chain", "cnn", "hvp"])
     parser.add_argument("--out", type=pathlib.Path,
                         default=pathlib.Path(__file__).parent / "results" / "bench_autodiff.json")
     options = parser.parse_args()
@@ -212,6 +243,15 @@ def main():
         }
     elif "chain" in previous:
         result["chain"] = previous["chain"]
+    if "hvp" in options.workloads:
+        rows = run_hvp(options.repeats)
+        print(table(rows))
+        result["hvp"] = {"loss": "the MLP's, in its parameters", "target_ratio": 1.5,
+                         "results": [{"implementation": name, "median_ms": round(ms, 4),
+                                      "ratio_to_jax": round(ms / rows[0][1], 3),
+                                      "compile_s": round(compile_s, 3)} for name, ms, compile_s in rows]}
+    elif "hvp" in previous:
+        result["hvp"] = previous["hvp"]
     if "cnn" in options.workloads:
         result["cnn"] = cnn_report(options.repeats)  # issue 13's CNN workloads
     elif "cnn" in previous:

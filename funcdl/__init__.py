@@ -12,6 +12,7 @@ steps, scan-fused epochs, `fit`), `datasets` (small real data sets shipped in th
 __version__ = "0.1.0"
 
 from funcdl import autodiff, ops  # noqa: E402  (the bottom layer first)
+from funcdl import tensor_methods  # noqa: E402,F401  (Tensor's array methods, from ops' side)
 from funcdl import gradcheck, losses, metrics, nn, optim  # noqa: E402
 from funcdl import checkpoint, datasets  # noqa: E402
 from funcdl import train  # noqa: E402  (on top of all of the above)

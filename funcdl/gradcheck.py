@@ -14,6 +14,11 @@ Finite differences are taken per leaf, as HIPS autograd's `check_vjp` does: for 
 unit direction v (fixed seed) the directional derivative (f(x + hv) - f(x - hv)) / 2h is
 compared with <grad, v>, one scalar per leaf; leaves of at most `max_elementwise` elements are
 also differenced element by element, so the report gives per-element maximum errors.
+Second order (`order=2`): per differentiated leaf, its rows of the Hessian by `fdl.autodiff`
+(fdl in fdl: `fdl.autodiff.hessian`, the tape's backward pass differentiated by the tape)
+against `jax.hessian`, and both applied to a random unit direction v against central
+differences of jax's gradient, (∇f(x + hv) - ∇f(x - hv)) / 2h ≈ H v.
+
 Finite differences are wrong across a kink (abs, relu, clip, maximum, ... at their switching
 points): check such functions away from their kinks, or with `finite_differences=False`.
 """
@@ -25,7 +30,7 @@ import numpy as np
 
 import funcdl.autodiff
 
-__all__ = ["check_grads", "GradcheckReport", "LeafReport", "Errors", "format_reports"]
+__all__ = ["check_grads", "GradcheckReport", "LeafReport", "Errors", "format_reports", "kink_hint"]
 
 
 class Errors(NamedTuple):
@@ -60,6 +65,8 @@ class GradcheckReport(NamedTuple):
     atol: float
     autodiff_rtol: float
     autodiff_atol: float
+    hints: tuple = ()  # the likely cause of a failure, one line each (see `kink_hint`)
+    order: int = 1  # 2: the rows of the Hessian and H v (see `check_grads`)
 
     @property
     def passed(self):
@@ -68,9 +75,11 @@ class GradcheckReport(NamedTuple):
     def __str__(self):
         failed = sum(not leaf.passed for leaf in self.leaves)
         verdict = "all passed" if not failed else f"{failed} FAILED"
-        return (f"gradcheck: {len(self.leaves)} leaves, {verdict} (fdl vs jax: rtol "
+        what = "" if self.order == 1 else ", second order"
+        return (f"gradcheck{what}: {len(self.leaves)} leaves, {verdict} (fdl vs jax: rtol "
                 f"{self.autodiff_rtol:g}, atol {self.autodiff_atol:g}; vs finite differences: "
-                f"rtol {self.rtol:g}, atol {self.atol:g})\n" + format_reports({"": self}))
+                f"rtol {self.rtol:g}, atol {self.atol:g})\n" + format_reports({"": self})
+                + "".join("\nhint: " + hint for hint in self.hints))
 
 
 _HEADER = ("leaf", "shape", "dtype", "fdl-jax abs", "rel", "fdl-FD abs", "rel",
@@ -95,7 +104,7 @@ def format_reports(reports):
     return "\n".join(lines)
 
 
-def check_grads(f, args, *, argnums=0, rtol=1e-6, atol=1e-9, autodiff_rtol=1e-10,
+def check_grads(f, args, *, argnums=0, order=1, rtol=1e-6, atol=1e-9, autodiff_rtol=1e-10,
                 autodiff_atol=1e-12, step=1e-6, max_elementwise=64, finite_differences=True,
                 jit=True, seed=0):
     """Compare the gradients of `f` by `fdl.autodiff`, `jax.grad` and central differences.
@@ -124,11 +133,19 @@ def check_grads(f, args, *, argnums=0, rtol=1e-6, atol=1e-9, autodiff_rtol=1e-10
     evaluated under `jax.vmap` for the finite differences, so it must be traceable (as it must
     be for `jax.grad`). seed: for the random directions.
 
+    order: 1 (gradients, above) or 2: per leaf x_i, its rows of the Hessian, H[i, :], by
+    `fdl.autodiff.hessian` against `jax.hessian` (same tolerances as the gradients), and
+    (H v)_i of each against central differences of `jax.grad` along one random unit
+    direction v over all the differentiated leaves, (∇f(x + hv) - ∇f(x - hv))_i / 2h, with the
+    directional tolerances above (fd_method "dir"; `max_elementwise` is not used).
+
     Returns a `GradcheckReport` (print it for a table); raises `AssertionError(report)` when
     any leaf fails.
     """
     if not isinstance(args, tuple):
         raise TypeError(f"`args` must be a tuple of positional arguments, got {type(args).__name__}")
+    if isinstance(order, bool) or order not in (1, 2):
+        raise ValueError(f"`order` must be 1 or 2, got {order!r}")
     positions = _positions(argnums, len(args))
     dtypes = [jax.tree_util.tree_map(lambda x: str(jnp.result_type(x)), a) for a in args]
     for i in positions:
@@ -136,6 +153,9 @@ def check_grads(f, args, *, argnums=0, rtol=1e-6, atol=1e-9, autodiff_rtol=1e-10
             if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
                 raise TypeError(f"`args`: argument {i}{jax.tree_util.keystr(path)} must be "
                                 f"floating-point to be differentiated, got {jnp.result_type(x)}")
+    if order == 2:
+        return _check_second_order(f, args, positions, dtypes, rtol, atol, autodiff_rtol,
+                                   autodiff_atol, step, finite_differences, jit, seed)
     with jax.enable_x64(True):
         args = tuple(jax.tree_util.tree_map(_as_float64, a) for a in args)
         flat = {i: jax.tree_util.tree_flatten_with_path(args[i]) for i in positions}
@@ -171,10 +191,30 @@ def check_grads(f, args, *, argnums=0, rtol=1e-6, atol=1e-9, autodiff_rtol=1e-10
                                  _compare(gf, gj, autodiff_rtol, autodiff_atol),
                                  _compare_fd(gf, fd, rtol, atol), _compare_fd(gj, fd, rtol, atol),
                                  method))
-    report = GradcheckReport(tuple(leaves), rtol, atol, autodiff_rtol, autodiff_atol)
+    hints = tuple(hint for leaf, (i, k) in zip(leaves, leaf_keys)
+                  if (hint := kink_hint(leaf, np.asarray(flat[i][0][k][1]))) is not None)
+    report = GradcheckReport(tuple(leaves), rtol, atol, autodiff_rtol, autodiff_atol, hints)
     if not report.passed:
         raise AssertionError(report)
     return report
+
+
+def kink_hint(leaf, x):
+    """The likely cause when fdl.autodiff and jax.grad differ on a leaf whose input `x` holds
+    exact zeros or tied values (a kink), else None: there the tape takes PyTorch's derivative,
+    while plain jax.numpy on jax arrays (the builtin `abs()`, `**`, `jnp.maximum`) takes jax's."""
+    if leaf.fdl_vs_jax.passed or x.size == 0:
+        return None
+    zeros, ties = int(np.sum(x == 0)), int(x.size - np.unique(x).size)
+    if not zeros and not ties:
+        return None
+    found = " and ".join(text for count, text in ((zeros, f"{zeros} exact zero(s)"),
+                                                  (ties, f"{ties} tied value(s)")) if count)
+    return (f"{leaf.path}: fdl.autodiff and jax.grad differ and the input holds {found}, a kink: the "
+            "tape takes PyTorch's derivative there (d|x|/dx = 0 at 0, ties share), while plain "
+            "jax.numpy on the jax path takes jax's own (the builtin abs() on a jax array has slope 1 "
+            "at 0, `**` is jnp.power); write fdl.ops.abs / fdl.ops.power / fdl.ops.maximum to get "
+            "PyTorch's in both, or check away from the kink")
 
 
 def _positions(argnums, n_args):
@@ -256,3 +296,91 @@ def _compare_fd(g, fd, rtol, atol):
     return Errors(float(np.maximum(directional.max_abs, each.max_abs)),
                   float(np.maximum(directional.max_rel, each.max_rel)),
                   directional.passed and each.passed)
+
+
+def _hessian_rows(hessian, positions, args):
+    """Per differentiated leaf i (in order), its rows H[i, :] as a `(size_i, N)` array.
+
+    `hessian` is nested as `jax.hessian(f, positions)` nests it: per position a, the
+    argument's structure, each leaf holding a tuple over positions b of b's structure."""
+    trees = [jax.tree_util.tree_structure(args[i]) for i in positions]
+    leaves = [x for i in positions for x in jax.tree_util.tree_leaves(args[i])]
+    rows = []
+    for a, tree in enumerate(trees):
+        for per_leaf in tree.flatten_up_to(hessian[a]):
+            rows.append([np.asarray(block, np.float64) for b, column_tree in enumerate(trees)
+                         for block in column_tree.flatten_up_to(per_leaf[b])])
+    return [np.concatenate([block.reshape(np.size(x), np.size(y)) for block, y in zip(blocks, leaves)], axis=1)
+            for blocks, x in zip(rows, leaves)]
+
+
+def _check_second_order(f, args, positions, dtypes, rtol, atol, autodiff_rtol, autodiff_atol,
+                        step, finite_differences, jit, seed):
+    with jax.enable_x64(True):
+        args = tuple(jax.tree_util.tree_map(_as_float64, a) for a in args)
+        flat = {i: jax.tree_util.tree_flatten_with_path(args[i]) for i in positions}
+        rng = np.random.default_rng(seed)
+        leaves = [x for i in positions for _, x in flat[i][0]]
+        v = [rng.standard_normal(np.shape(x)) for x in leaves]
+        norm = np.sqrt(sum(float(np.sum(d * d)) for d in v)) or 1.0
+        v = [d / norm for d in v]
+
+        def hessians_and_differences(diff_args, v):
+            full = list(args)
+            for i, arg in zip(positions, diff_args):
+                full[i] = arg
+
+            def jax_gradient(points):
+                moved = list(full)
+                for i, arg in zip(positions, points):
+                    moved[i] = arg
+                return jax.tree_util.tree_leaves(jax.grad(f, argnums=positions)(*moved))
+
+            differences = None
+            if finite_differences:
+                trees = [flat[i][1] for i in positions]
+                offsets, k = [], 0
+                for tree in trees:
+                    offsets.append(jax.tree_util.tree_unflatten(tree, v[k:k + tree.num_leaves]))
+                    k += tree.num_leaves
+                plus = tuple(jax.tree_util.tree_map(lambda x, d: x + step * d, a, o)
+                             for a, o in zip(diff_args, offsets))
+                minus = tuple(jax.tree_util.tree_map(lambda x, d: x - step * d, a, o)
+                              for a, o in zip(diff_args, offsets))
+                differences = [(p - m) / (2 * step) for p, m in zip(jax_gradient(plus), jax_gradient(minus))]
+            return (funcdl.autodiff.hessian(f, argnums=positions)(*full),
+                    jax.hessian(f, argnums=positions)(*full), differences)
+
+        run = jax.jit(hessians_and_differences) if jit else hessians_and_differences
+        h_fdl, h_jax, differences = run(tuple(args[i] for i in positions), v)
+        rows_fdl = _hessian_rows(h_fdl, positions, args)
+        rows_jax = _hessian_rows(h_jax, positions, args)
+    direction = np.concatenate([d.reshape(-1) for d in v])
+    reports, n = [], 0
+    for i in positions:
+        for k, (path, x) in enumerate(flat[i][0]):
+            name = f"argument {i}{jax.tree_util.keystr(path)}"
+            hf, hj = rows_fdl[n], rows_jax[n]
+            fd = None if differences is None else np.asarray(differences[n], np.float64).reshape(-1)
+            reports.append(LeafReport(
+                name, tuple(jnp.shape(x)), flat[i][1].flatten_up_to(dtypes[i])[k],
+                _compare(hf, hj, autodiff_rtol, autodiff_atol),
+                _compare_hv(hf, direction, fd, rtol, atol), _compare_hv(hj, direction, fd, rtol, atol),
+                "none" if fd is None else "dir"))
+            n += 1
+    report = GradcheckReport(tuple(reports), rtol, atol, autodiff_rtol, autodiff_atol, order=2)
+    if not report.passed:
+        raise AssertionError(report)
+    return report
+
+
+def _compare_hv(rows, v, fd, rtol, atol):
+    """(H v)_i against its finite differences: max|Hv - d| <= atol + rtol * max(max|d|,
+    max Σ_j |H_ij v_j|) (the Σ keeps cancellation in H v from shrinking the scale)."""
+    if fd is None:
+        return NOT_CHECKED
+    hv = rows @ v
+    err = float(np.max(np.abs(hv - fd), initial=0.0))
+    scale = max(float(np.max(np.abs(fd), initial=0.0)), float(np.max(np.abs(rows) @ np.abs(v), initial=0.0)))
+    return Errors(err, err / scale if scale else (0.0 if err == 0 else float("inf")),
+                  bool(err <= atol + rtol * scale))

@@ -27,7 +27,10 @@ __all__ = ["exp", "log", "log1p", "expm1", "sqrt", "square", "abs", "sin", "cos"
 
 
 def _raw(x):
-    return x.value if isinstance(x, Tensor) else x
+    """The plain array under every level of a (nested) Tensor; x itself otherwise."""
+    while isinstance(x, Tensor):
+        x = x.value
+    return x
 
 
 def _is_concrete(x):
@@ -330,6 +333,17 @@ def one_hot(labels, num_classes, dtype=jnp.float32):
 
 
 
-# ---- layer ops (convolution, pooling, erf/gelu/silu, take): funcdl/ops_layers.py ------------
-from funcdl.ops_layers import avg_pool2d, conv1d, conv2d, erf, gelu, max_pool2d, silu, take  # noqa: E402
-__all__ += ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take"]
+# ---- layer ops (convolution, pooling, erf/gelu/silu, take, attention): funcdl/ops_layers.py ------------
+from funcdl.ops_layers import (avg_pool2d, conv1d, conv2d, erf, gelu, max_pool2d,  # noqa: E402
+                               scaled_dot_product_attention, silu, take)
+__all__ += ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take",
+            "scaled_dot_product_attention"]
+# ---- the array API (rounding, more elementwise, std, prod, cumsum, einsum, ...): ops_array.py;
+# ---- shape ops (diagonal, triu, repeat, tile, split, pad, roll, flip, sort): ops_shape.py --------
+from funcdl.ops_array import (arccos, arcsin, arctan, arctan2, ceil, cosh, cumsum, dot, einsum,  # noqa: E402
+                              floor, floor_divide, log2, log10, logaddexp, nan_to_num, outer, prod,
+                              remainder, round, sign, sinh, std, tan, tensordot)
+from funcdl.ops_shape import (diagonal, flip, pad, repeat, roll, sort, split, swapaxes, tile,  # noqa: E402
+                              trace, tril, triu)
+from funcdl import ops_array as _ops_array, ops_shape as _ops_shape  # noqa: E402
+__all__ += _ops_array.__all__ + _ops_shape.__all__

@@ -1,4 +1,4 @@
-"""The layer ops of `fdl.ops`: convolution, pooling, erf, gelu, silu and take.
+"""The layer ops of `fdl.ops`: convolution, pooling, erf, gelu, silu, take and attention.
 
 Each takes arrays or `fdl.autodiff.Tensor`s, as every op in `fdl.ops` does, checks its
 arguments where the shapes are first known (at trace time) and dispatches to the primitive of
@@ -19,7 +19,8 @@ import numpy as np
 
 from funcdl.autodiff import Tensor, apply
 
-__all__ = ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take"]
+__all__ = ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take",
+           "scaled_dot_product_attention"]
 
 
 def _as_operand(x, name, where):
@@ -213,3 +214,104 @@ def take(x, indices, axis=0):
     else:
         indices = jnp.where(indices < 0, indices + n, indices)
     return apply("take", x, indices, axis=axis % len(x.shape))
+
+
+# ---- attention ----------------------------------------------------------------------------
+def _attention_mask(mask, scores_shape, dtype):
+    """`mask` checked against the scores `(..., L, S)` and given their rank (leading 1s)."""
+    if isinstance(mask, Tensor):
+        if mask.dtype != dtype:
+            raise TypeError(f"scaled_dot_product_attention: a float `attn_mask` must have the "
+                            f"query's dtype {dtype}, got {mask.dtype}")
+    else:
+        if not hasattr(mask, "shape"):
+            raise TypeError(f"scaled_dot_product_attention: `attn_mask` must be a bool or float "
+                            f"array, got {type(mask).__name__}")
+        mask = jnp.asarray(mask)
+        if mask.dtype != jnp.bool_ and mask.dtype != dtype:
+            raise TypeError(f"scaled_dot_product_attention: `attn_mask` must be a bool array or "
+                            f"a float array of the query's dtype {dtype}, got {mask.dtype}")
+    shape = tuple(mask.shape)
+    if len(shape) > len(scores_shape) or any(
+            m not in (1, n) for m, n in zip(shape[::-1], scores_shape[::-1])):
+        raise ValueError(f"scaled_dot_product_attention: `attn_mask` must broadcast to the "
+                         f"attention scores' shape {tuple(scores_shape)} (..., L, S), got {shape}")
+    if len(shape) < len(scores_shape):
+        mask = apply("reshape", mask, shape=(1,) * (len(scores_shape) - len(shape)) + shape)
+    return mask
+
+
+def scaled_dot_product_attention(q, k, v, *, attn_mask=None, is_causal=False, scale=None,
+                                 dropout_p=0.0, key=None):
+    """softmax(q kᵀ · scale + bias) v, as `torch.nn.functional.scaled_dot_product_attention`.
+
+    q: `(..., L, E)`, k: `(..., S, E)`, v: `(..., S, Ev)` of one float dtype and rank, their
+    batch axes broadcasting -> `(..., L, Ev)`. scale: default 1/√E.
+    attn_mask: broadcastable to `(..., L, S)`; a bool mask says which scores take part (True:
+    attend, False: masked out, as PyTorch's SDPA; note that `fdl.nn.MultiheadAttention`'s
+    bool masks are the other way round, as PyTorch's), a float mask (the query's dtype) is
+    added to the scores. is_causal: query i attends to keys j <= i only (the upper-left
+    triangle, also for L != S); it cannot be combined with `attn_mask` (as PyTorch).
+    A query whose every key is masked out gets zeros (and zero gradients), as PyTorch.
+    dropout_p: dropout on the attention weights (kept ones scaled by 1/(1 - p)), which then
+    needs a PRNG `key`; 0 (the default) is deterministic.
+
+    Composed of `fdl.ops`' primitives (matmul, transpose, where, softmax), so both autodiffs
+    differentiate it; a float mask is differentiated too when it is a Tensor.
+    """
+    where = "scaled_dot_product_attention"
+    q, k, v = (_as_operand(a, name, where) for a, name in ((q, "q"), (k, "k"), (v, "v")))
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"{where}: `q`, `k` and `v` must have one dtype, got {q.dtype}, "
+                        f"{k.dtype} and {v.dtype}")
+    rank = len(q.shape)
+    if rank < 2 or len(k.shape) != rank or len(v.shape) != rank:
+        raise ValueError(f"{where}: `q`, `k` and `v` must have one rank >= 2, (..., L, E), "
+                         f"(..., S, E) and (..., S, Ev), got shapes {tuple(q.shape)}, "
+                         f"{tuple(k.shape)} and {tuple(v.shape)}")
+    if k.shape[-1] != q.shape[-1] or v.shape[-2] != k.shape[-2]:
+        raise ValueError(f"{where}: `k` must have shape (..., S, {q.shape[-1]}) and `v` "
+                         f"(..., S, Ev) with the same S, got {tuple(k.shape)} and {tuple(v.shape)}")
+    try:
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{where}: the batch axes of `q`, `k` and `v` must broadcast, got shapes "
+                         f"{tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}") from None
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"{where}: `is_causal` must be a bool, got {is_causal!r}")
+    if is_causal and attn_mask is not None:
+        raise ValueError(f"{where}: `attn_mask` and `is_causal=True` cannot both be given (as "
+                         f"PyTorch): pass the causal mask or the flag")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p <= 1:
+        raise ValueError(f"{where}: `dropout_p` must be a number in [0, 1], got {dropout_p!r}")
+    L, S = q.shape[-2], k.shape[-2]
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    axes = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+    scores = apply("matmul", q, apply("transpose", k, axes=axes)) * float(scale)
+    dead = None  # (..., L, 1): queries whose every key is masked out
+    if is_causal:
+        causal = jnp.tril(jnp.ones((L, S), jnp.bool_)).reshape((1,) * (rank - 2) + (L, S))
+        scores = apply("where", causal, scores, -jnp.inf)
+    elif attn_mask is not None:
+        mask = _attention_mask(attn_mask, (*batch, L, S), q.dtype)
+        if mask.dtype == jnp.bool_:
+            scores = apply("where", mask, scores, -jnp.inf)
+            dead = ~jnp.any(mask, axis=-1, keepdims=True)
+        else:
+            scores = scores + mask
+            raw = mask.value if isinstance(mask, Tensor) else mask
+            dead = jnp.all(raw == -jnp.inf, axis=-1, keepdims=True)
+    if dead is not None:  # softmax over all -inf is NaN: such rows become 0, as PyTorch's
+        scores = apply("where", dead, 0.0, scores)
+    weights = apply("softmax", scores, axis=-1)
+    if dead is not None:
+        weights = apply("where", dead, 0.0, weights)
+    if dropout_p > 0:
+        if key is None:
+            raise ValueError(f"{where}: `key` is required when `dropout_p` > 0 (pass key=...)")
+        if dropout_p == 1:
+            weights = weights * 0.0
+        else:
+            keep = jax.random.bernoulli(key, 1.0 - dropout_p, tuple(weights.shape))
+            weights = apply("where", keep, weights * (1.0 / (1.0 - dropout_p)), 0.0)
+    return apply("matmul", weights, v)

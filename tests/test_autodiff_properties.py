@@ -533,3 +533,19 @@ def test_random_graphs_eager_match_jit(seed, n_nodes, x64, allow_rank_promotion)
         # XLA fuses the jitted program, so the two round differently: 1e-12, not 0.
         scale = float(jnp.max(jnp.abs(g_jit))) if g_jit.size else 0.0
         np.testing.assert_allclose(g_eager, g_jit, rtol=0, atol=1e-12 * scale + 1e-300)
+
+
+@settings(max_examples=8, **SETTINGS)
+@given(seed=SEEDS, n_nodes=st.integers(3, 8))
+def test_random_graphs_second_order_match_jax_hessian(seed, n_nodes, x64, allow_rank_promotion):
+    """fdl in fdl (the tape differentiating its own backward pass) == jax.hessian, per block
+    to 1e-10 of the block's largest entry; kinks included (both keep the masks constant)."""
+    graph = draw_graph(seed, n_nodes)
+    hypothesis.note(repr(graph))
+    leaves = tuple(jnp.asarray(x) for x in graph.leaves)
+    both = jax.jit(lambda x: (funcdl.autodiff.hessian(graph)(x), jax.hessian(graph)(x)))
+    h_fdl, h_jax = both(leaves)
+    for block_fdl, block_jax in zip(jax.tree_util.tree_leaves(h_fdl), jax.tree_util.tree_leaves(h_jax)):
+        assert block_fdl.shape == block_jax.shape
+        scale = float(jnp.max(jnp.abs(block_jax))) if block_jax.size else 0.0
+        np.testing.assert_allclose(block_fdl, block_jax, rtol=0, atol=1e-10 * scale + 1e-300)

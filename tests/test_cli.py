@@ -9,6 +9,7 @@ import pytest
 
 import funcdl
 from funcdl import cli, example_commands, examples
+from funcdl.autodiff.rule_ops import strip
 from funcdl.autodiff.vjps import PRIMITIVES
 
 
@@ -131,7 +132,7 @@ def test_list_names_every_example_with_its_seed(capsys):
     assert cli.main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list(examples.NAMES)
-    assert [line.split()[2] for line in lines] == ["000", "001", "002", "002", "003", "004", "-", "-"]
+    assert [line.split()[2] for line in lines] == ["000", "001", "002", "002", "003", "004", "-", "-", "-"]
 
 
 def test_run_prints_the_results_and_writes_to_out(tmp_path, capsys):
@@ -180,13 +181,34 @@ def test_gradcheck_passes_and_covers_every_primitive(monkeypatch, capsys):
     for name, primitive in list(PRIMITIVES.items()):
         monkeypatch.setitem(PRIMITIVES, name, primitive._replace(forward=recording(name, primitive.forward)))
     assert cli.main(["gradcheck"]) == 0
-    assert applied == set(PRIMITIVES)  # every op of fdl.ops and every operator
     out = capsys.readouterr().out
+    # the transposes that only second order applies (the rules of getitem's, max pooling's
+    # and take's rules)
+    assert set(PRIMITIVES) - applied == {"index_get", "max_pool_gather", "take_zeros"}
+    assert cli.main(["gradcheck", "--order", "2", "indexing", "max_pool2d", "take_repeated"]) == 0
+    capsys.readouterr()
+    assert applied == set(PRIMITIVES)  # every op of fdl.ops and every operator
     header, rule, *rows, blank, summary = out.splitlines()
     assert header.startswith("| leaf") and set(rule) <= {"|", "-"}
     assert len(rows) > len(cli.gradcheck_cases()) and all(row.endswith("| ok |") for row in rows)
     assert "| mlp_softmax_cross_entropy: argument 0['w1'] " in out
     assert summary.startswith(f"{len(cli.gradcheck_cases())} functions, {len(rows)} leaves: all passed")
+
+
+def test_gradcheck_order_2_checks_hessians_and_prints_skips(monkeypatch, capsys):
+    monkeypatch.setitem(cli.NOT_TWICE_DIFFERENTIABLE, "abs", "a kink at a sampled point (for the test)")
+    assert cli.main(["gradcheck", "--order", "2", "tanh", "abs", "conv2d"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("skipped abs: a kink at a sampled point (for the test)\n")
+    assert "| tanh: argument 0 " in out and "| conv2d: argument 1 " in out and "| abs:" not in out
+    assert out.splitlines()[-1].startswith("2 functions, 4 leaves: all passed")
+    # a rule right at first order and wrong at second (its output read as a constant) fails
+    tanh = PRIMITIVES["tanh"]
+    monkeypatch.setitem(PRIMITIVES, "tanh", tanh._replace(
+        vjps=(lambda g, ans, x: g * (1 - strip(ans) * strip(ans)),)))
+    assert cli.main(["gradcheck", "tanh"]) == 0
+    assert cli.main(["gradcheck", "--order", "2", "tanh"]) == 1
+    assert "FAIL |" in capsys.readouterr().out
 
 
 def test_gradcheck_fails_with_exit_code_1_on_a_wrong_rule(monkeypatch, capsys):

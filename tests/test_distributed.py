@@ -103,7 +103,7 @@ def test_fit_on_a_4_device_mesh_equals_single_device_fit(mesh_run):
     """Dropout, shuffling, validation, a metric and progress on; the last batch of 2 rows is
     not divided by the 4 devices (it is replicated)."""
     single = load_run(mesh_run, "single")
-    assert sorted(single[1]) == ["loss", "mae", "val_loss", "val_mae"]
+    assert sorted(single[1]) == ["loss", "lr", "mae", "val_loss", "val_mae"]
     assert len(single[1]["loss"]) == 6 and single[1]["loss"][-1] < 0.7 * single[1]["loss"][0]
     assert_close_runs(load_run(mesh_run, "mesh"), single)
 

@@ -11,11 +11,12 @@ import json
 import pathlib
 import re
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from funcdl import examples
+from funcdl import examples, nn
 
 PUBLISHED = {  # Mazur (2015), the worked example of seed 002, as published
     "h1": 0.593269992, "h2": 0.596884378, "o1": 0.75136507, "o2": 0.772928465,
@@ -44,12 +45,14 @@ def describe(fig):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
-    """ran(name) -> the quick results of example `name` (each computed once), with
-    "printed" (stdout), "stderr" and "figures" {file name: describe(fig)} added."""
+    """ran(name, **overrides) -> the quick results of example `name` (each computed once per
+    overrides), with "printed" (stdout), "stderr" and "figures" {file name: describe(fig)}
+    added."""
     cache = {}
 
-    def result(name):
-        if name not in cache:
+    def result(name, **overrides):
+        entry = (name, tuple(sorted(overrides.items())))
+        if entry not in cache:
             out = tmp_path_factory.mktemp(name)
             figures, printed, stderr = {}, io.StringIO(), io.StringIO()
             save, save_animation = examples.save, examples.save_animation
@@ -68,10 +71,10 @@ def ran(tmp_path_factory):
                     contextlib.redirect_stderr(stderr):
                 patch.setattr(examples, "save", recording_save)
                 patch.setattr(examples, "save_animation", recording_animation)
-                results = examples.load(name).run(quick=True, out_dir=str(out))
-            cache[name] = {**results, "printed": printed.getvalue(), "stderr": stderr.getvalue(),
-                           "figures": figures}
-        return cache[name]
+                results = examples.load(name).run(quick=True, out_dir=str(out), **overrides)
+            cache[entry] = {**results, "printed": printed.getvalue(),
+                            "stderr": stderr.getvalue(), "figures": figures}
+        return cache[entry]
 
     return result
 
@@ -234,6 +237,27 @@ def test_digits_quick_accuracy(ran):
     check_pictures(results, 2)
 
 
+def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
+    digits = examples.load("digits")
+    assert nn.is_stateful(digits.build("resnet"))
+    results = ran("digits", model="resnet")
+    assert results["epochs"] == 3 and results["model"] == "resnet"
+    assert "resnet, 3 epochs" in results["printed"]
+    assert results["test_accuracy"] >= 0.95
+    assert len(results["history"]["val_accuracy"]) == 3
+    confusion = np.array(results["confusion"])
+    assert confusion.sum() == 359
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(results["test_accuracy"],
+                                                                  abs=1e-6)
+    assert [pathlib.Path(p).name for p in results["pictures"]] == [
+        "digits_resnet_curves.png", "digits_resnet_confusion.png"]
+    check_pictures(results, 2)
+    checks, got, passed = digits.verdict(results)
+    assert passed and "99%" in checks and "resnet" in got
+    assert not digits.verdict({**results, "quick": False, "epochs": 12,
+                               "test_accuracy": 0.985})[2]  # the full run's target is 99%
+
+
 @pytest.mark.parametrize("name", examples.NAMES)
 def test_a_quick_verdict_says_what_it_checked_not_the_seeds_numbers(name, ran):
     """The quick run's verdict names its own check; the seed's report is the full run's."""
@@ -263,7 +287,7 @@ def test_every_example_has_the_interface():
         assert isinstance(module.SEED, str) and module.SHOWS and isinstance(module.OPTIONS, tuple)
     with pytest.raises(ValueError, match="`name` must be one of adaline, .*got 'mnist'"):
         examples.load("mnist")
-    with pytest.raises(ValueError, match="`model` must be 'mlp' or 'cnn', got 'rnn'"):
+    with pytest.raises(ValueError, match="`model` must be 'mlp', 'cnn' or 'resnet', got 'rnn'"):
         examples.load("digits").build("rnn")
 
 
@@ -279,4 +303,20 @@ def test_sine_quick_forecast_beats_the_last_value_and_its_baselines_are_numpy(ra
                                                   rel=1e-9)
     assert results["clean_rmse"] < results["test_rmse"] < results["last_value_rmse"]
     assert len(results["history"]["val_loss"]) == results["epochs"]
+    check_pictures(results, 1)
+
+
+def test_sort_quick_beats_copying_and_its_data_and_baselines_are_numpy(ran):
+    results = ran("sort")
+    sort = examples.load("sort")
+    _, test_key = jax.random.split(jax.random.PRNGKey(sort.DATA_SEED))
+    digits, ordered = sort.sequences(test_key, sort.TEST_ROWS)
+    assert digits.shape == (sort.TEST_ROWS, 8) and digits.min() >= 0 and digits.max() <= 9
+    np.testing.assert_array_equal(ordered, np.sort(digits, axis=1))
+    again, _ = sort.sequences(test_key, sort.TEST_ROWS)
+    np.testing.assert_array_equal(again, digits)  # the data come from the key
+    assert results["copy_accuracy"] == pytest.approx(np.mean(digits == ordered), rel=1e-12)
+    assert results["copy_accuracy"] < results["test_accuracy"] <= 1
+    assert len(results["history"]["val_accuracy"]) == results["epochs"] == 2
+    assert results["history"]["val_accuracy"][-1] == pytest.approx(results["test_accuracy"], abs=1e-6)
     check_pictures(results, 1)

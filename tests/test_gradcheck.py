@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from funcdl import ops
+from funcdl.autodiff.rule_ops import strip
 from funcdl.autodiff.vjps import PRIMITIVES
 from funcdl.gradcheck import GradcheckReport, check_grads, format_reports
 
@@ -153,7 +154,56 @@ def test_report_prints_as_a_markdown_table():
     (functools.partial(check_grads, mlp_loss, mlp_args(), argnums=3), ValueError, "`argnums`"),
     (functools.partial(check_grads, mlp_loss, mlp_args(), argnums=(True,)), TypeError, "`argnums`"),
     (functools.partial(check_grads, mlp_loss, mlp_args(), argnums=2), TypeError, "argument 2 must be floating"),
+    (functools.partial(check_grads, mlp_loss, mlp_args(), order=3), ValueError, "`order` must be 1 or 2, got 3"),
 ])
 def test_errors_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_mismatch_at_exact_zeros_names_the_kink():
+    """The builtin abs() on a jax array is jax's (slope 1 at 0); on a Tensor it is PyTorch's 0."""
+    with pytest.raises(AssertionError) as failure:
+        check_grads(lambda x: ops.sum(abs(x) * 2.0), (jnp.array([-1.0, 0.0, 2.0]),),
+                    finite_differences=False)
+    report = failure.value.args[0]
+    assert not report.leaves[0].fdl_vs_jax.passed
+    assert report.hints == (report.hints[0],) and "1 exact zero(s)" in report.hints[0]
+    assert "hint: argument 0: fdl.autodiff and jax.grad differ" in str(report)
+    assert "builtin abs() on a jax array has slope 1 at 0" in str(report)
+
+
+def test_no_hint_when_the_mismatch_is_not_at_a_kink(monkeypatch):
+    wrong = PRIMITIVES["tanh"]._replace(vjps=(lambda g, ans, x: g * (1 - ans),))
+    monkeypatch.setitem(PRIMITIVES, "tanh", wrong)
+    with pytest.raises(AssertionError) as failure:
+        check_grads(lambda x: ops.sum(ops.tanh(x)), (jnp.array([0.3, -0.7]),))
+    assert failure.value.args[0].hints == () and "hint:" not in str(failure.value.args[0])
+
+
+# ---- second order --------------------------------------------------------------------------
+def test_order_2_passes_on_a_pytree_and_reports_every_leaf():
+    report = check_grads(mlp_loss, mlp_args(), order=2)
+    assert report.passed and report.order == 2
+    assert [leaf.path for leaf in report.leaves] == ["argument 0['layers'][0]['b']", "argument 0['layers'][0]['w']",
+                                                     "argument 0['layers'][1]['w']"]
+    assert all(leaf.fd_method == "dir" for leaf in report.leaves)
+    assert str(report).startswith("gradcheck, second order: 3 leaves, all passed")
+
+
+def test_order_2_catches_a_rule_that_is_right_only_at_first_order(monkeypatch):
+    # tanh's output read as a constant: the gradient is right, its derivative is not
+    break_rule(monkeypatch, "tanh", lambda g, ans, x: g * (1 - strip(ans) * strip(ans)))
+    check_grads(mlp_loss, mlp_args())  # first order passes
+    report = failure_report(mlp_loss, mlp_args(), order=2)
+    w0 = report.leaves[1]
+    assert not w0.fdl_vs_jax.passed and not w0.fdl_vs_fd.passed and w0.jax_vs_fd.passed
+
+
+def test_order_2_eager_and_without_finite_differences():
+    f = lambda a, b: ops.sum(ops.sin(a * b) * a)  # noqa: E731
+    args = (np.linspace(0.1, 1.0, 3), np.linspace(-1.0, 0.5, 3))
+    report = check_grads(f, args, argnums=(0, 1), order=2, jit=False)
+    assert report.passed and len(report.leaves) == 2
+    report = check_grads(f, args, argnums=1, order=2, finite_differences=False)
+    assert report.leaves[0].fd_method == "none" and report.passed

@@ -5,19 +5,13 @@ inside functions included, relative ones resolved), not by importing anything: a
 only closes at call time is still a circle in the layering. Layers, bottom up: `autodiff` and
 `ops` (`ops` uses `autodiff`, never the reverse); `nn`, `losses` on `ops`; `optim`, `metrics`
 on jax alone; `checkpoint`, `datasets` leaves; `train` on all of these; `examples` and `cli`
-on top (`cli` uses `examples`, never the reverse).
+on top (`cli` uses `examples`, never the reverse). The Tensor methods that are `fdl.ops`
+functions are attached from above by `funcdl.tensor_methods`.
 """
 import ast
 import pathlib
 
-import pytest
-
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "funcdl"
-# The one circle known today: `autodiff/tensor.py` imports `ops` for the Tensor methods and
-# `ops` imports `autodiff` (issue 20). Exactly these modules may form it; any other circle,
-# or this one grown by a module, fails.
-KNOWN_CIRCLE = frozenset({"funcdl.autodiff", "funcdl.autodiff.grad", "funcdl.autodiff.tensor",
-                          "funcdl.ops", "funcdl.ops_layers"})
 
 
 def module_files(package=PACKAGE):
@@ -109,10 +103,9 @@ def test_the_graph_reader_sees_every_kind_of_import(tmp_path):
     assert circles(graph) == [["funcdl.a", "funcdl.sub", "funcdl.sub.b"]]
 
 
-def test_no_import_circle_but_the_known_one():
+def test_no_import_circle():
     found = circles(import_graph())
-    new = [circle for circle in found if not set(circle) <= KNOWN_CIRCLE]
-    assert new == [], "import circles: " + "; ".join(" <-> ".join(circle) for circle in new)
+    assert found == [], "import circles: " + "; ".join(" <-> ".join(circle) for circle in found)
 
 
 def test_examples_never_import_the_command_line():
@@ -125,10 +118,17 @@ def test_examples_never_import_the_command_line():
     assert all(not imports for imports in upward.values()), upward
 
 
-@pytest.mark.xfail(strict=True, reason="autodiff imports ops for the Tensor methods; issue 20")
 def test_autodiff_does_not_import_ops():
     graph = import_graph()
     upward = {name: sorted(m for m in imports if m == "funcdl.ops" or m.startswith("funcdl.ops_"))
               for name, imports in graph.items()
               if name == "funcdl.autodiff" or name.startswith("funcdl.autodiff.")}
     assert all(not imports for imports in upward.values()), upward
+
+
+def test_the_tensor_methods_come_from_above_ops():
+    graph = import_graph()
+    assert {"funcdl.ops", "funcdl.autodiff"} <= graph["funcdl.tensor_methods"]
+    assert "funcdl.tensor_methods" in graph["funcdl"]
+    users = {name for name, imports in graph.items() if "funcdl.tensor_methods" in imports}
+    assert users == {"funcdl"}, users  # attached once, by the package

@@ -21,7 +21,7 @@ def test_fit_equals_the_hand_written_loop_with_shuffling_and_a_partial_batch(bac
     assert_trees_close(params, ref_params)
     assert_trees_close(state, ref_state)
     np.testing.assert_allclose(history["loss"], ref_history, rtol=2e-5)
-    assert list(history) == ["loss"]
+    assert list(history) == ["loss", "lr"] and history["lr"] == [1e-2] * 3
 
 
 @pytest.mark.parametrize("backend", ["jax", "funcdl"])

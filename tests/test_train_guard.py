@@ -54,7 +54,7 @@ def test_an_inf_data_row_stops_at_its_batch_before_any_update_from_it():
     ref_params, ref_state, _ = reference_fit(ADAM, 1, BATCH, None, False, max_steps=1)
     assert_trees_close(caught.value.params, ref_params)
     assert_trees_close(caught.value.opt_state, ref_state)
-    assert caught.value.history == {"loss": []}
+    assert caught.value.history == {"loss": [], "lr": []}
 
 
 def test_a_nan_gradient_under_a_finite_loss_stops_before_its_update():
@@ -69,7 +69,7 @@ def test_a_nan_gradient_under_a_finite_loss_stops_before_its_update():
         train.fit(apply, params, LOSS, SGD, X, Y, epochs=2, batch_size=BATCH, shuffle=False,
                   progress=False)
     assert_trees_close(caught.value.params, params)
-    assert caught.value.history == {"loss": []}
+    assert caught.value.history == {"loss": [], "lr": []}
 
 
 def test_only_a_non_finite_run_replays_with_the_per_step_guard(monkeypatch):

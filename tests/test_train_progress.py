@@ -187,7 +187,7 @@ def test_validation_and_metrics_in_the_history():
     params, _, history = train.fit(MODEL, PARAMS, LOSS, ADAM, X, Y, epochs=2, batch_size=BATCH,
                                    shuffle=False, validation=(x_val, y_val),
                                    metrics={"mae": mae}, progress=False)
-    assert list(history) == ["loss", "mae", "val_loss", "val_mae"]
+    assert list(history) == ["loss", "mae", "val_loss", "val_mae", "lr"]
     assert all(len(values) == 2 for values in history.values())
     # the last epoch's validation values are those of the returned params (train=False)
     final = train.evaluate(MODEL, params, LOSS, x_val, y_val, metrics={"mae": mae})

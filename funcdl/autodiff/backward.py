@@ -15,6 +15,7 @@ import operator
 
 import jax.numpy as jnp
 
+from funcdl.autodiff import rule_ops
 from funcdl.autodiff.fused_rules import call_chain, call_rule
 from funcdl.autodiff.vjps import PRIMITIVES, unbroadcast
 
@@ -22,10 +23,11 @@ CHAIN_LIMIT = 16
 _seq = operator.attrgetter("seq")
 
 
-def reverse_topological_order(out):
-    """`(nodes, consumers)`: the nodes `out` depends on, each before every node it consumes
-    (the reachable nodes by decreasing `seq`), and per node the number of edges into it."""
-    consumers, stack = {out: 0}, [out]
+def reverse_topological_order(*outs):
+    """`(nodes, consumers)`: the nodes the `outs` depend on, each before every node it
+    consumes (the reachable nodes by decreasing `seq`), and per node the number of edges into
+    it."""
+    consumers, stack = dict.fromkeys(outs, 1), list(dict.fromkeys(outs))  # a root counts its seed
     while stack:
         for parent in stack.pop().parents:
             if parent is None:
@@ -40,11 +42,19 @@ def reverse_topological_order(out):
 
 
 def backward_pass(out, g):
-    """Push cotangent `g` of node `out` back through the graph: {leaf node: cotangent}."""
+    """Push cotangent `g` of node `out` back through the graph: {leaf node: cotangent}.
+
+    `g` may be a Tensor of a lower level (a nested call): the rules then record on its tape.
+    """
+    return backward_pass_many({out: g})
+
+
+def backward_pass_many(cotangents):
+    """`backward_pass` from several nodes at once: {node: cotangent} -> {leaf node: cotangent}."""
     collecting = gc.isenabled()
     gc.disable()  # the graph has no cycles: scanning it for some is pure cost
     try:
-        return _backward(out, g)
+        return _backward(dict(cotangents))
     finally:
         if collecting:
             gc.enable()
@@ -80,15 +90,16 @@ def _chain(node, consumers):
     return links
 
 
-def _backward(out, g):
-    order, consumers = reverse_topological_order(out)
-    cotangents, leaf_grads = {out: g}, {}
+def _backward(cotangents):
+    order, consumers = reverse_topological_order(*cotangents)
+    leaf_grads = {}
     for node in order:
         g = cotangents.pop(node, None)
         if g is None:  # reached only through a non-differentiable input (a `where` condition),
             continue  # or inside a chain already pushed through
         if node.primitive is None:
-            leaf_grads[node] = g if getattr(g, "dtype", None) == node.dtype else jnp.asarray(g).astype(node.dtype)
+            leaf_grads[node] = g if getattr(g, "dtype", None) == node.dtype else rule_ops.astype(
+                g if rule_ops.is_tensor(g) else jnp.asarray(g), node.dtype)
             continue
         links = _chain(node, consumers)
         if len(links) > 1:

@@ -1,11 +1,18 @@
-"""`grad` and `value_and_grad`: jax's calling convention over funcdl's own tape."""
+"""`grad` and `value_and_grad`: jax's calling convention over funcdl's own tape.
+
+Each call records on a tape of its own level (`tensor.new_level`), so calls nest:
+`grad(grad(f))` differentiates the inner backward pass, which the rules record on the outer
+tape. An argument that is a Tensor of an outer call becomes a leaf of this level holding it;
+the gradients and the value come back as Tensors of the outer level then (plain arrays at the
+outermost call).
+"""
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl.autodiff.tensor import Tensor, backward_pass, check_float_array
+from funcdl.autodiff.tensor import Tensor, backward_pass, check_float_array, leaf, new_level
 
 
 def _check_argnums(argnums):
@@ -17,24 +24,30 @@ def _check_argnums(argnums):
     raise TypeError(f"`argnums` must be an int or a non-empty tuple of ints, got {argnums!r}")
 
 
-def _unwrap(tree):
-    """The same pytree with every Tensor replaced by its value."""
-    return jax.tree_util.tree_map(lambda x: x.value if isinstance(x, Tensor) else x, tree, is_leaf=_is_tensor)
+def _unwrap(tree, level):
+    """The same pytree with every Tensor of `level` replaced by its value."""
+    return jax.tree_util.tree_map(lambda x: x.value if isinstance(x, Tensor) and x._level == level else x,
+                                  tree, is_leaf=_is_tensor)
 
 
 def _is_tensor(x):
     return isinstance(x, Tensor)
 
 
-def _as_leaves(tree, argnum):
-    """Wrap every leaf of argument `argnum` in a fresh leaf Tensor, checking it is a float array."""
-    def wrap(path, leaf):
-        where = f"argument {argnum}{jax.tree_util.keystr(path)}"
-        return Tensor(check_float_array(leaf, where))
+def as_leaves(tree, argnum, level):
+    """Wrap every leaf of argument `argnum` in a fresh leaf Tensor of `level`, checking it is a
+    float array (or a Tensor of an outer call, which the leaf then holds)."""
+    def wrap(path, x):
+        if isinstance(x, Tensor):
+            if not jnp.issubdtype(x.dtype, jnp.floating):
+                raise TypeError(f"`argument {argnum}{jax.tree_util.keystr(path)}` must have a "
+                                f"floating-point dtype, got {x.dtype}")
+            return leaf(x, level)
+        return leaf(check_float_array(x, f"argument {argnum}{jax.tree_util.keystr(path)}"), level)
     return jax.tree_util.tree_map_with_path(wrap, tree, is_leaf=_is_tensor)
 
 
-def _check_output(out, has_aux):
+def _check_output(out, has_aux, level):
     if has_aux:
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
             raise TypeError("with `has_aux=True`, the function must return a pair (output, aux), "
@@ -42,8 +55,8 @@ def _check_output(out, has_aux):
         out, aux = out
     else:
         aux = None
-    value = out.value if isinstance(out, Tensor) else out
-    if isinstance(value, bool) or not isinstance(value, (float, np.ndarray, np.generic, jnp.ndarray)):
+    value = out.value if isinstance(out, Tensor) and out._level == level else out
+    if isinstance(value, bool) or not isinstance(value, (float, np.ndarray, np.generic, jnp.ndarray, Tensor)):
         raise TypeError("the function's output must be a floating-point scalar array or Tensor, "
                         f"got {type(value).__name__}")
     if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
@@ -72,21 +85,24 @@ def value_and_grad(f, argnums=0, has_aux=False):
                                  f"{len(args)} positional argument(s)")
         if len({i % len(args) for i in positions}) != len(positions):
             raise ValueError(f"`argnums` {argnums!r} names the same argument twice")
-        args = list(args)
-        leaves = {i: _as_leaves(args[i], i) for i in positions}
+        args, level = list(args), new_level()
+        leaves = {i: as_leaves(args[i], i, level) for i in positions}
         for i, wrapped in leaves.items():
             args[i] = wrapped
-        out, value, aux = _check_output(f(*args, **kwargs), has_aux)
-        grads = backward_pass(out._node, jnp.ones_like(value)) if isinstance(out, Tensor) else {}
+        out, value, aux = _check_output(f(*args, **kwargs), has_aux, level)
+        seed = jnp.ones(jnp.shape(value), jnp.result_type(value) if not isinstance(value, Tensor) else value.dtype)
+        on_tape = isinstance(out, Tensor) and out._level == level
+        grads = backward_pass(out._node, seed) if on_tape else {}
 
-        def grad_of(leaf):
-            g = grads.get(leaf._node)
-            return jnp.zeros_like(leaf.value) if g is None else g
+        def grad_of(x):
+            g = grads.get(x._node)
+            return jnp.zeros(x.shape, x.dtype) if g is None else g
 
         per_arg = tuple(jax.tree_util.tree_map(grad_of, leaves[i], is_leaf=_is_tensor) for i in positions)
         result = per_arg[0] if isinstance(argnums, int) else per_arg
-        value = jnp.asarray(value)
-        return ((value, _unwrap(aux)) if has_aux else value), result
+        if not isinstance(value, Tensor):
+            value = jnp.asarray(value)
+        return ((value, _unwrap(aux, level)) if has_aux else value), result
 
     return value_and_grad_f
 

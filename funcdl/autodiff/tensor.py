@@ -8,6 +8,16 @@ its Tensor is, as in PyTorch. The graph lives as long as the output Tensor does 
 `fdl.autodiff.grad`, one call); no global state records it. The graph holds no cycles, and the
 backward pass runs with the cyclic garbage collector paused.
 
+Levels (nesting): every `fdl.autodiff.grad` call (and `vjp`, `hessian`, ...) records on a tape
+of its own, numbered by `new_level()` in the order the calls start (user-made `Tensor(value)`s
+are level 0). A Tensor of level L may hold a Tensor of a lower level as its value: the outer
+tape's. An op whose Tensor inputs are of several levels, or hold Tensors, records a node at the
+highest level only and computes its value by applying the op again to the unwrapped inputs,
+so that the lower levels record it too; a Tensor of a lower level is a constant to the higher
+tape (this is what keeps d/dx [x · d/dy (x + y)] = 1: the inner tape never sees x as its own).
+The VJP rules compute with `apply` too, so the backward pass of a level records on the levels
+below it: that is second order.
+
 A Tensor is not something jax can trace: `jax.numpy` functions, `lax` control flow, `vmap`,
 `jit` and `jax.checkpoint` called on one raise a `TypeError` that says so (Tensor is registered
 as a pytree node whose flattening refuses).
@@ -20,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcdl.autodiff import rule_ops
 from funcdl.autodiff.backward import backward_pass
 from funcdl.autodiff.operand_errors import operand_error
 from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape
@@ -37,8 +48,8 @@ def _value(x):
 def check_float_array(value, name):
     """`value` as a floating-point jax array; TypeError naming `name` otherwise."""
     if isinstance(value, Tensor):
-        raise TypeError(f"`{name}` must be an array, got a Tensor (nested fdl.autodiff.grad is "
-                        "not supported; use jax.grad around fdl.autodiff.grad for higher orders)")
+        raise TypeError(f"`{name}` must be an array, got a Tensor (differentiate a function of "
+                        "it with fdl.autodiff.grad, which nests, instead)")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.ndarray, np.generic, jnp.ndarray)):
         raise TypeError(f"`{name}` must be a floating-point array, got {type(value).__name__}")
     if isinstance(value, int):
@@ -127,24 +138,41 @@ def _shape_of(v):
         return Shape(jnp.shape(v), jnp.result_type(v))
 
 
+_next_level = itertools.count(1).__next__
+
+
+def new_level():
+    """A level for a new tape (one `grad` call), above every level made before it."""
+    return _next_level()
+
+
+_TRACER_OR_TENSOR = (jax.core.Tracer,)  # completed below, once Tensor exists
+
+
 def apply(name, *args, **params):
     """Run primitive `name`: on the tape if any input is a Tensor, else straight through jax.
 
     This is the one seam between `fdl.ops` and the tape. (Written for speed: it runs once per
-    eager op.)
+    eager op; Tensors of several levels take `_apply_nested`.)
     """
     primitive = PRIMITIVES[name]
-    values, parents, mask, bit, traced = [], [], 0, 1, False
+    values, parents, mask, bit, traced, level = [], [], 0, 1, False, None
     for a in args:
         if isinstance(a, Tensor):
+            if a._level != level:
+                if level is not None:
+                    return _apply_nested(name, args, params)
+                level = a._level
             parents.append(a._node)
             a = a._value
             mask |= bit
         else:
             parents.append(None)
-        traced = traced or isinstance(a, jax.core.Tracer)
+        traced = traced or isinstance(a, _TRACER_OR_TENSOR)
         values.append(a)
         bit <<= 1
+    if traced and _holds_tensor(values):
+        return _apply_nested(name, args, params)
     ans = _forward(name, primitive, values, params, traced)
     if not mask:
         return ans
@@ -163,8 +191,80 @@ def apply(name, *args, **params):
         [v if keep else _shape_of(v) for v, keep in zip(values, plan.keep)])
     node.ans = ans if plan.keep_ans else None
     tensor = Tensor.__new__(Tensor)
-    tensor._value, tensor.grad, tensor._node = ans, None, node
+    tensor._value, tensor.grad, tensor._node, tensor._level = ans, None, node, level
     return tensor
+
+
+def _holds_tensor(values):
+    for v in values:
+        if isinstance(v, Tensor):
+            return True
+    return False
+
+
+def _apply_nested(name, args, params):
+    """`apply` with Tensors of several levels among `args`, or Tensors holding Tensors: record
+    at the highest level; the value is the op applied to the unwrapped inputs (recorded by the
+    levels below)."""
+    primitive = PRIMITIVES[name]
+    level = max(a._level for a in args if isinstance(a, Tensor))
+    values, parents, mask = [], [], 0
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a._level == level:
+            parents.append(a._node)
+            values.append(a._value)
+            mask |= 1 << i
+        else:
+            parents.append(None)
+            values.append(a)
+    if _holds_tensor(values):
+        ans = apply(name, *values, **params)
+    else:
+        ans = _forward(name, primitive, values, params, True)
+    return _record(name, primitive, values, params, parents, mask, ans, level, len(args))
+
+
+def _record(name, primitive, values, params, parents, mask, ans, level, n_args):
+    """The Tensor of level `level` holding `ans`, whose node records the op (as `apply`)."""
+    plan = _PLANS.get((name, mask))
+    if plan is None or plan.primitive is not primitive:
+        plan = _plan(name, primitive, mask, n_args)
+    node = _Node()
+    node.seq = _next_seq()
+    node.primitive, node.params, node.parents = name, params, tuple(parents)
+    try:
+        node.shape = ans.shape
+    except AttributeError:
+        node.shape = jnp.shape(ans)
+    node.dtype = node.leaf = None
+    node.inputs = tuple(values) if plan.keep_all else tuple(
+        [v if keep else _shape_of(v) for v, keep in zip(values, plan.keep)])
+    node.ans = ans if plan.keep_ans else None
+    tensor = Tensor.__new__(Tensor)
+    tensor._value, tensor.grad, tensor._node, tensor._level = ans, None, node, level
+    return tensor
+
+
+def leaf(value, level):
+    """A leaf Tensor of tape `level` holding `value`: an array, or a Tensor of a lower level
+    (the argument of a nested `grad` call)."""
+    tensor = Tensor.__new__(Tensor)
+    tensor._value, tensor.grad, tensor._level = value, None, level
+    tensor._node = _leaf_node(tensor)
+    return tensor
+
+
+def level_of(x):
+    """The level of a Tensor, -1 for anything else."""
+    return x._level if isinstance(x, Tensor) else -1
+
+
+def strip(x):
+    """The plain array under every level of Tensor `x` (x itself if it is not a Tensor): for
+    masks, signs and shares that rules treat as constants (their derivative is 0)."""
+    while isinstance(x, Tensor):
+        x = x._value
+    return x
 
 
 def _refuse_to_flatten(tensor):
@@ -178,17 +278,19 @@ class Tensor:
     (accumulated as in PyTorch; set `.grad = None` to clear it).
     `<, <=, >, >=, ==, !=` give plain boolean arrays (masks, no gradient), as on jax arrays;
     Tensors hash by identity. NumPy defers to Tensor (`__array_ufunc__ = None`), so
-    `ndarray @ Tensor` and `ndarray * Tensor` stay on the tape. The methods `.sum .mean .max
-    .min .reshape .transpose .astype`, `.T` and `abs()` are the `fdl.ops` functions.
+    `ndarray @ Tensor` and `ndarray * Tensor` stay on the tape. The array methods (`.sum`,
+    `.reshape`, `.T`, `**`, ...) are the `fdl.ops` functions, attached to this class by
+    `funcdl.tensor_methods` (autodiff sits below ops and does not import it).
     """
 
-    __slots__ = ("_value", "grad", "_node", "__weakref__")
+    __slots__ = ("_value", "grad", "_node", "_level", "__weakref__")
     __array_ufunc__ = None
     __hash__ = object.__hash__
 
     def __init__(self, value):
         self._value = check_float_array(value, "value")
         self.grad = None
+        self._level = 0
         self._node = _leaf_node(self)
 
     @property
@@ -212,7 +314,6 @@ class Tensor:
     shape = property(lambda self: jnp.shape(self._value))
     ndim = property(lambda self: jnp.ndim(self._value))
     dtype = property(lambda self: jnp.result_type(self._value))
-    T = property(lambda self: _ops().transpose(self))
 
     def __len__(self):
         return len(self._value)
@@ -233,8 +334,6 @@ class Tensor:
     def __rmul__(self, other): return apply("multiply", other, self)
     def __truediv__(self, other): return apply("divide", self, other)
     def __rtruediv__(self, other): return apply("divide", other, self)
-    def __pow__(self, other): return _ops().power(self, other)
-    def __rpow__(self, other): return _ops().power(other, self)
     def __matmul__(self, other): return apply("matmul", self, other)
     def __rmatmul__(self, other): return apply("matmul", other, self)
     def __neg__(self): return apply("negative", self)
@@ -253,19 +352,6 @@ class Tensor:
     def __eq__(self, other): return self._value == _value(other)
     def __ne__(self, other): return self._value != _value(other)
 
-    # ---- methods as on jax arrays (each the fdl.ops function) ------------------------------
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
-    def astype(self, dtype): return _ops().astype(self, dtype)
-
-    def reshape(self, *shape):
-        return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, *axes):
-        return _ops().transpose(self, axes[0] if len(axes) == 1 else (axes or None))
-
     def backward(self, gradient=None):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that self depends on.
 
@@ -274,7 +360,7 @@ class Tensor:
         if gradient is None:
             if self.shape != ():
                 raise ValueError(f"`backward` without `gradient` needs a scalar, got shape {self.shape}")
-            gradient = jnp.ones_like(self._value)
+            gradient = jnp.ones(self.shape, self.dtype)
         elif jnp.shape(gradient) != self.shape:
             raise ValueError(f"`gradient` must have shape {self.shape}, got {jnp.shape(gradient)}")
         for node, g in backward_pass(self._node, gradient).items():
@@ -284,8 +370,6 @@ class Tensor:
 
 
 jax.tree_util.register_pytree_node(Tensor, _refuse_to_flatten, lambda aux, children: None)
+_TRACER_OR_TENSOR = (jax.core.Tracer, Tensor)
+rule_ops.install(apply, Tensor)
 
-
-def _ops():
-    from funcdl import ops  # the methods are the fdl.ops functions (ops imports this module)
-    return ops

@@ -1,6 +1,7 @@
 """`load` and `metadata`: a checkpoint's header checked first, then its tensors read and verified."""
 import hashlib
 import os
+from typing import Any
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ from funcdl.checkpoint import files, header
 _CHUNK_BYTES = 1 << 20  # what `load` hashes at a time of the tensors it does not keep
 
 
-def load(path, like=None, *, strict=True):
+def load(path: str | os.PathLike, like: Any = None, *, strict: bool = True) -> Any:
     """Read the checkpoint at `path`: the pytree `like` describes, or `{key: array}`.
 
     The header is read and checked first (against the file's size and, with `like`, against
@@ -80,7 +81,7 @@ def load(path, like=None, *, strict=True):
     return jax.tree_util.tree_unflatten(treedef, [arrays[key] for key, _, _ in expected])
 
 
-def metadata(path) -> dict:
+def metadata(path: str | os.PathLike) -> dict[str, str]:
     """The `dict[str, str]` saved with the checkpoint at `path`, `"funcdl.sha256"` included.
 
     Reads the header only: it is checked against the file's size as in `load`, but the data

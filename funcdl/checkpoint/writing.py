@@ -2,6 +2,7 @@
 import hashlib
 import os
 import secrets
+from typing import Any
 
 import jax
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from funcdl.checkpoint import files, header
 
 
-def save(path, tree, *, metadata=None) -> None:
+def save(path: str | os.PathLike, tree: Any, *, metadata: dict[str, str] | None = None) -> None:
     """Write every leaf of `tree` to the safetensors file `path`, atomically.
 
     Each leaf is stored under its `jax.tree_util.keystr` path with its own shape and dtype; the

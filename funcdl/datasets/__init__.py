@@ -90,7 +90,7 @@ def _read_at_most(fd, limit):
     return b"".join(chunks)
 
 
-def load_boston(path=None):
+def load_boston(path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boston housing (506 districts): x float64 `(506, 13)` (`BOSTON_FEATURES`), y float64 `(506,)`.
 
     y is `medv`, the median home value in $1000s. See the module docstring on the `black` column.
@@ -120,7 +120,7 @@ def load_boston(path=None):
     return table[:, :13], table[:, 13]
 
 
-def load_digits(path=None):
+def load_digits(path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """8x8 handwritten digits: x float64 `(1797, 64)` (row-major 8x8 images, intensities 0..16),
     y int64 `(1797,)` labels 0..9.
 

@@ -20,7 +20,7 @@ text of at least `MIN_FONT_PT` points.
 """
 import importlib
 
-NAMES = ("adaline", "relu_quadratic", "backprop", "optimizers", "boston", "xor", "digits", "sine")
+NAMES = ("adaline", "relu_quadratic", "backprop", "optimizers", "boston", "xor", "digits", "sine", "sort")
 DPI = 120  # pixels per inch of every picture, in the PNG's pHYs chunk (reads back >= 100: 119.99)
 MIN_FONT_PT = 9  # the smallest text any picture may hold, in points (1/72 inch)
 

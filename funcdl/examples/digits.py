@@ -9,6 +9,13 @@ mini-batches of 64; `fit` reports the validation loss and an accuracy metric aft
 epoch. The pictures: loss and accuracy curves, and the confusion matrix on the test images.
 Target: at least 97% test accuracy (measured: 97.2% after 40 epochs, 96.4% after 15).
 The CNN (`--model cnn`): 98.6% after 40 epochs (measured, `funcdl run digits --model cnn`).
+The ResNet (`--model resnet`, `build`): a stem Conv2d(16, 3)-BatchNorm2d-ReLU, a residual block
+of 16 channels, MaxPool2d(2), one of 32 channels (a 1x1 convolution on its shortcut), the mean
+over the 4x4 map and Linear(10); Adam lr 3e-3, 12 epochs. Its BatchNorm running statistics are
+state beside the params (`fdl.nn.Variables`): `fit` carries them through training, and the
+validation, `evaluate` and `predict` normalise with them. Target: at least 99% test accuracy
+(measured: 100.0%, i.e. all 359 test images, after 12 epochs, ~33 s of CPU time on 2 cores
+with compilation; the quick run, 3 epochs, checks >= 95%).
 """
 import jax
 import jax.numpy as jnp
@@ -16,9 +23,11 @@ import numpy as np
 
 import funcdl as fdl
 from funcdl import examples, ops
+from funcdl.nn.state import mark_stateful
 
 SEED = "-"
-SHOWS = "8x8 digits: MLP (or --model cnn) through fit with validation and accuracy; confusion matrix"
+SHOWS = ("8x8 digits: MLP (or --model cnn, --model resnet with BatchNorm) through fit with "
+         "validation and accuracy; confusion matrix")
 OPTIONS = ("epochs", "lr", "optimizer", "backend", "model")
 SPLIT_SEED, BATCH_SIZE = 0, 64
 
@@ -28,8 +37,40 @@ def accuracy(logits, labels):
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
+def residual_block(channels, project=False):
+    """A residual block on `(N, C, H, W)` maps (He et al., 2016): relu(body(x) + shortcut(x)),
+    body = Conv2d(channels, 3, padding=1)-BatchNorm2d-ReLU-Conv2d(channels, 3, padding=1)-
+    BatchNorm2d, shortcut = x itself, or Conv2d(channels, 1)-BatchNorm2d when `project` (C
+    differs from `channels`). Stateful like its BatchNorms: `init` returns `Variables({"body":
+    ..., "shortcut": ...}, {same keys: the Sequentials' states})`, `apply` `(y, state)`."""
+    conv = lambda size: fdl.nn.Conv2d(channels, size, padding=size // 2)  # noqa: E731
+    parts = {"body": fdl.nn.Sequential(conv(3), fdl.nn.BatchNorm2d(), fdl.nn.ReLU(), conv(3),
+                                       fdl.nn.BatchNorm2d())}
+    if project:
+        parts["shortcut"] = fdl.nn.Sequential(conv(1), fdl.nn.BatchNorm2d())
+
+    def init(key, x):
+        made = {name: part.init(k, x)
+                for (name, part), k in zip(parts.items(), jax.random.split(key, len(parts)))}
+        return fdl.nn.Variables({name: v.params for name, v in made.items()},
+                                {name: v.state for name, v in made.items()})
+
+    def apply(variables, x, *, key=None, train=False):
+        keys = [None] * len(parts) if key is None else list(jax.random.split(key, len(parts)))
+        out = {name: part.apply(fdl.nn.Variables(variables.params[name], variables.state[name]),
+                                x, key=k, train=train)
+               for (name, part), k in zip(parts.items(), keys)}
+        shortcut = out["shortcut"][0] if project else x
+        return ops.relu(out["body"][0] + shortcut), {name: o[1] for name, o in out.items()}
+
+    return mark_stateful(fdl.nn.named_model(
+        f"residual_block({channels}{', project=True' if project else ''})", init, apply))
+
+
 def build(kind):
-    """The classifier: "mlp" (64-128-10) or "cnn" (two convolution-pooling blocks, one Linear)."""
+    """The classifier: "mlp" (64-128-10), "cnn" (two convolution-pooling blocks, one Linear) or
+    "resnet" (a stem Conv2d(16)-BatchNorm2d-ReLU, a residual block of 16 channels at 8x8,
+    MaxPool2d(2), a residual block of 32 channels at 4x4, the average over the map, Linear)."""
     if kind == "mlp":
         return fdl.nn.Sequential(fdl.nn.Linear(128), fdl.nn.ReLU(), fdl.nn.Linear(10))
     if kind == "cnn":
@@ -38,7 +79,14 @@ def build(kind):
                                  fdl.nn.Conv2d(16, 3, padding=1), fdl.nn.ReLU(), fdl.nn.MaxPool2d(2),
                                  fdl.nn.Conv2d(32, 3, padding=1), fdl.nn.ReLU(), fdl.nn.MaxPool2d(2),
                                  fdl.nn.Flatten(), fdl.nn.Linear(10))
-    raise ValueError(f"`model` must be 'mlp' or 'cnn', got {kind!r}")
+    if kind == "resnet":
+        as_images = lambda x: ops.reshape(x, (-1, 1, 8, 8))  # noqa: E731
+        average = lambda x: ops.mean(x, axis=(2, 3))  # noqa: E731  (N, C, H, W) -> (N, C)
+        return fdl.nn.Sequential(as_images, fdl.nn.Conv2d(16, 3, padding=1),
+                                 fdl.nn.BatchNorm2d(), fdl.nn.ReLU(), residual_block(16),
+                                 fdl.nn.MaxPool2d(2), residual_block(32, project=True),
+                                 average, fdl.nn.Linear(10))
+    raise ValueError(f"`model` must be 'mlp', 'cnn' or 'resnet', got {kind!r}")
 
 
 def split():
@@ -50,14 +98,17 @@ def split():
     return [(jnp.asarray(x[rows] / 16, jnp.float32), jnp.asarray(y[rows], jnp.int32)) for rows in parts]
 
 
-LEARNING_RATES = {"mlp": 1e-3, "cnn": 5e-3}
-DESCRIPTIONS = {"mlp": "MLP 64-128-10", "cnn": "CNN (two conv-pool blocks, Linear(10))"}
+LEARNING_RATES = {"mlp": 1e-3, "cnn": 5e-3, "resnet": 3e-3}
+DESCRIPTIONS = {"mlp": "MLP 64-128-10", "cnn": "CNN (two conv-pool blocks, Linear(10))",
+                "resnet": "ResNet, 2 blocks with BatchNorm"}
+EPOCHS = {"mlp": (15, 40), "cnn": (15, 40), "resnet": (3, 12)}  # (quick, full) runs
+TARGETS = {"mlp": (0.95, 0.97), "cnn": (0.95, 0.97), "resnet": (0.95, 0.99)}  # test accuracy
 
 
 def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="adam",
         backend="jax", model="mlp", key=None):
     """Train, validate each epoch, test; returns the history, test accuracy and pictures."""
-    epochs = (15 if quick else 40) if epochs is None else epochs
+    epochs = EPOCHS.get(model, EPOCHS["mlp"])[0 if quick else 1] if epochs is None else epochs
     lr = LEARNING_RATES.get(model, 1e-3) if lr is None else lr
     key = jax.random.PRNGKey(0) if key is None else key
     init_key, shuffle_key = jax.random.split(key)
@@ -68,6 +119,7 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="
         classifier, params, fdl.losses.cross_entropy, getattr(fdl.optim, optimizer)(lr),
         x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, key=shuffle_key,
         grad_backend=backend, validation=validation, metrics={"accuracy": accuracy},
+        validation_batch_size=len(validation[1]),  # one batch: one shape to compile
         progress=False)  # a program with the bar's host callback is never persistently cached
     test = fdl.train.evaluate(classifier, params, fdl.losses.cross_entropy, x_test, y_test,
                               metrics={"accuracy": accuracy})
@@ -77,13 +129,14 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="
     print(f"{model}, {epochs} epochs: validation accuracy {history['val_accuracy'][-1]:.4f}, "
           f"test accuracy {test['accuracy']:.4f} on {len(y_test)} images")
     title = f"{DESCRIPTIONS.get(model, model)}, {optimizer} lr {lr:g}, {epochs} epochs"
-    pictures = [plot_history(history, title, out_dir),
-                plot_confusion(confusion, test["accuracy"], title, out_dir)]
+    prefix = "digits" if model == "mlp" else f"digits_{model}"
+    pictures = [plot_history(history, title, out_dir, prefix),
+                plot_confusion(confusion, test["accuracy"], title, out_dir, prefix)]
     return {"quick": quick, "epochs": epochs, "model": model, "history": history, "test_loss": test["loss"],
             "test_accuracy": test["accuracy"], "confusion": confusion.tolist(), "pictures": pictures}
 
 
-def plot_history(history, title, out_dir):
+def plot_history(history, title, out_dir, prefix="digits"):
     fig, (ax_loss, ax_accuracy) = examples.figure(1, 2, width=9, height=3.9)
     fig.suptitle(f"8x8 digits, {title}: loss and accuracy per epoch")
     epochs = np.arange(1, len(history["loss"]) + 1)
@@ -96,10 +149,10 @@ def plot_history(history, title, out_dir):
     ax_accuracy.set(xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0.8, 1.0),
                     title="accuracy")
     examples.legend_outside(ax_accuracy)
-    return examples.save(fig, out_dir, "digits_curves.png")
+    return examples.save(fig, out_dir, f"{prefix}_curves.png")
 
 
-def plot_confusion(confusion, accuracy, title, out_dir):
+def plot_confusion(confusion, accuracy, title, out_dir, prefix="digits"):
     fig, ax = examples.figure(width=6, height=5.8)  # no suptitle: it pushes the square off the page
     image = ax.imshow(confusion, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8, label="test images")
@@ -110,15 +163,20 @@ def plot_confusion(confusion, accuracy, title, out_dir):
     ax.set(xlabel="predicted digit", ylabel="true digit", xticks=range(10), yticks=range(10),
            title=f"8x8 digits: confusion matrix of the {confusion.sum()} test images\n{title}\n"
                  f"{accuracy:.1%} correct (on the diagonal)")
-    return examples.save(fig, out_dir, "digits_confusion.png")
+    return examples.save(fig, out_dir, f"{prefix}_confusion.png")
 
 
 def verdict(results):
-    """Passes at >= 97% test accuracy; the quick run (15 epochs) checks >= 95%."""
-    target = 0.97 if results["epochs"] >= 40 else 0.95
-    got = f"{results['model']}: test accuracy {results['test_accuracy']:.1%}"
+    """Passes at the model's target test accuracy (`TARGETS`: 97% for the MLP and CNN after 40
+    epochs, 99% for the ResNet after 12); a shorter run (the quick one) checks >= 95%."""
+    model = results["model"]
+    quick_epochs, full_epochs = EPOCHS.get(model, EPOCHS["mlp"])
+    quick_target, full_target = TARGETS.get(model, TARGETS["mlp"])
+    target = full_target if results["epochs"] >= full_epochs else quick_target
+    got = f"{model}: test accuracy {results['test_accuracy']:.1%}"
     if results["quick"]:
-        return (f"test accuracy >= 95% after {results['epochs']} epochs (the full run: 97% after 40)",
-                got, results["test_accuracy"] >= target)
-    return ("nothing (digits is beyond the seeds); the target is >= 97% test accuracy", got,
-            results["test_accuracy"] >= target)
+        return (f"test accuracy >= {quick_target:.0%} after {results['epochs']} epochs (the full "
+                f"run: {full_target:.0%} after {full_epochs})", got,
+                results["test_accuracy"] >= target)
+    return (f"nothing (digits is beyond the seeds); the target is >= {full_target:.0%} test "
+            "accuracy", got, results["test_accuracy"] >= target)

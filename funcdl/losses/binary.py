@@ -23,10 +23,11 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean"):
     (±1e12 at the ends; PyTorch's floor is a C++ float, 9.99999996e-13 also in float64).
     PyTorch: torch.nn.functional.binary_cross_entropy (nn.BCELoss).
 
-    >>> import jax.numpy as jnp
-    >>> loss = binary_cross_entropy(jnp.array([[0.7], [0.2], [0.9], [0.7]]), jnp.array([[1.0], [0.0], [1.0], [0.0]]))
-    >>> round(float(loss), 6)  # -(log 0.7 + log 0.8 + log 0.9 + log 0.3) / 4
-    0.472288
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> loss = binary_cross_entropy(jnp.array([[0.7], [0.2], [0.9], [0.7]]), jnp.array([[1.0], [0.0], [1.0], [0.0]]))
+      >>> round(float(loss), 6)  # -(log 0.7 + log 0.8 + log 0.9 + log 0.3) / 4
+      0.472288
     """
     probs, target = _check_binary("probs", probs, target, reduction)
     losses = ops.binary_cross_entropy(probs, target)

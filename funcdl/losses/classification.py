@@ -130,9 +130,10 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothin
     Stable for any finite logits (|logit| = 1e4 gives finite values and gradients).
     PyTorch: torch.nn.functional.cross_entropy (nn.CrossEntropyLoss).
 
-    >>> import jax.numpy as jnp
-    >>> cross_entropy(jnp.array([[1.5, 2.0, 0.5], [0.5, 1.0, 1.5]]), jnp.array([1, 2]))
-    Array(0.6422001, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> cross_entropy(jnp.array([[1.5, 2.0, 0.5], [0.5, 1.0, 1.5]]), jnp.array([1, 2]))
+      Array(0.6422001, dtype=float32)
     """
     logits, target, class_axis, weight = _check_classes("logits", logits, target, weight, ignore_index, reduction)
     label_smoothing = float(label_smoothing)

@@ -11,9 +11,10 @@ def l1_loss(input, target, *, reduction="mean"):
     sign(input - target), 0 where they are equal.
     PyTorch: torch.nn.functional.l1_loss (nn.L1Loss).
 
-    >>> import jax.numpy as jnp
-    >>> l1_loss(jnp.array([1.0, 2.0, 3.0]), jnp.array([4.0, 5.0, 6.0]))
-    Array(3., dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> l1_loss(jnp.array([1.0, 2.0, 3.0]), jnp.array([4.0, 5.0, 6.0]))
+      Array(3., dtype=float32)
     """
     input, target = check_pair("input", input, target, reduction, integer_target_ok=True)
     return reduce_losses(ops.abs(input - target), reduction)
@@ -34,9 +35,10 @@ def smooth_l1_loss(input, target, *, reduction="mean", beta=1.0):
     Shapes as `l1_loss`. beta >= 0; beta = 0 is exactly `l1_loss` (as PyTorch). At |d| = beta the
     derivative is sign(d) from both sides. PyTorch: torch.nn.functional.smooth_l1_loss.
 
-    >>> import jax.numpy as jnp  # |d| = 2, 0.5, 0.5, 0.5 -> (1.5 + 3 * 0.125) / 4
-    >>> smooth_l1_loss(jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.array([3.0, 2.5, 3.5, 4.5]))
-    Array(0.46875, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp  # |d| = 2, 0.5, 0.5, 0.5 -> (1.5 + 3 * 0.125) / 4
+      >>> smooth_l1_loss(jnp.array([1.0, 2.0, 3.0, 4.0]), jnp.array([3.0, 2.5, 3.5, 4.5]))
+      Array(0.46875, dtype=float32)
     """
     input, target = check_pair("input", input, target, reduction, integer_target_ok=True)
     beta = float(beta)

@@ -67,13 +67,14 @@ def accuracy() -> Metric:
     A target outside the classes counts as wrong. sklearn: sklearn.metrics.accuracy_score
     (Keras's binary_accuracy for one output).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> scores = jnp.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
-    >>> fdl.metrics.compute(fdl.metrics.accuracy(), scores, jnp.array([1, 1, 1]))
-    Array(0.6666667, dtype=float32)
-    >>> fdl.metrics.compute(fdl.metrics.accuracy(), jnp.array([0.2, 0.6]), jnp.array([0, 0]))
-    Array(0.5, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> scores = jnp.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+      >>> fdl.metrics.compute(fdl.metrics.accuracy(), scores, jnp.array([1, 1, 1]))
+      Array(0.6666667, dtype=float32)
+      >>> fdl.metrics.compute(fdl.metrics.accuracy(), jnp.array([0.2, 0.6]), jnp.array([0, 0]))
+      Array(0.5, dtype=float32)
     """
     return counted_hits(lambda pred, labels: predicted_labels(pred) == labels)
 
@@ -88,11 +89,12 @@ def top_k_accuracy(k: int = 2) -> Metric:
     y. A target outside 0..C-1 is a miss; k >= C scores every in-range row a hit.
     sklearn: sklearn.metrics.top_k_accuracy_score(target, pred, k=k, labels=range(C)).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> scores = jnp.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
-    >>> fdl.metrics.compute(fdl.metrics.top_k_accuracy(2), scores, jnp.array([1, 0]))
-    Array(0.5, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> scores = jnp.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
+      >>> fdl.metrics.compute(fdl.metrics.top_k_accuracy(2), scores, jnp.array([1, 0]))
+      Array(0.5, dtype=float32)
     """
     check_int_at_least(k, "k", 1)
 

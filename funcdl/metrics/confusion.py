@@ -104,11 +104,12 @@ def confusion_matrix(num_classes: int) -> Metric:
     `compute` and `evaluate` return it. sklearn:
     sklearn.metrics.confusion_matrix(target, predicted, labels=range(num_classes)).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    >>> fdl.metrics.compute(fdl.metrics.confusion_matrix(2), scores, jnp.array([0, 1, 1])).tolist()
-    [[1, 0], [1, 1]]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+      >>> fdl.metrics.compute(fdl.metrics.confusion_matrix(2), scores, jnp.array([0, 1, 1])).tolist()
+      [[1, 0], [1, 1]]
     """
     return counted_confusions(num_classes, lambda matrix: matrix)
 
@@ -120,11 +121,12 @@ def precision(num_classes: int, average: str = "macro") -> Metric:
     Definitions, shapes and zero division in the module docstring. sklearn:
     sklearn.metrics.precision_score(target, predicted, average=average).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # predicted 0, 1, 0
-    >>> fdl.metrics.compute(fdl.metrics.precision(2), scores, jnp.array([0, 1, 1]))  # (1/2 + 1) / 2
-    Array(0.75, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # predicted 0, 1, 0
+      >>> fdl.metrics.compute(fdl.metrics.precision(2), scores, jnp.array([0, 1, 1]))  # (1/2 + 1) / 2
+      Array(0.75, dtype=float32)
     """
     return counted_confusions(num_classes, averaged(check_average(average),
                                                     lambda tp, true, predicted: (tp, predicted)))
@@ -137,11 +139,12 @@ def recall(num_classes: int, average: str = "macro") -> Metric:
     Definitions, shapes and zero division in the module docstring. sklearn:
     sklearn.metrics.recall_score(target, predicted, average=average).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # predicted 0, 1, 0
-    >>> fdl.metrics.compute(fdl.metrics.recall(2), scores, jnp.array([0, 1, 1]))  # (1 + 1/2) / 2
-    Array(0.75, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # predicted 0, 1, 0
+      >>> fdl.metrics.compute(fdl.metrics.recall(2), scores, jnp.array([0, 1, 1]))  # (1 + 1/2) / 2
+      Array(0.75, dtype=float32)
     """
     return counted_confusions(num_classes, averaged(check_average(average),
                                                     lambda tp, true, predicted: (tp, true)))
@@ -155,11 +158,12 @@ def f1_score(num_classes: int, average: str = "macro") -> Metric:
     shapes and zero division in the module docstring. sklearn:
     sklearn.metrics.f1_score(target, predicted, average=average).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # predicted 0, 1, 0
-    >>> fdl.metrics.compute(fdl.metrics.f1_score(2), scores, jnp.array([0, 1, 1]))  # (2/3 + 2/3) / 2
-    Array(0.6666667, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> scores = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # predicted 0, 1, 0
+      >>> fdl.metrics.compute(fdl.metrics.f1_score(2), scores, jnp.array([0, 1, 1]))  # (2/3 + 2/3) / 2
+      Array(0.6666667, dtype=float32)
     """
     return counted_confusions(num_classes, averaged(check_average(average),
                                                     lambda tp, true, predicted: (2 * tp, true + predicted)))

@@ -60,11 +60,12 @@ def mean_squared_error() -> Metric:
 
     sklearn: sklearn.metrics.mean_squared_error(target, pred).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> fdl.metrics.compute(fdl.metrics.mean_squared_error(), jnp.array([1.0, 2.0, 4.0]),
-    ...                     jnp.array([1.0, 1.0, 1.0]))          # (0 + 1 + 9) / 3
-    Array(3.3333333, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> fdl.metrics.compute(fdl.metrics.mean_squared_error(), jnp.array([1.0, 2.0, 4.0]),
+      ...                     jnp.array([1.0, 1.0, 1.0]))          # (0 + 1 + 9) / 3
+      Array(3.3333333, dtype=float32)
     """
     return summed_errors("mean_squared_error", jnp.square, lambda mean: mean)
 
@@ -76,11 +77,12 @@ def root_mean_squared_error() -> Metric:
     Not the root of the mean over all outputs, and not a mean of per-batch roots: the state
     holds the squared errors' sums. sklearn: sklearn.metrics.root_mean_squared_error.
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> pred, target = jnp.array([[1.0, 0.0], [3.0, 0.0]]), jnp.array([[1.0, 2.0], [1.0, 2.0]])
-    >>> fdl.metrics.compute(fdl.metrics.root_mean_squared_error(), pred, target)  # (√2 + 2) / 2
-    Array(1.7071068, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> pred, target = jnp.array([[1.0, 0.0], [3.0, 0.0]]), jnp.array([[1.0, 2.0], [1.0, 2.0]])
+      >>> fdl.metrics.compute(fdl.metrics.root_mean_squared_error(), pred, target)  # (√2 + 2) / 2
+      Array(1.7071068, dtype=float32)
     """
     return summed_errors("root_mean_squared_error", jnp.square, jnp.sqrt)
 
@@ -91,11 +93,12 @@ def mean_absolute_error() -> Metric:
 
     sklearn: sklearn.metrics.mean_absolute_error(target, pred).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> fdl.metrics.compute(fdl.metrics.mean_absolute_error(), jnp.array([1.0, 2.0, 4.0]),
-    ...                     jnp.array([1.0, 1.0, 1.0]))          # (0 + 1 + 3) / 3
-    Array(1.3333334, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> fdl.metrics.compute(fdl.metrics.mean_absolute_error(), jnp.array([1.0, 2.0, 4.0]),
+      ...                     jnp.array([1.0, 1.0, 1.0]))          # (0 + 1 + 3) / 3
+      Array(1.3333334, dtype=float32)
     """
     return summed_errors("mean_absolute_error", jnp.abs, lambda mean: mean)
 
@@ -124,11 +127,12 @@ def r2_score() -> Metric:
     is its own sum of squared deviations (no cancellation of sum y² - (sum y)² / n).
     sklearn: sklearn.metrics.r2_score(target, pred).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> target = jnp.array([1.0, 2.0, 3.0, 4.0])              # SS_tot = 5
-    >>> fdl.metrics.compute(fdl.metrics.r2_score(), jnp.array([1.0, 2.0, 3.0, 3.0]), target)
-    Array(0.8, dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> target = jnp.array([1.0, 2.0, 3.0, 4.0])              # SS_tot = 5
+      >>> fdl.metrics.compute(fdl.metrics.r2_score(), jnp.array([1.0, 2.0, 3.0, 3.0]), target)
+      Array(0.8, dtype=float32)
     """
 
     def init():
@@ -178,11 +182,12 @@ def max_error() -> Metric:
     the maximum so far (0 before any row); merging takes the larger. nan errors propagate.
     sklearn: sklearn.metrics.max_error(target, pred).
 
-    >>> import jax.numpy as jnp
-    >>> import funcdl as fdl
-    >>> fdl.metrics.compute(fdl.metrics.max_error(), jnp.array([1.0, 2.0, 4.0]),
-    ...                     jnp.array([1.5, 1.0, 1.0]))
-    Array(3., dtype=float32)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import funcdl as fdl
+      >>> fdl.metrics.compute(fdl.metrics.max_error(), jnp.array([1.0, 2.0, 4.0]),
+      ...                     jnp.array([1.5, 1.0, 1.0]))
+      Array(3., dtype=float32)
     """
 
     def init():

@@ -19,13 +19,17 @@ from funcdl.nn.model import Model, Sequential, named_model
 from funcdl.nn.activations import GELU, SiLU
 from funcdl.nn.conv import AvgPool2d, Conv1d, Conv2d, MaxPool2d
 from funcdl.nn.embedding import Embedding
-from funcdl.nn.norm import LayerNorm
+from funcdl.nn.norm import GroupNorm, LayerNorm, RMSNorm
 from funcdl.nn.summary import summary
 from funcdl.nn.state import Variables, is_stateful
 from funcdl.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from funcdl.nn.recurrent import GRU, LSTM, RNN
+from funcdl.nn.attention import MultiheadAttention
+from funcdl.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = ["Model", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax",
            "LogSoftmax", "Dropout", "Flatten", "init", "named_model",
            "Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "LayerNorm", "Embedding", "GELU", "SiLU", "summary",
-           "Variables", "is_stateful", "BatchNorm1d", "BatchNorm2d", "RNN", "LSTM", "GRU"]
+           "Variables", "is_stateful", "BatchNorm1d", "BatchNorm2d", "RNN", "LSTM", "GRU",
+           "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",
+           "GroupNorm", "RMSNorm"]

@@ -78,12 +78,13 @@ def compute_fans(shape, layout: str | None = None) -> tuple[int, int]:
     Raises ValueError for a rank < 2 (no fans), a rank other than 2 with ``"in_out"``, or
     another ``layout``.
 
-    >>> compute_fans((784, 128))  # a Linear w (in, out)
-    (784, 128)
-    >>> compute_fans((128, 784), "out_in")  # PyTorch's nn.Linear.weight (out, in)
-    (784, 128)
-    >>> compute_fans((32, 16, 3, 3))  # a Conv2d w (C_out, C_in // groups, kh, kw)
-    (144, 288)
+    Examples:
+      >>> compute_fans((784, 128))  # a Linear w (in, out)
+      (784, 128)
+      >>> compute_fans((128, 784), "out_in")  # PyTorch's nn.Linear.weight (out, in)
+      (784, 128)
+      >>> compute_fans((32, 16, 3, 3))  # a Conv2d w (C_out, C_in // groups, kh, kw)
+      (144, 288)
     """
     shape = tuple(shape)
     if layout not in (None, *LAYOUTS):
@@ -107,8 +108,9 @@ def accepts_fans(initializer) -> bool:
     Layers call it once, when they are built, to decide whether to pass the fans; a callable
     whose signature cannot be read is called with ``(key, shape, dtype)`` only.
 
-    >>> accepts_fans(kaiming_normal()), accepts_fans(lambda key, shape, dtype: None)
-    (True, False)
+    Examples:
+      >>> accepts_fans(kaiming_normal()), accepts_fans(lambda key, shape, dtype: None)
+      (True, False)
     """
     try:
         parameters = inspect.signature(initializer).parameters.values()
@@ -135,8 +137,9 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     'conv_transpose1d', ...) 1, tanh 5/3, relu sqrt(2), leaky_relu sqrt(2 / (1 + a^2))
     (a = ``param``, default 0.01), selu 3/4.
 
-    >>> calculate_gain("relu") == math.sqrt(2), calculate_gain("leaky_relu", 0.2)
-    (True, 1.3867504905630728)
+    Examples:
+      >>> calculate_gain("relu") == math.sqrt(2), calculate_gain("leaky_relu", 0.2)
+      (True, 1.3867504905630728)
     """
     if nonlinearity in ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d",
                         "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"):
@@ -168,8 +171,9 @@ def kaiming_std(fan_in: int, fan_out: int, a: float = 0.0, mode: str = "fan_in",
     ``calculate_gain(nonlinearity, a)``: the std of ``kaiming_normal``
     (``torch.nn.init.kaiming_normal_``). An empty weight (fan 0) is scaled as fan 1.
 
-    >>> kaiming_std(288, 576)  # sqrt(2) / sqrt(288): torch.nn.Conv2d(32, 64, 3)'s weight
-    0.08333333333333334
+    Examples:
+      >>> kaiming_std(288, 576)  # sqrt(2) / sqrt(288): torch.nn.Conv2d(32, 64, 3)'s weight
+      0.08333333333333334
     """
     _check_mode(mode)
     # An empty weight has no values to scale; 1 only avoids dividing by zero.
@@ -215,8 +219,9 @@ def constant(value) -> Initializer:
     This is how fixed initial weights (the seeds' lessons) are loaded; remember the
     ``(in, out)`` layout of ``Linear``: PyTorch's ``weight`` must be transposed first.
 
-    >>> constant([[1.0, 2.0]])(None, (1, 2), jnp.float32)
-    Array([[1., 2.]], dtype=float32)
+    Examples:
+      >>> constant([[1.0, 2.0]])(None, (1, 2), jnp.float32)
+      Array([[1., 2.]], dtype=float32)
     """
     value = np.asarray(value)
     if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
@@ -285,9 +290,10 @@ def xavier_uniform(gain: float = 1.0) -> Initializer:
     """Glorot/Xavier uniform: ±``xavier_bound(fan_in, fan_out, gain)`` = ±gain sqrt(6 / (fan_in +
     fan_out)). PyTorch: ``torch.nn.init.xavier_uniform_``.
 
-    >>> w = xavier_uniform()(jax.random.key(0), (64, 32, 3, 3))  # fans (288, 576)
-    >>> bool(abs(w).max() <= math.sqrt(6 / (288 + 576)))
-    True
+    Examples:
+      >>> w = xavier_uniform()(jax.random.key(0), (64, 32, 3, 3))  # fans (288, 576)
+      >>> bool(abs(w).max() <= math.sqrt(6 / (288 + 576)))
+      True
     """
     def init(key, shape, dtype=jnp.float32, *, fan_in=None, fan_out=None):
         bound = xavier_bound(*_fans(shape, fan_in, fan_out), gain)
@@ -332,11 +338,12 @@ def kaiming_normal(a: float = 0.0, mode: str = "fan_in",
     """He/Kaiming normal: std = ``kaiming_std`` = gain / sqrt(fan); the defaults give
     sqrt(2 / fan_in). PyTorch: ``torch.nn.init.kaiming_normal_``.
 
-    >>> from funcdl import nn
-    >>> conv = nn.Conv2d(64, 3, w_init=kaiming_normal())  # fan_in = 32 * 3 * 3 = 288
-    >>> w = conv.init(jax.random.key(0), jnp.zeros((1, 32, 8, 8)))["w"]
-    >>> round(float(w.std()) / math.sqrt(2 / 288), 1)
-    1.0
+    Examples:
+      >>> from funcdl import nn
+      >>> conv = nn.Conv2d(64, 3, w_init=kaiming_normal())  # fan_in = 32 * 3 * 3 = 288
+      >>> w = conv.init(jax.random.key(0), jnp.zeros((1, 32, 8, 8)))["w"]
+      >>> round(float(w.std()) / math.sqrt(2 / 288), 1)
+      1.0
     """
     calculate_gain(nonlinearity, a)
     _check_mode(mode)

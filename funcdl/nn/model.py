@@ -60,20 +60,21 @@ class Model(NamedTuple):
     differentiate it). ``named_model`` also checks the call: ``apply(x)`` (params forgotten)
     and ``apply(x, params)`` (swapped) raise a ``TypeError`` that says so.
 
-    >>> import jax, jax.numpy as jnp
-    >>> from funcdl import nn, ops
-    >>> def Scale(factor):
-    ...     def init(key, x):
-    ...         return {"s": jnp.full((x.shape[-1],), factor, x.dtype)}
-    ...     def apply(params, x, *, key=None, train=False):
-    ...         return x * ops.reshape(params["s"], (1,) * (len(x.shape) - 1) + (-1,))
-    ...     return nn.named_model(f"Scale({factor})", init, apply)
-    >>> model = nn.Sequential(nn.Linear(16), nn.Tanh(), Scale(2.0), nn.Linear(1))
-    >>> model
-    Sequential(Linear(16), Tanh(), Scale(2.0), Linear(1))
-    >>> params = model.init(jax.random.key(0), jnp.zeros((8, 4)))
-    >>> model.apply(params, jnp.ones((8, 4))).shape
-    (8, 1)
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from funcdl import nn, ops
+      >>> def Scale(factor):
+      ...     def init(key, x):
+      ...         return {"s": jnp.full((x.shape[-1],), factor, x.dtype)}
+      ...     def apply(params, x, *, key=None, train=False):
+      ...         return x * ops.reshape(params["s"], (1,) * (len(x.shape) - 1) + (-1,))
+      ...     return nn.named_model(f"Scale({factor})", init, apply)
+      >>> model = nn.Sequential(nn.Linear(16), nn.Tanh(), Scale(2.0), nn.Linear(1))
+      >>> model
+      Sequential(Linear(16), Tanh(), Scale(2.0), Linear(1))
+      >>> params = model.init(jax.random.key(0), jnp.zeros((8, 4)))
+      >>> model.apply(params, jnp.ones((8, 4))).shape
+      (8, 1)
     """
     init: Callable[..., Any]  # (key, x) -> params
     apply: Callable[..., Any]  # (params, x, *, key=None, train=False) -> y
@@ -303,14 +304,15 @@ def Sequential(*layers) -> Model:
     each layer its key (``None`` stays ``None``) and ``train``, those of the two that the
     layer's apply accepts (``call_apply``). No layers: the identity.
 
-    >>> import jax, jax.numpy as jnp
-    >>> from funcdl import nn, ops
-    >>> model = nn.Sequential(nn.Linear(8), ops.relu, nn.Linear(2))
-    >>> params = model.init(jax.random.key(0), jax.ShapeDtypeStruct((32, 4), jnp.float32))
-    >>> [jax.tree_util.tree_map(jnp.shape, p) for p in params]
-    [{'b': (8,), 'w': (4, 8)}, {}, {'b': (2,), 'w': (8, 2)}]
-    >>> model.apply(params, jnp.ones((32, 4))).shape
-    (32, 2)
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from funcdl import nn, ops
+      >>> model = nn.Sequential(nn.Linear(8), ops.relu, nn.Linear(2))
+      >>> params = model.init(jax.random.key(0), jax.ShapeDtypeStruct((32, 4), jnp.float32))
+      >>> [jax.tree_util.tree_map(jnp.shape, p) for p in params]
+      [{'b': (8,), 'w': (4, 8)}, {}, {'b': (2,), 'w': (8, 2)}]
+      >>> model.apply(params, jnp.ones((32, 4))).shape
+      (32, 2)
     """
     models = [_as_model(layer, i) for i, layer in enumerate(layers)]
     names = [layer_name(m) for m in models]

@@ -74,7 +74,7 @@ def _format_bytes(n: int) -> str:
         n /= 1024
 
 
-def summary(model: Model, x) -> str:
+def summary(model: Model, x: Any) -> str:
     """A table of `model`'s layers for an input like `x`, with the totals (Keras's `summary`).
 
     Args:

@@ -38,17 +38,18 @@ def sgd(
       nesterov: Nesterov momentum; needs momentum > 0 and dampening = 0.
       weight_decay: coupled L2 penalty, >= 0.
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl.optim import apply_updates, sgd
-    >>> opt = sgd(lr=0.1, momentum=0.9)
-    >>> params = {"w": jnp.array([1.0, -2.0])}
-    >>> state = opt.init(params)
-    >>> for _ in range(2):   # gradient of 0.5 ||w||^2 is w
-    ...     updates, state = opt.update(params, state, params)
-    ...     params = apply_updates(params, updates)
-    >>> # 1 -> 0.9 -> 0.9 - 0.1 (0.9 * 1 + 0.9) = 0.72
-    >>> [round(v, 4) for v in params["w"].tolist()]
-    [0.72, -1.44]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl.optim import apply_updates, sgd
+      >>> opt = sgd(lr=0.1, momentum=0.9)
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> state = opt.init(params)
+      >>> for _ in range(2):   # gradient of 0.5 ||w||^2 is w
+      ...     updates, state = opt.update(params, state, params)
+      ...     params = apply_updates(params, updates)
+      >>> # 1 -> 0.9 -> 0.9 - 0.1 (0.9 * 1 + 0.9) = 0.72
+      >>> [round(v, 4) for v in params["w"].tolist()]
+      [0.72, -1.44]
 
     Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
     `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
@@ -78,16 +79,17 @@ def momentum(lr: ScalarOrSchedule, beta: float = 0.9, nesterov: bool = False) ->
       beta: momentum factor, >= 0.
       nesterov: Nesterov momentum; needs beta > 0.
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl.optim import apply_updates, momentum
-    >>> opt = momentum(lr=0.1, beta=0.5)
-    >>> params = jnp.array([1.0])
-    >>> state = opt.init(params)
-    >>> for _ in range(2):   # gradient of 0.5 w^2 is w
-    ...     updates, state = opt.update(params, state, params)
-    ...     params = apply_updates(params, updates)
-    >>> [round(v, 4) for v in params.tolist()]   # 1 -> 0.9 -> 0.9 - 0.1 (0.5 * 1 + 0.9) = 0.76
-    [0.76]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl.optim import apply_updates, momentum
+      >>> opt = momentum(lr=0.1, beta=0.5)
+      >>> params = jnp.array([1.0])
+      >>> state = opt.init(params)
+      >>> for _ in range(2):   # gradient of 0.5 w^2 is w
+      ...     updates, state = opt.update(params, state, params)
+      ...     params = apply_updates(params, updates)
+      >>> [round(v, 4) for v in params.tolist()]   # 1 -> 0.9 -> 0.9 - 0.1 (0.5 * 1 + 0.9) = 0.76
+      [0.76]
 
     Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
     `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
@@ -125,14 +127,15 @@ def adagrad(
       initial_accumulator_value: s_0, >= 0.
       eps: added to the root for numerical stability, >= 0.
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl.optim import adagrad, apply_updates
-    >>> opt = adagrad(lr=1.0)
-    >>> params = jnp.array([2.0, -3.0])
-    >>> updates, state = opt.update(jnp.array([0.5, 4.0]), opt.init(params), params)
-    >>> # first step: p - lr sign(g)
-    >>> [round(v, 4) for v in apply_updates(params, updates).tolist()]
-    [1.0, -4.0]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl.optim import adagrad, apply_updates
+      >>> opt = adagrad(lr=1.0)
+      >>> params = jnp.array([2.0, -3.0])
+      >>> updates, state = opt.update(jnp.array([0.5, 4.0]), opt.init(params), params)
+      >>> # first step: p - lr sign(g)
+      >>> [round(v, 4) for v in apply_updates(params, updates).tolist()]
+      [1.0, -4.0]
 
     Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
     `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
@@ -174,14 +177,15 @@ def rmsprop(
       momentum: momentum factor, >= 0.
       centered: normalise by the estimated variance instead of the second moment.
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl.optim import apply_updates, rmsprop
-    >>> opt = rmsprop(lr=0.01, alpha=0.75)
-    >>> params = jnp.array([1.0])
-    >>> updates, state = opt.update(jnp.array([3.0]), opt.init(params), params)
-    >>> # 1 - 0.01 * 3 / sqrt(0.25 * 9) = 0.98
-    >>> [round(v, 6) for v in apply_updates(params, updates).tolist()]
-    [0.98]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl.optim import apply_updates, rmsprop
+      >>> opt = rmsprop(lr=0.01, alpha=0.75)
+      >>> params = jnp.array([1.0])
+      >>> updates, state = opt.update(jnp.array([3.0]), opt.init(params), params)
+      >>> # 1 - 0.01 * 3 / sqrt(0.25 * 9) = 0.98
+      >>> [round(v, 6) for v in apply_updates(params, updates).tolist()]
+      [0.98]
 
     Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
     `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
@@ -220,14 +224,15 @@ def adam(
       weight_decay: coupled L2 penalty, >= 0.
       amsgrad: use the running maximum of v_t (AMSGrad).
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl.optim import adam, apply_updates
-    >>> opt = adam(lr=0.1)
-    >>> params = jnp.array([1.0, 1.0])
-    >>> updates, state = opt.update(jnp.array([1e-3, -5.0]), opt.init(params), params)
-    >>> # first step: p - lr sign(g)
-    >>> [round(v, 5) for v in apply_updates(params, updates).tolist()]
-    [0.9, 1.1]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl.optim import adam, apply_updates
+      >>> opt = adam(lr=0.1)
+      >>> params = jnp.array([1.0, 1.0])
+      >>> updates, state = opt.update(jnp.array([1e-3, -5.0]), opt.init(params), params)
+      >>> # first step: p - lr sign(g)
+      >>> [round(v, 5) for v in apply_updates(params, updates).tolist()]
+      [0.9, 1.1]
 
     Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
     `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after
@@ -264,14 +269,15 @@ def adamw(
       weight_decay: decoupled decay coefficient, >= 0.
       amsgrad: use the running maximum of v_t (AMSGrad).
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl.optim import adamw, apply_updates
-    >>> opt = adamw(lr=0.1, weight_decay=0.5)
-    >>> params = jnp.array([2.0])
-    >>> updates, state = opt.update(jnp.array([3.0]), opt.init(params), params)
-    >>> # 2 (1 - 0.05) - 0.1 sign(3)
-    >>> [round(v, 5) for v in apply_updates(params, updates).tolist()]
-    [1.8]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl.optim import adamw, apply_updates
+      >>> opt = adamw(lr=0.1, weight_decay=0.5)
+      >>> params = jnp.array([2.0])
+      >>> updates, state = opt.update(jnp.array([3.0]), opt.init(params), params)
+      >>> # 2 (1 - 0.05) - 0.1 sign(3)
+      >>> [round(v, 5) for v in apply_updates(params, updates).tolist()]
+      [1.8]
 
     Agreement with PyTorch: float64 within 1e-10 relative over 1000 updates, jitted and inside
     `lax.scan` (tests/test_optim.py). float32, largest relative difference per element after

@@ -38,13 +38,14 @@ class Optimizer(NamedTuple):
     identity (see `funcdl.construction`, whose `constructed_by(opt)` returns the call).
     `Optimizer(init, update)` built by hand compares by its two functions.
 
-    >>> from funcdl.optim import adam, chain, clip_by_global_norm, schedules
-    >>> adam(1e-3) == adam(), adam(1e-3) == adam(1e-2)
-    (True, False)
-    >>> lr = schedules.cosine_decay
-    >>> chain(clip_by_global_norm(1.0), adam(lr(0.1, 100))) == chain(clip_by_global_norm(1.0),
-    ...                                                              adam(lr(0.1, 100)))
-    True
+    Examples:
+      >>> from funcdl.optim import adam, chain, clip_by_global_norm, schedules
+      >>> adam(1e-3) == adam(), adam(1e-3) == adam(1e-2)
+      (True, False)
+      >>> lr = schedules.cosine_decay
+      >>> chain(clip_by_global_norm(1.0), adam(lr(0.1, 100))) == chain(clip_by_global_norm(1.0),
+      ...                                                              adam(lr(0.1, 100)))
+      True
     """
 
     init: Callable[[Params], State]
@@ -64,11 +65,12 @@ class EmptyState(NamedTuple):
 def identity() -> Optimizer:
     """The transformation that returns the gradients unchanged.
 
-    >>> import jax.numpy as jnp
-    >>> opt = identity()
-    >>> updates, _ = opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.zeros(2)}))
-    >>> updates["w"].tolist()
-    [1.0, 1.0]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> opt = identity()
+      >>> updates, _ = opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.zeros(2)}))
+      >>> updates["w"].tolist()
+      [1.0, 1.0]
     """
 
     def init(params):
@@ -89,14 +91,15 @@ def chain(*transforms: Optimizer) -> Optimizer:
 
     `chain(clip_by_global_norm(1.0), adam(1e-3))` clips the gradients, then runs Adam on them.
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl.optim import chain, clip_by_global_norm, sgd
-    >>> opt = chain(clip_by_global_norm(1.0), sgd(lr=0.5))
-    >>> params = {"w": jnp.zeros(2)}
-    >>> updates, state = opt.update({"w": jnp.array([3.0, 4.0])}, opt.init(params), params)
-    >>> # the gradient is clipped to norm 1, then scaled by -0.5
-    >>> [round(v, 4) for v in updates["w"].tolist()]
-    [-0.3, -0.4]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl.optim import chain, clip_by_global_norm, sgd
+      >>> opt = chain(clip_by_global_norm(1.0), sgd(lr=0.5))
+      >>> params = {"w": jnp.zeros(2)}
+      >>> updates, state = opt.update({"w": jnp.array([3.0, 4.0])}, opt.init(params), params)
+      >>> # the gradient is clipped to norm 1, then scaled by -0.5
+      >>> [round(v, 4) for v in updates["w"].tolist()]
+      [-0.3, -0.4]
     """
 
     def init(params):
@@ -123,10 +126,11 @@ def chain(*transforms: Optimizer) -> Optimizer:
 def apply_updates(params: Params, updates: Updates) -> Params:
     """`p + u` for every leaf, in the param's dtype.
 
-    >>> import jax.numpy as jnp
-    >>> new = apply_updates({"w": jnp.ones(2, jnp.float32)}, {"w": jnp.full(2, -0.25)})
-    >>> new["w"].tolist(), new["w"].dtype
-    ([0.75, 0.75], dtype('float32'))
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> new = apply_updates({"w": jnp.ones(2, jnp.float32)}, {"w": jnp.full(2, -0.25)})
+      >>> new["w"].tolist(), new["w"].dtype
+      ([0.75, 0.75], dtype('float32'))
     """
 
     check_matches(updates, params, "params", name="updates")

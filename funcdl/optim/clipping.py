@@ -46,12 +46,13 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     Args:
       max_norm: the largest allowed total norm, > 0.
 
-    >>> import jax.numpy as jnp
-    >>> opt = clip_by_global_norm(1.0)
-    >>> grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}
-    >>> clipped, _ = opt.update(grads, opt.init(grads))
-    >>> [round(float(clipped[k][0]), 4) for k in "ab"]
-    [0.6, 0.8]
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> opt = clip_by_global_norm(1.0)
+      >>> grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}
+      >>> clipped, _ = opt.update(grads, opt.init(grads))
+      >>> [round(float(clipped[k][0]), 4) for k in "ab"]
+      [0.6, 0.8]
 
     PyTorch: torch.nn.utils.clip_grad_norm_(parameters, max_norm) before optimizer.step().
     """

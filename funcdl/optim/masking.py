@@ -157,7 +157,7 @@ def _labels_of(labels, tree, transforms) -> Any:
 
 
 @recorded
-def multi_transform(transforms: Mapping[str, Optimizer], param_labels) -> Optimizer:
+def multi_transform(transforms: Mapping[str, Optimizer], param_labels: Any) -> Optimizer:
     """Run each transform on the leaves of its label (optax's `multi_transform`/`partition`).
 
     Args:

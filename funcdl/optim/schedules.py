@@ -10,10 +10,11 @@ A schedule is a plain function (two of them compare by identity), but each carri
 that built it (`funcdl.construction.constructed_by`), so two optimizers given equal schedules,
 `adam(cosine_decay(1e-3, 1000)) == adam(cosine_decay(1e-3, 1000))`, are equal.
 
->>> import jax.numpy as jnp
->>> schedule = step_decay(0.1, step_size=2, gamma=0.5)
->>> [round(v, 4) for v in schedule(jnp.arange(6)).tolist()]
-[0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+Examples:
+  >>> import jax.numpy as jnp
+  >>> schedule = step_decay(0.1, step_size=2, gamma=0.5)
+  >>> [round(v, 4) for v in schedule(jnp.arange(6)).tolist()]
+  [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
 """
 import math
 
@@ -37,8 +38,9 @@ def _as_float(step) -> jax.Array:
 def constant(lr: float) -> Schedule:
     """lr_t = lr.
 
-    >>> constant(0.5)(3).tolist()
-    0.5
+    Examples:
+      >>> constant(0.5)(3).tolist()
+      0.5
     """
     check_non_negative(lr, "lr")
 
@@ -54,8 +56,9 @@ def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
 
     PyTorch: torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma).
 
-    >>> [round(v, 4) for v in step_decay(1.0, step_size=3)(jnp.arange(7)).tolist()]
-    [1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01]
+    Examples:
+      >>> [round(v, 4) for v in step_decay(1.0, step_size=3)(jnp.arange(7)).tolist()]
+      [1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01]
     """
     check_non_negative(lr, "lr")
     _check_positive_int(step_size, "step_size")
@@ -73,8 +76,9 @@ def exponential(lr: float, gamma: float) -> Schedule:
 
     PyTorch: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma).
 
-    >>> exponential(1.0, gamma=0.5)(jnp.arange(4)).tolist()
-    [1.0, 0.5, 0.25, 0.125]
+    Examples:
+      >>> exponential(1.0, gamma=0.5)(jnp.arange(4)).tolist()
+      [1.0, 0.5, 0.25, 0.125]
     """
     check_non_negative(lr, "lr")
 
@@ -94,8 +98,9 @@ def cosine_decay(lr: float, total_steps: int, eta_min: float = 0.0) -> Schedule:
 
     PyTorch: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min).
 
-    >>> [round(v, 4) for v in cosine_decay(1.0, total_steps=4)(jnp.arange(5)).tolist()]
-    [1.0, 0.8536, 0.5, 0.1464, 0.0]
+    Examples:
+      >>> [round(v, 4) for v in cosine_decay(1.0, total_steps=4)(jnp.arange(5)).tolist()]
+      [1.0, 0.8536, 0.5, 0.1464, 0.0]
     """
     check_non_negative(lr, "lr")
     _check_positive_int(total_steps, "total_steps")
@@ -129,9 +134,10 @@ def warmup_cosine(
 
     PyTorch: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: lr_t / lr).
 
-    >>> schedule = warmup_cosine(1.0, warmup_steps=2, total_steps=4)
-    >>> [round(v, 4) for v in schedule(jnp.arange(6)).tolist()]
-    [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
+    Examples:
+      >>> schedule = warmup_cosine(1.0, warmup_steps=2, total_steps=4)
+      >>> [round(v, 4) for v in schedule(jnp.arange(6)).tolist()]
+      [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
     """
     check_non_negative(lr, "lr")
     _check_positive_int(total_steps, "total_steps")

@@ -13,7 +13,9 @@ fit, Ctrl-C), `stops.py` (the NaN stop's error and `Interrupted`), `accumulate.p
 metric totals), `feed.py` (data to the devices), `loss_scale.py` (float16's dynamic loss
 scaling), `param_checks.py` (floating-point params, no array at two paths), `donation.py`
 (`make_train_step`'s donated arguments), `broadcast.py` (the warning for a loss that
-broadcasts its pred and target), `hyperdata.py` (the optimizer's numbers as arguments of the
+broadcasts its pred and target), `callbacks.py` (EarlyStopping, BestCheckpoint, CSVLogger,
+TensorBoard), `hooks.py` (the callbacks between `fit`'s calls), `lr_history.py`
+(`history["lr"]`), `hyperdata.py` (the optimizer's numbers as arguments of the
 compiled programs), `sweep.py` and `sweep_configs.py` (k hyperparameter configurations trained
 at once, vmapped).
 """

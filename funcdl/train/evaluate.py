@@ -12,6 +12,7 @@ from funcdl.train import checks
 from funcdl.train.accumulate import results
 from funcdl.train.batches import batch_layout, stacked
 from funcdl.train.broadcast import warn_if_broadcasting
+from funcdl.train.stateful import check_model_variables
 from funcdl.train.epochs import evaluation_totals
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_loss, check_model,
                                forward)
@@ -35,8 +36,9 @@ def evaluate(model: ModelLike, params: PyTree, loss_fn: Callable, x: PyTree, y: 
     """`{"loss": float, **{name: value}}`: `loss_fn` and each metric over all rows of `(x, y)`.
 
     model: a `fdl.nn.Model` (called with `train=False`, and only the keywords its apply
-    accepts) or `apply(params, x)`. x, y: arrays `(n, ...)` or pytrees of them (dicts,
-    tuples) with one number of rows; `model` and `loss_fn` receive batches of the same
+    accepts) or `apply(params, x)`; a stateful Model takes its `Variables` as `params` and
+    normalises with their state (running statistics), which it leaves as it is. x, y: arrays
+    `(n, ...)` or pytrees of them (dicts, tuples) with one number of rows; `model` and `loss_fn` receive batches of the same
     structure. A loss whose predictions and targets broadcast to another shape than the
     predictions' (`(n, 1)` against `(n,)`) gets a UserWarning. Nothing is donated.
     metrics: `{name: m}`, `m` a function `(pred, target) -> scalar` or an `fdl.metrics.Metric`.
@@ -48,14 +50,16 @@ def evaluate(model: ModelLike, params: PyTree, loss_fn: Callable, x: PyTree, y: 
     accumulated in float32 at least (float64 with x64); a Metric whose value is an array
     (`confusion_matrix`) comes back as a NumPy array. batch_size: rows per batch (None: all).
 
-    >>> import jax.numpy as jnp
-    >>> from funcdl import losses
-    >>> apply = lambda params, x: x * params["a"]
-    >>> x = jnp.arange(5.0).reshape(5, 1)
-    >>> evaluate(apply, {"a": jnp.float32(2.0)}, losses.mse_loss, x, x, batch_size=2)
-    {'loss': 6.0}
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from funcdl import losses
+      >>> apply = lambda params, x: x * params["a"]
+      >>> x = jnp.arange(5.0).reshape(5, 1)
+      >>> evaluate(apply, {"a": jnp.float32(2.0)}, losses.mse_loss, x, x, batch_size=2)
+      {'loss': 6.0}
     """
     check_model(model)
+    check_model_variables(model, params, "evaluate")
     check_loss(loss_fn)
     n_rows = checks.check_pair(x, y, "x", "y")
     batch_size = checks.check_batch_size(batch_size)
@@ -74,13 +78,16 @@ def predict(model: ModelLike, params: PyTree, x: PyTree, *,
     """The model's predictions for all rows of `x` (`train=False`), computed batch by batch:
     `x` `(n, ...)` -> `(n, ...)` as the model gives them. `x` may be a pytree of arrays (dicts,
     tuples) with one number of rows, and the predictions a pytree of `(n, ...)` arrays; a
-    `fdl.nn.Model` gets only the keywords its apply accepts. Nothing is donated.
+    `fdl.nn.Model` gets only the keywords its apply accepts (a stateful one its `Variables`,
+    whose state is used and not changed). Nothing is donated.
 
-    >>> import jax.numpy as jnp
-    >>> predict(lambda p, x: x + p, jnp.float32(1.0), jnp.zeros((5, 2)), batch_size=2).shape
-    (5, 2)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> predict(lambda p, x: x + p, jnp.float32(1.0), jnp.zeros((5, 2)), batch_size=2).shape
+      (5, 2)
     """
     check_model(model)
+    check_model_variables(model, params, "predict")
     n_rows = checks.tree_rows(x, "x")
     if n_rows == 0:
         raise ValueError("`x` must have at least one row, got 0")

@@ -21,11 +21,15 @@ from funcdl.train import agreement, checks, hyperdata, loss_scale, resume as res
 from funcdl.train.batches import batch_layout
 from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
+from funcdl.train.callbacks import check_callbacks
 from funcdl.train.feed import Feed
+from funcdl.train.hooks import Hooks
 from funcdl.train.loop import Position, Run, as_lists, train
+from funcdl.train.lr_history import LearningRateLog
 from funcdl.train.param_checks import check_trainable
 from funcdl.train.progress import ProgressBar
 from funcdl.train.sharding import check_mesh, is_main_process, place_copy
+from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
 
@@ -59,7 +63,7 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         metrics: Optional[Mapping[str, Any]] = None, compute_dtype: Optional[Any] = None,
         mesh: Optional[Mesh] = None, checkpoint: Union[str, os.PathLike, None] = None,
         checkpoint_every: int = 1, resume: bool = False, initial_epoch: int = 0,
-        validation_batch_size: Optional[int] = None
+        validation_batch_size: Optional[int] = None, callbacks: Optional[list] = None
         ) -> tuple[PyTree, PyTree, dict[str, list[float]]]:
     """Train `params` of `model` on `(x, y)`; returns `(params, opt_state, history)`.
 
@@ -105,6 +109,15 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     then `fit(params=p, opt_state=s, epochs=5, initial_epoch=3)` equals `fit(epochs=5)` bitwise
     (the continuation's history holds the 2 epochs it ran). A continuation with `opt_state=`
     but without `initial_epoch` starts at epoch 0 again: it replays epoch 0's shuffle and keys.
+    callbacks: a list of objects with any of `on_train_begin(state)`, `on_epoch_end(epoch,
+    state)` (True stops after that epoch) and `on_train_end(state)` (after the last epoch or
+    an early stop; not after an exception), e.g. `fdl.train.callbacks.EarlyStopping`; `epoch`
+    is the index of the epoch just finished (from `initial_epoch`), `state` has `.params
+    .opt_state .history .epoch`, and `fit` returns the params and state as the callbacks leave
+    them. With callbacks each compiled call runs one epoch. A callback that raises stops `fit`
+    with the last state attached to its exception (`.params .opt_state .history .epoch`,
+    written to `checkpoint` first); an object without any of the hooks is a TypeError naming
+    `callbacks[i]`. The callbacks' own state is not in the checkpoint (docs/guides/callbacks.md).
 
     history: `{"loss": [...], name: [...], "val_loss": [...], "val_<name>": [...]}`, one float
     per epoch. The loss and metric functions are averaged batch by batch, each batch weighted
@@ -113,26 +126,38 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     (e.g. `fdl.metrics.r2_score()`) is exact over all the epoch's rows whatever the batch
     size: its state is updated inside the compiled scan and summed across batches and
     devices. Everything accumulates in float32 at least (float64 with x64) whatever the
-    model's dtype.
+    model's dtype. `"lr"` (or `"lr/<label>"` per label of a `multi_transform`): the learning
+    rate of each epoch's last update, a schedule evaluated at the number of updates applied
+    before it (read from `opt_state`); absent for an optimizer made by hand.
+    A stateful model (`fdl.nn.is_stateful`, e.g. with BatchNorm): pass the Model and, as
+    `params`, the `Variables(params, state)` from its `init`; fit then returns `(variables,
+    opt_state, history)`. The optimizer sees `variables.params` only (`opt_state` is that of
+    `variables.params`), the state moves with each training step inside the compiled scan
+    (on a mesh with the statistics of the whole batch), validation uses the current state
+    with `train=False` and leaves it as it is, and the checkpoint holds the state with the
+    params (`fdl.train.stateful`).
     A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
     .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
 
-    >>> import jax, jax.numpy as jnp
-    >>> from funcdl import nn, losses, optim, train
-    >>> model = nn.Linear(1)
-    >>> x = jnp.linspace(-1, 1, 32).reshape(32, 1); y = 3 * x + 1
-    >>> params = model.init(jax.random.key(0), x)
-    >>> params, state, history = train.fit(model, params, losses.mse_loss, optim.sgd(0.5),
-    ...                                    x, y, epochs=50, batch_size=8, progress=False)
-    >>> len(history["loss"]), round(float(params["w"][0, 0]), 2), round(float(params["b"][0]), 2)
-    (50, 3.0, 1.0)
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from funcdl import nn, losses, optim, train
+      >>> model = nn.Linear(1)
+      >>> x = jnp.linspace(-1, 1, 32).reshape(32, 1); y = 3 * x + 1
+      >>> params = model.init(jax.random.key(0), x)
+      >>> params, state, history = train.fit(model, params, losses.mse_loss, optim.sgd(0.5),
+      ...                                    x, y, epochs=50, batch_size=8, progress=False)
+      >>> len(history["loss"]), round(float(params["w"][0, 0]), 2), round(float(params["b"][0]), 2)
+      (50, 3.0, 1.0)
     """
     check_callables(model, loss_fn, optimizer)
+    hooks = Hooks(check_callbacks(callbacks))
     check_grad_backend(grad_backend)
     compute_dtype = check_compute_dtype(compute_dtype)
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
     n_rows = checks.check_pair(x, y, "x", "y")
+    check_model_variables(model, params, "fit")
     check_trainable(params, where="fit")
     validation, n_val = checks.check_validation(validation)
     metrics = checks.check_metrics(metrics)
@@ -159,13 +184,14 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     spec = StepSpec(model, loss_fn, static_optimizer, grad_backend, compute_dtype, metrics)
     warn_if_broadcasting(spec, params, x, y, batch, key, train=True, where="fit")
     names = _history_names(metrics, validation)
-    opt_state = loss_scale.prepare(optimizer, params, opt_state, compute_dtype)  # float16
+    opt_state = loss_scale.prepare(optimizer, trainable(params), opt_state, compute_dtype)
     if mesh is None:
         params, opt_state, guard = initial_state(params, opt_state, numbers,
                                                   optimizer=static_optimizer)
     else:  # on a mesh, init's fresh scalars must be replicated like the program's outputs
         params = place_copy(params, mesh)
-        opt_state = place_copy(optimizer.init(params) if opt_state is None else opt_state, mesh)
+        opt_state = place_copy(optimizer.init(trainable(params)) if opt_state is None
+                               else opt_state, mesh)
         guard = place_copy(new_guard(), mesh)
     steps_per_epoch = n_full + (1 if remainder else 0)
     full_batch = steps_per_epoch == 1
@@ -176,19 +202,25 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     else:
         val_batch = n_val if full_batch else min(batch, n_val)
     settings = resume_state.run_settings(n_rows, batch_size, shuffle, n_val, key)
-    pos = Position(params, opt_state, guard, {name: () for name in names}, initial_epoch)
+    rates = LearningRateLog(optimizer, opt_state)
+    pos = Position(params, opt_state, guard, {name: () for name in names + rates.names},
+                   initial_epoch)
     if resume:
         loaded = resume_state.load_state(
             checkpoint, params, opt_state, names, key, run=settings, epochs=epochs,
-            totals_like=epoch_totals_like(spec, params, x, y, batch, key))
+            totals_like=epoch_totals_like(spec, params, x, y, batch, key),
+            optional_names=rates.names)
         if loaded is not None:
             pos = Position(place_copy(loaded.params, mesh), place_copy(loaded.opt_state, mesh),
                            guard, {name: tuple(v) for name, v in loaded.history.items()},
                            loaded.epochs_done, loaded.step,
                            None if not loaded.step else place_copy(loaded.totals, mesh))
             key = loaded.key
+    if hooks:
+        hooks.begin(pos)
     if pos.done >= epochs:
-        return pos.params, pos.opt_state, as_lists(pos.history)
+        return (*hooks.end(pos), as_lists(pos.history)) if hooks else (
+            pos.params, pos.opt_state, as_lists(pos.history))
 
     unit = "epoch" if full_batch else "step"
     capacity = _capacity(epochs - pos.done, None if checkpoint is None else every) \
@@ -198,9 +230,11 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key,
                 val_batch=val_batch)
     run = Run(plan, names, feed, key, epochs, None if checkpoint is None else every, checkpoint,
-              mesh, steps_per_epoch, progress, settings, hyperdata.place(numbers, mesh))
+              mesh, steps_per_epoch, progress, settings, rates, hooks,
+              hyperdata.place(numbers, mesh))
     unit_scale = 1 if full_batch else steps_per_epoch
     with ProgressBar(epochs * unit_scale, pos.done * unit_scale + pos.step, unit,
                      progress and is_main_process()) as bar:
         pos = train(run, pos, bar)
-    return pos.params, pos.opt_state, as_lists(pos.history)
+    params, opt_state = hooks.end(pos) if hooks else (pos.params, pos.opt_state)
+    return params, opt_state, as_lists(pos.history)

@@ -11,6 +11,10 @@ call is about `CALL_SECONDS` of work: the first call of a program runs one epoch
 earlier `fit` measured the same program), and every call sets the next one's length from its
 own time per epoch, compile time excluded (measured with `jax.monitoring`'s compile events).
 
+With callbacks (`hooks.py`), every call runs one epoch and the callbacks run after it; one
+returning True stops training there (the checkpoint is then written, as at the end).
+`history["lr"]` (`lr_history.py`) grows with the other names after each call.
+
 The state between calls is one `Position` value, replaced whole after each call, so a Ctrl-C
 at any moment hands back a consistent state: `Interrupted(.params, .opt_state, .history,
 .epoch)`, written to the checkpoint first when there is one.
@@ -53,6 +57,8 @@ class Run(NamedTuple):
     steps_per_epoch: int
     progress: bool
     settings: dict  # the run's settings, stored in the checkpoint and checked on resume
+    rates: Any = None  # lr_history.LearningRateLog (None: no "lr" names)
+    hooks: Any = None  # hooks.Hooks (None or empty: no callbacks)
     numbers: Any = None  # the optimizer's Numbers, traced (hyperdata.py); None: hand-made
 
 
@@ -79,7 +85,7 @@ _seconds_per_epoch = {}  # EpochPlan -> seconds per epoch measured on its last c
 
 def _next_length(run: Run, pos: Position) -> int:
     """Epochs of the next call: up to the next checkpoint and the end, and about CALL_SECONDS."""
-    if pos.step or run.plan.n_epochs == 1:
+    if pos.step or run.plan.n_epochs == 1 or run.hooks:
         return 1
     left = run.epochs - pos.done
     if run.every is not None:
@@ -92,8 +98,19 @@ def _next_length(run: Run, pos: Position) -> int:
 
 def _with_rows(history: dict, names, rows) -> dict:
     """A new history with one more value per name for each row of `rows`."""
-    return {name: history[name] + tuple(float(v) for v in rows[:, i])
-            for i, name in enumerate(names)}
+    return {**history, **{name: history[name] + tuple(float(v) for v in rows[:, i])
+                          for i, name in enumerate(names)}}
+
+
+def _grown(run: Run, history: dict, rows, opt_state, later_steps: int = 0) -> dict:
+    """`history` with the rows of `len(rows)` epochs and their learning rates, which end
+    `later_steps` updates before `opt_state`."""
+    history = _with_rows(history, run.names, rows)
+    if run.rates is not None:
+        for name, values in run.rates.rows(opt_state, len(rows), run.steps_per_epoch,
+                                           later_steps).items():
+            history[name] = history[name] + values
+    return history
 
 
 def as_lists(history: dict) -> dict:
@@ -139,17 +156,27 @@ def train(run: Run, pos: Position, bar) -> Position:
             wall = time.perf_counter() - started
             elapsed = wall - (compile_seconds() - compiling)
             pos = Position(out[0], out[1], out[2],
-                           _with_rows(pos.history, run.names, means[:n_run]), after)
+                           _grown(run, pos.history, means[:n_run], out[1]), after)
             data = upcoming
-            bar.finish_call(after * unit_scale, means[:n_run], run.names, after - n_run, wall)
+            shown = list(pos.history)  # the history's names, the learning rates included
+            bar.finish_call(after * unit_scale,
+                            np.array([pos.history[name][-n_run:] for name in shown]).T, shown,
+                            after - n_run, wall)
             units = n_run * unit_scale
             progress_every = choose_every(elapsed, units, progress_every)
             if elapsed > 0:
                 _seconds_per_epoch[run.plan] = elapsed / n_run
                 if run.progress:
                     remember(plan, elapsed, units)
-            if run.checkpoint is not None and (after % run.every == 0 or after == run.epochs):
+            stop = False
+            if run.hooks:
+                save = None if run.checkpoint is None else (lambda pos=pos: _save(run, pos))
+                pos, stop = run.hooks.epoch_end(pos, save)
+            if run.checkpoint is not None and (after % run.every == 0 or after == run.epochs
+                                               or stop):
                 _save(run, pos)
+            if stop:
+                break
     except KeyboardInterrupt:
         if run.checkpoint is not None:
             _save(run, pos)
@@ -162,7 +189,8 @@ def _stop(run: Run, pos: Position, out, means, guard):
     """A NaN stop: the state before the bad step (and, with a checkpoint, its position and the
     partial epoch's totals, so that a resume applies every step once)."""
     bad_epoch, bad_step = int(guard.epoch), int(guard.step)
-    history = _with_rows(pos.history, run.names, means[:bad_epoch - pos.done])
+    history = _grown(run, pos.history, means[:bad_epoch - pos.done], out[1],
+                     bad_step if bad_epoch > pos.done else 0)
     stopped = Position(out[0], out[1], pos.guard, history, bad_epoch,
                        bad_step, out[3] if bad_step else None)
     if run.checkpoint is not None:

@@ -112,7 +112,7 @@ def save_state(path, params, opt_state, history, epochs_done, key, mesh=None, *,
 
 
 def load_state(path, params, opt_state, history_names, key, *, totals_like=None, run=None,
-               epochs=None):
+               epochs=None, optional_names=()):
     """The `Resumed` state in `path`, or None when there is no file.
 
     The file must have been written by `fit` with params and optimizer state of the caller's
@@ -121,7 +121,10 @@ def load_state(path, params, opt_state, history_names, key, *, totals_like=None,
     written with other settings is a ValueError naming each difference (file and call
     values). epochs: the epoch this call stops at; before the file's position is a
     ValueError. totals_like: the structure of the totals to read (None: none are read).
-    Damaged metadata is a ValueError naming `path`; all checks precede reading the arrays."""
+    Damaged metadata is a ValueError naming `path`; all checks precede reading the arrays.
+    optional_names: history names read when the file has them and NaN for its epochs when it
+    has not (`"lr"`, `"lr/<label>"`: a file written before they were recorded, or by a run
+    whose optimizer had other learning rates); the file's other `"lr"` names are dropped."""
     from funcdl import checkpoint
 
     path = os.fspath(path)
@@ -144,13 +147,17 @@ def load_state(path, params, opt_state, history_names, key, *, totals_like=None,
         raise ValueError(f"`epochs` (the epoch to stop at) must not be before the position of "
                          f"`checkpoint` {path!r} ({position}), got epochs={epochs}")
     stored = _stored_shapes(path)
+    optional = [name for name in optional_names if name not in history_names]
+    present = [name for name in optional if _history_key(name) in stored]
+    history_names = list(history_names) + present
     has_totals = any(name.startswith(_TOTALS) for name in stored)
     like = {"params": params, "opt_state": opt_state, "key": _key_data(key),
             "history": {name: jax.ShapeDtypeStruct((done,), np.float64) for name in history_names}}
     if has_totals and totals_like is not None:
         like["totals"] = totals_like
     wanted, asked = _like_for_file(like, stored)
-    extra = sorted(name for name in stored if name not in wanted and not name.startswith(_TOTALS))
+    extra = sorted(name for name in stored if name not in wanted and not name.startswith(_TOTALS)
+                   and not _is_lr_key(name))
     if extra:
         raise ValueError(f"checkpoint {path!r} has a leaf {extra[0]} (shape {stored[extra[0]][0]} "
                          f"{stored[extra[0]][1]}) that this run does not have ({len(extra)} extra "
@@ -160,8 +167,17 @@ def load_state(path, params, opt_state, history_names, key, *, totals_like=None,
         lambda leaf_path, leaf, want: _as_dtype(leaf, want, jax.tree_util.keystr(leaf_path), path),
         tree, jax.tree_util.tree_map(_dtype, like))
     history = {name: [float(v) for v in tree["history"][name]] for name in history_names}
+    history.update({name: [math.nan] * done for name in optional if name not in present})
     return Resumed(tree["params"], tree["opt_state"], history, done, step, tree.get("totals"),
                    _like_key(tree["key"], key))
+
+
+def _history_key(name: str) -> str:
+    return jax.tree_util.keystr((jax.tree_util.DictKey("history"), jax.tree_util.DictKey(name)))
+
+
+def _is_lr_key(key: str) -> bool:
+    return key == _history_key("lr") or key.startswith(_history_key("lr/")[:-2])
 
 
 def _count(meta, name, path) -> int:

@@ -26,10 +26,13 @@ import jax.numpy as jnp
 
 from funcdl import autodiff, ops
 from funcdl.nn.model import Model, call_apply
+from funcdl.nn.state import Variables
 from funcdl.optim.base import Optimizer, apply_updates
 from funcdl.train import loss_scale
 from funcdl.train.donation import donating_step
 from funcdl.train.param_checks import check_float_params
+from funcdl.train.stateful import (check_model_variables, check_not_bare_apply,
+                                   model_is_stateful, trainable, with_params)
 
 GRAD_BACKENDS = ("jax", "funcdl")
 ModelLike = Union[Model, Callable[..., Any]]  # a Model, or a function apply(params, x)
@@ -56,17 +59,31 @@ def _cast_floats(tree, dtype):
     return jax.tree_util.tree_map(cast, tree, is_leaf=is_tensor)
 
 
-def forward(spec: StepSpec, params, x, key, train: bool):
-    """The model's predictions for `x`: in float32 with a `compute_dtype`, else as computed."""
+def forward_with_state(spec: StepSpec, params, x, key, train: bool):
+    """`(pred, new_state)`: the model's predictions for `x` (in float32 with a
+    `compute_dtype`, else as computed) and, for a stateful model (`params` its `Variables`),
+    the state its apply returned (None for a stateless one). With a `compute_dtype` only the
+    params and `x` are cast: the state keeps its own dtype (float32 running statistics)."""
+    stateful = model_is_stateful(spec.model)
     if spec.compute_dtype is not None:
-        params, x = _cast_floats(params, spec.compute_dtype), _cast_floats(x, spec.compute_dtype)
+        if stateful:
+            params = Variables(_cast_floats(params.params, spec.compute_dtype), params.state)
+        else:
+            params = _cast_floats(params, spec.compute_dtype)
+        x = _cast_floats(x, spec.compute_dtype)
     if isinstance(spec.model, Model):  # only the keywords its apply accepts (key, train)
-        pred = call_apply(spec.model, params, x, key=key, train=train)
+        out = call_apply(spec.model, params, x, key=key, train=train)
     else:
-        pred = spec.model(params, x)
+        out = spec.model(params, x)
+    pred, state = out if stateful else (out, None)
     if spec.compute_dtype is not None:
         pred = _cast_floats(pred, jnp.dtype(jnp.float32))
-    return pred
+    return pred, state
+
+
+def forward(spec: StepSpec, params, x, key, train: bool):
+    """The model's predictions for `x` (`forward_with_state` without the state)."""
+    return forward_with_state(spec, params, x, key, train)[0]
 
 
 def _plain(tree):
@@ -75,22 +92,33 @@ def _plain(tree):
                                   tree, is_leaf=lambda v: isinstance(v, autodiff.Tensor))
 
 
-def loss_and_grad(spec: StepSpec, params, x, y, key, scale=None):
-    """`(loss, pred, grads)` at `params`: loss a scalar, pred the float32 (or model-dtype)
-    predictions for the batch, grads with the params' structure, shapes and dtypes.
-    scale: None, or a float32 () loss scale: grads are then those of `scale * loss` (loss
-    itself is returned unscaled)."""
+def loss_grad_state(spec: StepSpec, params, x, y, key, scale=None):
+    """`(loss, pred, grads, new_state)` at `params`: loss a scalar, pred the float32 (or
+    model-dtype) predictions for the batch, grads with the structure, shapes and dtypes of the
+    differentiated params (`params.params` for a stateful model's `Variables`, whose state
+    enters the loss as a constant; else `params`), new_state what the stateful model's apply
+    returned (None for a stateless model). scale: None, or a float32 () loss scale: grads are
+    then those of `scale * loss` (loss itself is returned unscaled)."""
+    state = params.state if isinstance(params, Variables) else None
+
     def objective(p):
-        pred = forward(spec, p, x, key, True)
+        variables = p if state is None else Variables(p, state)
+        pred, new_state = forward_with_state(spec, variables, x, key, True)
         loss = spec.loss_fn(pred, y)
         if scale is None:
-            return loss, (loss, pred)
+            return loss, (loss, pred, new_state)
         wide = jnp.promote_types(loss.dtype, jnp.float32)  # a float16 loss * 2**16 is inf
-        return _cast_floats(loss, wide) * scale.astype(wide), (loss, pred)
+        return _cast_floats(loss, wide) * scale.astype(wide), (loss, pred, new_state)
 
     differentiate = jax.value_and_grad if spec.grad_backend == "jax" else autodiff.value_and_grad
-    (_, (loss, pred)), grads = differentiate(objective, has_aux=True)(params)
-    return _plain(loss), _plain(pred), grads
+    (_, (loss, pred, new_state)), grads = differentiate(objective, has_aux=True)(
+        trainable(params))
+    return _plain(loss), _plain(pred), grads, _plain(new_state)
+
+
+def loss_and_grad(spec: StepSpec, params, x, y, key, scale=None):
+    """`(loss, pred, grads)`: `loss_grad_state` without the new state."""
+    return loss_grad_state(spec, params, x, y, key, scale)[:3]
 
 
 def all_finite(tree) -> jax.Array:
@@ -112,17 +140,24 @@ def apply_step(spec: StepSpec, params, opt_state, x, y, key):
     float16 (`opt_state` a `LossScaleState`): the gradients of the scaled loss; a step whose
     unscaled gradients are not finite is skipped (params and inner state unchanged, the scale
     halved), which is not a non-finite step: `finite` is then the loss and the new params and
-    state being finite."""
+    state being finite.
+
+    A stateful model (`params` its `Variables`): the optimizer updates `params.params`, the
+    new state is the one the training forward pass returned, and `new_params` is
+    `Variables(updated params, new state)`; a non-finite new state makes the step non-finite
+    (`stateful.py`)."""
+    weights = trainable(params)  # a stateful model's Variables: the optimizer sees .params
     if loss_scale.uses_loss_scaling(spec.compute_dtype):
-        loss, pred, grads = loss_and_grad(spec, params, x, y, key,
-                                          loss_scale.scale_of(opt_state))
-        new_params, opt_state, _ = loss_scale.scaled_update(spec.optimizer, params, opt_state,
+        loss, pred, grads, state = loss_grad_state(spec, params, x, y, key,
+                                                   loss_scale.scale_of(opt_state))
+        new_weights, opt_state, _ = loss_scale.scaled_update(spec.optimizer, weights, opt_state,
                                                              grads)
+        new_params = with_params(params, new_weights, state)
         finite = jnp.isfinite(loss) & all_finite((new_params, opt_state))
         return new_params, opt_state, loss, pred, finite
-    loss, pred, grads = loss_and_grad(spec, params, x, y, key)
-    updates, opt_state = spec.optimizer.update(grads, opt_state, params)
-    new_params = apply_updates(params, updates)
+    loss, pred, grads, state = loss_grad_state(spec, params, x, y, key)
+    updates, opt_state = spec.optimizer.update(grads, opt_state, weights)
+    new_params = with_params(params, apply_updates(weights, updates), state)
     finite = jnp.isfinite(loss) & all_finite((grads, updates, new_params, opt_state))
     return new_params, opt_state, loss, pred, finite
 
@@ -191,6 +226,13 @@ def make_train_step(apply: ModelLike, loss_fn: Callable, optimizer: Optimizer, *
     unchanged and half the scale. A `LossScaleState` with another `compute_dtype` is a
     TypeError.
 
+    A stateful model (`fdl.nn.is_stateful`, e.g. with BatchNorm): `step(variables, opt_state,
+    x, y, key=None) -> (variables, opt_state, loss)`, `variables` the `Variables(params,
+    state)` from `init`, `opt_state` the optimizer's state of `variables.params`
+    (`optimizer.init(variables.params)`); the gradient is taken w.r.t. `variables.params`
+    only and the returned state is the one of the training forward pass. Pass the Model, not
+    its apply (a TypeError otherwise), and the `Variables`, not their params.
+
     Donation: the step donates (consumes) the `params` and `opt_state` it is given, so XLA
     writes the new ones into their buffers; afterwards only the returned ones are valid (using
     the old ones again raises a RuntimeError that says so; pass
@@ -200,24 +242,29 @@ def make_train_step(apply: ModelLike, loss_fn: Callable, optimizer: Optimizer, *
     two paths (a ValueError naming both): tied weights are one leaf used twice inside
     `apply`, as PyTorch's tied weights are one parameter.
 
-    >>> import jax, jax.numpy as jnp
-    >>> from funcdl import nn, losses, optim
-    >>> model, opt = nn.Linear(1), optim.sgd(lr=0.1)
-    >>> params = model.init(jax.random.key(0), jnp.zeros((4, 3)))
-    >>> step = make_train_step(model, losses.mse_loss, opt)
-    >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
-    >>> params, state, loss0 = step(params, opt.init(params), x, y)
-    >>> params, state, loss1 = step(params, state, x, y)
-    >>> bool(loss1 < loss0)
-    True
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from funcdl import nn, losses, optim
+      >>> model, opt = nn.Linear(1), optim.sgd(lr=0.1)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((4, 3)))
+      >>> step = make_train_step(model, losses.mse_loss, opt)
+      >>> x, y = jnp.ones((4, 3)), jnp.zeros((4, 1))
+      >>> params, state, loss0 = step(params, opt.init(params), x, y)
+      >>> params, state, loss1 = step(params, state, x, y)
+      >>> bool(loss1 < loss0)
+      True
     """
     check_callables(apply, loss_fn, optimizer)
     check_grad_backend(grad_backend)
     spec = StepSpec(apply, loss_fn, optimizer, grad_backend, check_compute_dtype(compute_dtype))
 
+    check_not_bare_apply(apply, "make_train_step", "apply")
+
     def step(params, opt_state, x, y, key=None):
-        check_float_params(params, where="make_train_step")  # at trace time: free per call
-        opt_state = loss_scale.prepare(optimizer, params, opt_state, spec.compute_dtype)
+        check_model_variables(apply, params, "make_train_step")  # at trace time: free per call
+        check_float_params(params, where="make_train_step")
+        opt_state = loss_scale.prepare(optimizer, trainable(params), opt_state,
+                                       spec.compute_dtype)
         params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
         return params, opt_state, loss
 

@@ -37,6 +37,7 @@ from funcdl.train.fit import MAX_EPOCHS_PER_CALL, default_key, fit as _fit
 from funcdl.train.loop import CALL_SECONDS, compile_seconds
 from funcdl.train.param_checks import check_trainable
 from funcdl.train.progress import ProgressBar
+from funcdl.train.stateful import trainable
 from funcdl.train.stops import Interrupted
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_compute_dtype,
                                check_grad_backend, check_loss, check_model)
@@ -69,8 +70,9 @@ def initial_states(params, numbers, *, skeleton, compute_dtype):
     def one(numbers_i):
         copy = jax.tree_util.tree_map(jnp.copy, params)
         optimizer = hyperdata.bound(skeleton, numbers_i)
-        state = loss_scale.prepare(optimizer, copy, None, compute_dtype)  # float16: scaled
-        return copy, optimizer.init(copy) if state is None else state
+        weights = trainable(copy)  # a stateful model's Variables: the optimizer sees params
+        state = loss_scale.prepare(optimizer, weights, None, compute_dtype)  # float16: scaled
+        return copy, optimizer.init(weights) if state is None else state
     return jax.vmap(one)(numbers)
 
 

@@ -1,0 +1,151 @@
+"""Beyond the seeds: a 2-layer transformer encoder that learns to sort 8 digits, with `fit`.
+
+Each row is 8 random digits 0-9 drawn from a fixed key (`DATA_SEED`); its target is the same
+digits sorted, one class per position. 10,000 rows train, 2,000 fresh rows test. The model
+embeds each digit (`fdl.nn.Embedding(10, 64)`), adds a learned embedding of its position,
+runs `fdl.nn.TransformerEncoder` (2 layers of `TransformerEncoderLayer(64, 4,
+dim_feedforward=128, dropout=0.0, batch_first=True)`) and classifies every position with
+`fdl.nn.Linear(10)`; trained with Adam (lr 3e-3, batches of 128, 6 epochs) on the mean
+cross-entropy over the positions.
+
+No position can be sorted by looking at its own digit: output i is the i-th smallest of all
+eight, so the model must compare every digit with every other (the attention). Two baselines
+stand beside it: copying the input (right where a digit is already in place, ~21%) and
+predicting each position's most frequent digit in the training targets. The picture: the
+attention of both layers (averaged over the heads) for one test row, and the test accuracy
+per epoch. Target: >= 99% per-token test accuracy. Measured (`funcdl run sort`): 99.98%
+after 6 epochs; `--backend funcdl` gives the same.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import funcdl as fdl
+from funcdl import examples, ops
+
+SEED = "-"
+SHOWS = "a 2-layer transformer encoder learning to sort 8 digits, and its attention, through fit"
+OPTIONS = ("epochs", "lr", "optimizer", "backend")
+LENGTH, DIGITS, TRAIN_ROWS, TEST_ROWS, QUICK_ROWS, DATA_SEED = 8, 10, 10_000, 2_000, 2_000, 1
+D_MODEL, HEADS, FEEDFORWARD, LAYERS, BATCH_SIZE = 64, 4, 128, 2, 128
+
+
+def sequences(key, rows):
+    """(digits, sorted digits): int32 arrays `(rows, LENGTH)` drawn from `key`."""
+    digits = jax.random.randint(key, (rows, LENGTH), 0, DIGITS)
+    return np.asarray(digits), np.asarray(jnp.sort(digits, axis=1))
+
+
+def build():
+    """Digit and position embeddings, the encoder, and a Linear(10) at every position."""
+    embed = fdl.nn.Embedding(DIGITS, D_MODEL)
+    layer = fdl.nn.TransformerEncoderLayer(D_MODEL, HEADS, dim_feedforward=FEEDFORWARD,
+                                           dropout=0.0, batch_first=True)
+    encoder = fdl.nn.TransformerEncoder(layer, LAYERS)
+    head = fdl.nn.Linear(DIGITS)
+
+    def init(key, x):
+        keys = jax.random.split(key, 4)
+        hidden = jax.ShapeDtypeStruct(tuple(x.shape) + (D_MODEL,), jnp.float32)
+        return {"embed": embed.init(keys[0], x),
+                "position": 0.02 * jax.random.normal(keys[1], (LENGTH, D_MODEL)),
+                "encoder": encoder.init(keys[2], hidden), "head": head.init(keys[3], hidden)}
+
+    def apply(params, x, *, key=None, train=False):
+        h = embed.apply(params["embed"], x) + ops.reshape(params["position"], (1, LENGTH, D_MODEL))
+        return head.apply(params["head"], encoder.apply(params["encoder"], h))
+
+    model = fdl.nn.named_model("Sorter(Embedding, TransformerEncoder(2 layers), Linear(10))",
+                               init, apply)
+    return model, layer
+
+
+def loss_fn(logits, digits):
+    """Mean cross-entropy over every position: logits `(n, 8, 10)`, digits `(n, 8)`."""
+    return fdl.losses.cross_entropy(ops.reshape(logits, (-1, DIGITS)), ops.reshape(digits, (-1,)))
+
+
+def token_accuracy(logits, digits):
+    return jnp.mean(jnp.argmax(logits, axis=-1) == digits)
+
+
+def attention_maps(model_params, layer, row):
+    """Each layer's attention weights for one row, averaged over the heads: `(LAYERS, 8, 8)`.
+
+    The self-attention's softmax(q kᵀ / √d) recomputed from the layer's params (its
+    in-projection, PyTorch's packed (3E, E)) on the layer's input, as the layer computes it
+    (post-norm: the attention sees the layer's input itself).
+    """
+    h = model_params["embed"]["w"][row] + model_params["position"]  # (8, E)
+    maps = []
+    for params in model_params["encoder"]["layers"]:
+        attention = params["self_attn"]
+        qkv = h @ attention["in_proj_w"].T + attention["in_proj_b"][None, :]
+        q, k = (qkv[:, i * D_MODEL:(i + 1) * D_MODEL].reshape(LENGTH, HEADS, -1).transpose(1, 0, 2)
+                for i in (0, 1))
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(D_MODEL // HEADS)
+        maps.append(np.asarray(jax.nn.softmax(scores, axis=-1).mean(axis=0)))
+        h = layer.apply(params, h)
+    return np.stack(maps)
+
+
+def run(quick=False, out_dir="runs/sort", *, epochs=None, lr=3e-3, optimizer="adam",
+        backend="jax", key=None):
+    """Train the sorter; returns the test accuracy, the baselines', the history and pictures."""
+    epochs = (2 if quick else 6) if epochs is None else epochs
+    key = jax.random.PRNGKey(0) if key is None else key
+    train_key, test_key = jax.random.split(jax.random.PRNGKey(DATA_SEED))
+    x_train, y_train = sequences(train_key, QUICK_ROWS if quick else TRAIN_ROWS)
+    x_test, y_test = sequences(test_key, TEST_ROWS)
+    model, layer = build()
+    params = model.init(key, x_train[:BATCH_SIZE])
+    params, _, history = fdl.train.fit(
+        model, params, loss_fn, getattr(fdl.optim, optimizer)(lr), x_train, y_train,
+        epochs=epochs, batch_size=BATCH_SIZE, validation=(x_test, y_test),
+        metrics={"accuracy": token_accuracy}, key=key, grad_backend=backend, progress=False)
+    predicted = np.asarray(jnp.argmax(fdl.train.predict(model, params, x_test), axis=-1))
+    mode = np.array([np.bincount(y_train[:, i], minlength=DIGITS).argmax() for i in range(LENGTH)])
+    results = {"quick": quick, "epochs": epochs, "history": history,
+               "test_accuracy": float(np.mean(predicted == y_test)),
+               "rows_sorted": float(np.mean(np.all(predicted == y_test, axis=1))),
+               "copy_accuracy": float(np.mean(x_test == y_test)),
+               "mode_accuracy": float(np.mean(mode[None, :] == y_test))}
+    print(f"per-token test accuracy {results['test_accuracy']:.2%} (rows entirely sorted "
+          f"{results['rows_sorted']:.2%}; copying the input {results['copy_accuracy']:.2%}, "
+          f"each position's most frequent digit {results['mode_accuracy']:.2%})")
+    row = x_test[0]
+    maps = attention_maps(params, layer, row)
+    results["pictures"] = [plot(row, predicted[0], maps, history, out_dir)]
+    return results
+
+
+def plot(row, predicted, maps, history, out_dir):
+    fig, axes = examples.figure(1, 3, width=10, height=4.4)
+    fig.suptitle(f"A 2-layer transformer sorting {' '.join(map(str, row))}")
+    for index, (ax, weights) in enumerate(zip(axes[:2], maps)):
+        image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(LENGTH), [f"{d}" for d in row])
+        ax.set_yticks(range(LENGTH), [f"{i}: {d}" for i, d in enumerate(predicted)])
+        ax.set(xlabel="input digit (key position)", ylabel="output position: predicted digit",
+               title=f"layer {index + 1}, mean of {HEADS} heads")
+    colorbar = fig.colorbar(image, ax=axes[:2], shrink=0.8)
+    colorbar.set_label("attention weight")
+    epochs = np.arange(1, len(history["val_accuracy"]) + 1)
+    axes[2].plot(epochs, 100 * np.asarray(history["accuracy"]), marker="o", label="train")
+    axes[2].plot(epochs, 100 * np.asarray(history["val_accuracy"]), marker="s", label="test")
+    axes[2].axhline(99, color="k", linestyle=":", linewidth=0.8, label="target 99%")
+    axes[2].set(xlabel="epoch", ylabel="per-token accuracy (%)", title="training")
+    axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=9)
+    return examples.save(fig, out_dir, "sort.png")
+
+
+def verdict(results):
+    """Full run: >= 99% per-token test accuracy; the quick run: above copying the input."""
+    got = (f"per-token test accuracy {results['test_accuracy']:.2%} (copying the input "
+           f"{results['copy_accuracy']:.2%})")
+    if results["quick"]:
+        return (f"after {results['epochs']} epochs on {QUICK_ROWS} rows the per-token accuracy "
+                f"beats copying the input", got,
+                results["test_accuracy"] > results["copy_accuracy"])
+    return ("nothing (sort is beyond the seeds); the target is >= 99% per-token test accuracy",
+            got, results["test_accuracy"] >= 0.99)
