@@ -42,6 +42,7 @@ from funcdl.train.stops import Interrupted
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_compute_dtype,
                                check_grad_backend, check_loss, check_model)
 from funcdl.train.sweep_configs import configurations
+from funcdl.train.sweep_rates import SweptRates
 
 NOT_SWEPT = ("mesh", "callbacks", "checkpoint", "checkpoint_every", "resume", "opt_state")
 _FIT_OPTIONS = {name: p.default for name, p in inspect.signature(_fit).parameters.items()
@@ -119,7 +120,7 @@ def sweep(model: ModelLike, params: PyTree, loss_fn: Callable, make_optimizer: C
 
     Returns params_k and opt_state_k with a leading axis k on every leaf, and history
     `{name: np.ndarray (k, epochs - initial_epoch)}` with fit's names (`loss`, the metrics,
-    `val_...`). Configuration i equals `fit` with `make_optimizer` of its values within
+    `val_...`, and `lr`: each configuration's learning rate, as `fit` records it). Configuration i equals `fit` with `make_optimizer` of its values within
     float32 rounding. One compiled program trains all k (the epochs vmapped), and another
     sweep of the same length k with other values compiles nothing. A configuration with a
     non-finite step: the module docstring (it stops alone, NaN history, a RuntimeWarning).
@@ -177,9 +178,10 @@ def sweep(model: ModelLike, params: PyTree, loss_fn: Callable, make_optimizer: C
     warn_if_broadcasting(spec, params, x, y, batch, key, train=True, where="sweep")
     names = ["loss"] + [name for name, _ in metrics]
     names = names + [f"val_{name}" for name in names] if validation is not None else names
-    history = {name: np.zeros((configs.k, 0)) for name in names}
     params_k, state_k = initial_states(params, configs.numbers, skeleton=configs.skeleton,
                                        compute_dtype=compute_dtype)
+    rates = SweptRates(configs.optimizers, state_k)  # history["lr"], as fit's
+    history = {name: np.zeros((configs.k, 0)) for name in names + rates.names}
     if epochs == initial_epoch:
         return params_k, state_k, history
     need = min(epochs - initial_epoch, MAX_EPOCHS_PER_CALL)
@@ -188,7 +190,7 @@ def sweep(model: ModelLike, params: PyTree, loss_fn: Callable, make_optimizer: C
     plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle, capacity, val_batch,
                      n_val, None)
     data = Feed(x, y, validation, None, batch_size, shuffle, key, val_batch=val_batch).data(0)
-    trainer = _Trainer(plan, names, data, key, configs, epochs)
+    trainer = _Trainer(plan, names, data, key, configs, epochs, rates, n_full + bool(remainder))
     with ProgressBar(epochs, initial_epoch, "epoch", progress) as bar:
         return trainer.run(params_k, state_k, initial_epoch, bar)
 
@@ -197,12 +199,13 @@ class _Trainer:
     """The host loop of a sweep: compiled calls of up to `plan.n_epochs` epochs each (about
     `CALL_SECONDS` of work, so Ctrl-C is honoured), the stopped configurations frozen."""
 
-    def __init__(self, plan, names, data, key, configs, epochs):
+    def __init__(self, plan, names, data, key, configs, epochs, rates, steps_per_epoch):
         self.plan, self.names, self.data, self.key = plan, names, data, key
         self.configs, self.epochs = configs, epochs
+        self.rates, self.steps_per_epoch = rates, steps_per_epoch
 
     def run(self, params, state, done, bar):
-        k, width = self.configs.k, len(self.names)
+        k, width = self.configs.k, len(self.names) + len(self.rates.names)
         alive = np.ones(k, bool)
         stops = {}  # config -> (epoch, step, loss) of its first non-finite step
         rows = []  # (k, n, width) per call
@@ -226,6 +229,9 @@ class _Trainer:
                         stops[int(i)] = (int(guard.epoch[i]), int(guard.step[i]),
                                          float(guard.loss[i]))
                 means = np.array(means[:, :n_run], dtype=np.float64)
+                lrs = self.rates.rows(out[1], n_run, self.steps_per_epoch)
+                if lrs:
+                    means = np.concatenate([means] + [v[:, :, None] for v in lrs.values()], 2)
                 for i, (epoch, _, _) in stops.items():  # stopped: NaN from the stop's epoch
                     means[i, max(0, epoch - done):] = np.nan
                 if alive.all():
@@ -256,4 +262,4 @@ class _Trainer:
 
     def _history(self, rows, k, width):
         table = np.concatenate(rows, axis=1) if rows else np.zeros((k, 0, width))
-        return {name: table[:, :, j] for j, name in enumerate(self.names)}
+        return {name: table[:, :, j] for j, name in enumerate(self.names + self.rates.names)}

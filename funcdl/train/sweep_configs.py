@@ -22,6 +22,7 @@ class Configurations(NamedTuple):
     numbers: Numbers  # each field (k, n), weakly typed
     values: dict  # name -> tuple of k Python floats (the concrete hyperparameters)
     k: int
+    optimizers: tuple  # the k optimizers built with those floats
 
 
 def _check_values(name, values) -> tuple:
@@ -79,7 +80,7 @@ def configurations(make_optimizer, hyperparams: Mapping) -> Configurations:
                          f"configuration): {shown}")
     _check_keywords(make_optimizer, values)
     k = next(iter(lengths.values()))
-    skeletons, numbers = [], []
+    skeletons, numbers, optimizers = [], [], []
     for i in range(k):
         try:
             optimizer = make_optimizer(**{name: v[i] for name, v in values.items()})
@@ -92,6 +93,7 @@ def configurations(make_optimizer, hyperparams: Mapping) -> Configurations:
                             "constructors (chains and schedules included), whose numbers can "
                             f"be swept; got {type(optimizer).__name__} without a construction "
                             "record (an optimizer built by hand)")
+        optimizers.append(optimizer)
         skeletons.append(data[0])
         numbers.append(data[1])
         if data[0] != skeletons[0]:
@@ -101,4 +103,4 @@ def configurations(make_optimizer, hyperparams: Mapping) -> Configurations:
                 "can be swept (a zero changes the optimizer's state, e.g. no momentum buffer; "
                 "ints and flags are part of the compiled program)")
     stacked = Numbers(*(jnp.stack(field) for field in zip(*numbers)))
-    return Configurations(skeletons[0], stacked, values, k)
+    return Configurations(skeletons[0], stacked, values, k, tuple(optimizers))
