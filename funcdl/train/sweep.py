@@ -135,7 +135,7 @@ def sweep(model: ModelLike, params: PyTree, loss_fn: Callable, make_optimizer: C
     ...                                    epochs=20, progress=False)
     >>> params_k["w"].shape, history["loss"].shape
     ((3, 1, 1), (3, 20))
-    >>> [bool(v) for v in np.diff(history["loss"][:, -1]) < 0]  # larger lr, lower loss
+    >>> [bool(v) for v in np.diff(history["loss"].T[-1]) < 0]  # larger lr, lower loss
     [True, True]
     """
     options = _options(fit_kwargs)
