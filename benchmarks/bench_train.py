@@ -11,6 +11,9 @@ Adam, cross-entropy, in float32 and bf16 (float32 params, cast to bf16 inside th
 `mlp_numpy` ("MLP epoch from NumPy data", issue 13): the MLP epoch with NumPy `x, y`, every run
 paying its own host->device copy: `fit` given the NumPy arrays (as a user calls it; it
 `jax.device_put`s them), the hand-written scan and loop each with their own `jax.device_put`.
+Only when asked, `mlp_sweep` (issue 18, `train_sweep.py`): the MLP epoch for `--sweep-k` (8)
+Adam learning rates, as that many `fit` calls against one `fdl.train.sweep`, compile and run
+timed apart.
 
 All implementations do the same work: the same model, optimizer, loss and steps (the last
 partial batch included: MLP has 468 batches of 128 and one of 96), from the same initial
@@ -44,6 +47,8 @@ FLOP/s (6 * batch * sum(in * out) per step) as a percentage of the measured matm
     python benchmarks/bench_train.py --workloads mlp_numpy \\
         --out benchmarks/results/bench_train_numpy.json
     python benchmarks/bench_train.py --devices 1,2,4   # fit on N forced host devices
+    python benchmarks/bench_train.py --workloads mlp_sweep --repeats 3 \\
+        --out benchmarks/results/bench_train_sweep.json
 """
 import argparse
 import datetime
@@ -68,6 +73,7 @@ sys.path.insert(0, str(HERE))
 from train_workloads import (  # noqa: E402
     COPY, GPU_IMPLEMENTATIONS, GPU_SIZES, IMPLEMENTATIONS, NUMPY_IMPLEMENTATIONS, from_numpy,
     funcdl_model, layout, workload)
+from train_sweep import sweep_markdown, sweep_rows  # noqa: E402
 
 
 def settle(seconds=0.2):
@@ -224,7 +230,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workloads", default="xor,boston,mlp,wide",
-                        help="also mlp_numpy and gpu_wide (not in the default list)")
+                        help="also mlp_numpy, mlp_sweep and gpu_wide (not in the default list)")
+    parser.add_argument("--sweep-k", type=int, default=8, help="learning rates of mlp_sweep")
     parser.add_argument("--implementations", default=None,
                         help="comma-separated; default: all for the workload")
     parser.add_argument("--wide-steps", type=int, default=8)
@@ -245,6 +252,13 @@ def main(argv=None):
     if args.devices:
         report["devices"] = run_devices([int(c) for c in args.devices.split(",")], args.repeats)
     for name in filter(None, args.workloads.split(",")):
+        if name == "mlp_sweep":  # K fits against one sweep (train_sweep.py)
+            w = workload("mlp")
+            w = w._replace(data=jax.block_until_ready((jnp.asarray(w.x), jnp.asarray(w.y))))
+            report["results"][name] = sweep_rows(w, funcdl_model(w.sizes, w.activations),
+                                                 args.repeats, settle, first_steps(w),
+                                                 args.sweep_k)
+            continue
         w = workload(name, args.wide_steps, args.gpu_steps, args.gpu_scale)
         w = w._replace(data=(w.x, w.y) if from_numpy(name) else
                        jax.block_until_ready((jnp.asarray(w.x), jnp.asarray(w.y))))
@@ -273,7 +287,7 @@ def markdown(report):
     lines = ["| workload | implementation | median ms | x hand scan | compile s | dispatched | "
              "rel diff vs fit |", "|---|---|---:|---:|---:|---:|---:|"]
     for name, rows in report["results"].items():
-        if name == "gpu_wide":
+        if name in ("gpu_wide", "mlp_sweep"):
             continue
         scan = rows.get("jax+optax scan", {}).get("seconds")
         for impl, row in rows.items():
@@ -298,6 +312,8 @@ def markdown(report):
                     ratio = (rows[other]["seconds"] / fit if other == "fit funcdl"
                              else fit / rows[other]["seconds"])
                     lines.append(f"| {name} | {label} | {ratio:.2f}x | | | | |")
+    if "mlp_sweep" in report["results"]:
+        lines += ["", sweep_markdown("mlp_sweep", report["results"]["mlp_sweep"])]
     if "gpu_wide" in report:
         lines += ["", gpu_markdown(report["gpu_wide"], report["results"]["gpu_wide"])]
     return "\n".join(lines)

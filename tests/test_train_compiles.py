@@ -6,16 +6,18 @@ Optimizer; both compare by the call that built them (`funcdl.construction`), so 
 programs of the first. Compiles are counted by `jax.monitoring`'s compile events
 (`counting_compilations` of tests/train_reference.py).
 
-Not tested here: a second fit with another learning rate compiles again today (the lr is part
-of the optimizer's construction, hence of the static key); "hyperparameters are data" (a later
-issue) makes numeric hyperparameters traced inputs instead.
+Numeric hyperparameters are data: a second fit that changes only the optimizer's non-zero
+floats (lr, betas, eps, weight decay, momentum, a schedule's numbers) compiles nothing either,
+and trains as the hand-written loop with that optimizer; a zero switched to non-zero changes the
+optimizer state's structure and compiles again.
 """
 import jax
 import numpy as np
 
 from funcdl import losses, nn, optim, train
 from funcdl.optim import schedules
-from train_reference import counting_compilations
+from train_reference import (PARAMS, X as REF_X, Y as REF_Y, assert_trees_close,
+                             counting_compilations, reference_fit)
 
 KEY = jax.random.key(0)
 RNG = np.random.default_rng(0)
@@ -56,3 +58,45 @@ def test_rebuilt_chains_with_schedules_and_validation_compile_nothing():
     with counting_compilations() as compiled:
         fit(*build(), **options)
     assert compiled == []
+
+
+def _fit_reference_problem(optimizer, batch_size, **options):
+    return train.fit(nn.Sequential(nn.Linear(8), nn.Tanh(), nn.Linear(2)), PARAMS,
+                     losses.mse_loss, optimizer, REF_X, REF_Y, epochs=3, batch_size=batch_size,
+                     key=KEY, progress=False, **options)
+
+
+def test_other_numeric_hyperparameters_compile_nothing_and_train_as_the_reference():
+    families = [
+        lambda lr, b1, b2, eps, wd: optim.adamw(lr, betas=(b1, b2), eps=eps, weight_decay=wd),
+        lambda lr, b1, b2, eps, wd: optim.sgd(schedules.cosine_decay(lr, 10, eta_min=lr * b2 / 10),
+                                              momentum=b1, weight_decay=wd, nesterov=True),
+        lambda lr, b1, b2, eps, wd: optim.chain(optim.clip_by_global_norm(10 * b1),
+                                                optim.rmsprop(lr, alpha=b2, eps=eps)),
+    ]
+    first = (1e-2, 0.9, 0.999, 1e-8, 1e-2)
+    others = [(3e-3, 0.8, 0.99, 1e-6, 0.1), (5e-2, 0.5, 0.9, 1e-4, 1e-4)]
+    for make in families:
+        for batch_size in (16, None):  # minibatch (shuffled) and full batch
+            # twice: the second full-batch fit runs its epochs in calls of other lengths
+            # (timed by the first), whose history["lr"] evaluates a schedule eagerly on new
+            # shapes; none of that depends on the numbers
+            for _ in range(2):
+                _fit_reference_problem(make(*first), batch_size)
+            for numbers in others:
+                optimizer = make(*numbers)
+                with counting_compilations() as compiled:
+                    params, state, history = _fit_reference_problem(optimizer, batch_size)
+                assert compiled == [], (numbers, batch_size)
+                ref_params, ref_state, ref_history = reference_fit(
+                    optimizer, 3, batch_size or len(REF_X), KEY, batch_size is not None)
+                assert_trees_close(params, ref_params)
+                assert_trees_close(state, ref_state)
+                np.testing.assert_allclose(history["loss"], ref_history, rtol=2e-5)
+
+
+def test_a_zero_hyperparameter_made_non_zero_compiles_again():
+    _fit_reference_problem(optim.sgd(0.1), 16)
+    with counting_compilations() as compiled:
+        _fit_reference_problem(optim.sgd(0.1, momentum=0.9), 16)
+    assert compiled  # a momentum buffer: another optimizer state, another program

@@ -7,7 +7,7 @@ drift from the code and the measurements:
   that module's `__all__`, in its order: every public name has a reference entry, anchored at
   its public dotted path (`#funcdl.nn.Linear`).
 - `<!-- bench: FILE KIND [KEY] -->` becomes a Markdown table read from the committed JSON
-  `benchmarks/results/FILE` (KIND: autodiff, chain-speed, chain-memory, cnn, train, devices,
+  `benchmarks/results/FILE` (KIND: autodiff, chain-speed, chain-memory, cnn, train, sweep, devices,
   sequence; KEY: the CNN or the training workload).
 """
 import importlib
@@ -116,6 +116,19 @@ def bench_table(file, kind, key=None):
                          "" if rel is None else f"{rel:.1e}"))
         return _table(["implementation", "median ms", "x hand scan", "compile s", "dispatched",
                        "rel diff vs fit"], rows, ["---", "---:", "---:", "---:", "---:", "---:"])
+    if kind == "sweep":  # bench_train's mlp_sweep: K fits against one sweep
+        rows = [(name, _number(r["seconds"], 3),
+                 f"{_number(r['min_seconds'], 3)}-{_number(r['max_seconds'], 3)}",
+                 r["compiles"], _number(r["compile_events_s"], 2),
+                 "" if "rel_diff_vs_fits" not in r else f"{r['rel_diff_vs_fits']:.1e}")
+                for name, r in data["results"][key].items() if name != "summary"]
+        ratio = data["results"][key]["summary"]
+        return (_table(["implementation", "median s", "min-max s", "compiles",
+                        "compile events s", "rel diff"], rows,
+                       ["---", "---:", "---:", "---:", "---:", "---:"])
+                + f"\n\nSweep / fits: {ratio['sweep_over_fits']:.2f}x (median), "
+                f"{ratio['sweep_over_fits_fastest']:.2f}x (fastest rounds), "
+                f"{ratio['sweep_over_fits_cpu']:.2f}x (CPU time).")
     if kind == "devices":
         rows = [(r["devices"], f"{r['rows_per_s']:,.0f}", _number(r["seconds"], 2),
                  _number(r["compile_s"], 2)) for r in data["devices"]]

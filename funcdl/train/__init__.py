@@ -15,12 +15,15 @@ scaling), `param_checks.py` (floating-point params, no array at two paths), `don
 (`make_train_step`'s donated arguments), `broadcast.py` (the warning for a loss that
 broadcasts its pred and target), `callbacks.py` (EarlyStopping, BestCheckpoint, CSVLogger,
 TensorBoard), `hooks.py` (the callbacks between `fit`'s calls), `lr_history.py`
-(`history["lr"]`).
+(`history["lr"]`), `hyperdata.py` (the optimizer's numbers as arguments of the
+compiled programs), `sweep.py` and `sweep_configs.py` (k hyperparameter configurations trained
+at once, vmapped).
 """
 from funcdl.train.evaluate import evaluate, predict
 from funcdl.train.fit import fit
 from funcdl.train.loss_scale import LossScaleState
 from funcdl.train.step import make_train_step
+from funcdl.train.sweep import sweep
 from funcdl.train.stops import Interrupted
 
-__all__ = ["make_train_step", "fit", "evaluate", "predict", "Interrupted", "LossScaleState"]
+__all__ = ["make_train_step", "fit", "sweep", "evaluate", "predict", "Interrupted", "LossScaleState"]

@@ -54,6 +54,7 @@ from funcdl.train import progress
 from funcdl.train.accumulate import (Totals, accumulation_dtype, add_batch, keep_if,
                                      result_row, zero_totals)
 from funcdl.train.batches import fold_batches, take_rows
+from funcdl.train.hyperdata import bind_plan, bound
 from funcdl.train.stateful import trainable
 from funcdl.train.step import StepSpec, all_finite, apply_step, forward
 
@@ -88,11 +89,12 @@ def new_guard() -> Guard:
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer",))
-def initial_state(params, opt_state, *, optimizer):
+def initial_state(params, opt_state, numbers=None, *, optimizer):
     """Fresh copies of `params` and `opt_state` (`optimizer.init(params)` when None; a stateful
     model's `Variables`: of `params.params`) and a new
     guard, in one dispatch: the state `fit` trains and hands back is never the caller's own
-    arrays."""
+    arrays. With `numbers`, `optimizer` is their Skeleton (`hyperdata.split`)."""
+    optimizer = bound(optimizer, numbers)
     params = jax.tree_util.tree_map(jnp.copy, params)
     opt_state = (optimizer.init(trainable(params)) if opt_state is None
                  else jax.tree_util.tree_map(jnp.copy, opt_state))
@@ -202,7 +204,8 @@ def row_width(plan: EpochPlan) -> int:
 
 
 def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, progress_every,
-                token, *, plan):
+                token, numbers=None, *, plan):
+    plan = bind_plan(plan, numbers)  # the optimizer rebuilt from its traced numbers
     zeros = zero_epoch_totals(plan, params, data, key)
     totals = zeros if totals is None else totals
     means = jnp.full((plan.n_epochs, row_width(plan)), jnp.nan, accumulation_dtype())
@@ -233,14 +236,16 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
 
 run_epochs = jax.jit(_run_epochs, static_argnames=("plan",))
 run_epochs.__doc__ = """`(params, opt_state, guard, totals, data, key, epoch0, n_run,
-progress_every, token, *, plan) -> (params, opt_state, guard, totals, means)`: epochs
-`epoch0 .. epoch0 + n_run - 1` (`n_run` traced, at most `plan.n_epochs`, the program's
-capacity: so calls of different lengths share one compiled program). data: `(x, y, x_val,
-y_val)` on device; totals: the first epoch's starting `Totals` (None: zeros); means:
+progress_every, token, numbers=None, *, plan) -> (params, opt_state, guard, totals,
+means)`: epochs `epoch0 .. epoch0 + n_run - 1` (`n_run` traced, at most `plan.n_epochs`, the
+program's capacity: so calls of different lengths share one compiled program). data: `(x, y,
+x_val, y_val)` on device; totals: the first epoch's starting `Totals` (None: zeros); means:
 `(plan.n_epochs, row_width(plan))` float, row i for epoch `epoch0 + i` (NaN past `n_run`):
 [loss, *metrics] over the training rows (row-weighted means, `Metric`s exact), then the same
-over the validation rows; totals: the last epoch's. The fast program (`plan.guarded` False)
-ends with `guard.ok`: every loss and the final state are finite. Nothing is donated: the
+over the validation rows; totals: the last epoch's. numbers: the optimizer's `Numbers` when
+`plan.spec.optimizer` is their Skeleton (`hyperdata.py`: other numbers, no new compile). The
+fast program (`plan.guarded` False) ends with `guard.ok`: every loss and the final state are
+finite. Nothing is donated: the
 inputs are the start of a replay, and the state `fit` hands back on Ctrl-C."""
 
 run_epochs_guarded = jax.jit(_run_epochs, static_argnames=("plan",))

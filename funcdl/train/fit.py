@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from funcdl.optim.base import Optimizer
-from funcdl.train import agreement, checks, loss_scale, resume as resume_state
+from funcdl.train import agreement, checks, hyperdata, loss_scale, resume as resume_state
 from funcdl.train.batches import batch_layout
 from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
@@ -69,7 +69,10 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
 
     model: a `fdl.nn.Model` (called as `apply(params, x, key=..., train=True)`, with only the
     keywords its apply accepts) or a plain `apply(params, x)`. loss_fn: `(pred, target) ->
-    scalar`. optimizer: an `fdl.optim` optimizer. x: `(n, ...)`, y: `(n, ...)` arrays (jax or
+    scalar`. optimizer: an `fdl.optim` optimizer; its numeric hyperparameters (lr, betas,
+    momentum, weight decay, eps, a schedule's numbers) are arguments of the compiled program,
+    so a second `fit` that changes only them compiles nothing (a value switched between zero
+    and non-zero changes the optimizer state and compiles again). x: `(n, ...)`, y: `(n, ...)` arrays (jax or
     NumPy), or pytrees of them (dicts, tuples: `{"image": (n, 28, 28), "mask": (n,)}`) with
     one number of rows n over all leaves; `model` and `loss_fn` receive batches of the same
     structure (so does `validation`). params: floating-point leaves only (an integer or bool
@@ -177,12 +180,14 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
                                "batch_size": batch_size, "x": n_rows, "validation": n_val,
                                "params": agreement.structure(params)})
 
-    spec = StepSpec(model, loss_fn, optimizer, grad_backend, compute_dtype, metrics)
+    static_optimizer, numbers = hyperdata.split(optimizer)  # numbers traced: no recompile
+    spec = StepSpec(model, loss_fn, static_optimizer, grad_backend, compute_dtype, metrics)
     warn_if_broadcasting(spec, params, x, y, batch, key, train=True, where="fit")
     names = _history_names(metrics, validation)
     opt_state = loss_scale.prepare(optimizer, trainable(params), opt_state, compute_dtype)
     if mesh is None:
-        params, opt_state, guard = initial_state(params, opt_state, optimizer=optimizer)
+        params, opt_state, guard = initial_state(params, opt_state, numbers,
+                                                  optimizer=static_optimizer)
     else:  # on a mesh, init's fresh scalars must be replicated like the program's outputs
         params = place_copy(params, mesh)
         opt_state = place_copy(optimizer.init(trainable(params)) if opt_state is None
@@ -225,7 +230,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key,
                 val_batch=val_batch)
     run = Run(plan, names, feed, key, epochs, None if checkpoint is None else every, checkpoint,
-              mesh, steps_per_epoch, progress, settings, rates, hooks)
+              mesh, steps_per_epoch, progress, settings, rates, hooks,
+              hyperdata.place(numbers, mesh))
     unit_scale = 1 if full_batch else steps_per_epoch
     with ProgressBar(epochs * unit_scale, pos.done * unit_scale + pos.step, unit,
                      progress and is_main_process()) as bar:

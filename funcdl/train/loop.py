@@ -59,6 +59,7 @@ class Run(NamedTuple):
     settings: dict  # the run's settings, stored in the checkpoint and checked on resume
     rates: Any = None  # lr_history.LearningRateLog (None: no "lr" names)
     hooks: Any = None  # hooks.Hooks (None or empty: no callbacks)
+    numbers: Any = None  # the optimizer's Numbers, traced (hyperdata.py); None: hand-made
 
 
 _compile_seconds = [0.0]
@@ -140,7 +141,7 @@ def train(run: Run, pos: Position, bar) -> Position:
                 progress_every = first_every(plan, max(1, default // 8))
             compiling, started = compile_seconds(), time.perf_counter()
             args = (data, run.key, np.int32(pos.done), np.int32(n_run),
-                    np.int32(progress_every), np.int32(bar.token))
+                    np.int32(progress_every), np.int32(bar.token), run.numbers)
             out = run_epochs(pos.params, pos.opt_state, pos.guard, pos.totals, *args, plan=plan)
             # the next call's batches are built on the host while the device runs this one
             after = pos.done + n_run
