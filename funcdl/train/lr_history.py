@@ -25,11 +25,12 @@ from funcdl.optim.learning_rates import learning_rate_value, learning_rates
 from funcdl.train.sharding import to_host
 
 
-def _count(state) -> Optional[int]:
-    """The first `count` field (updates applied) in an optimizer state, or None."""
+def first_count(state):
+    """The first `count` field (updates applied) in an optimizer state, as stored (an array,
+    with a leading axis in a sweep), or None when the state has none."""
     fields = getattr(type(state), "_fields", None)
     if fields is not None and "count" in fields:
-        return int(to_host(state.count))
+        return state.count
     if isinstance(state, Mapping):
         children = list(state.values())
     elif isinstance(state, (tuple, list)):
@@ -37,10 +38,16 @@ def _count(state) -> Optional[int]:
     else:
         return None
     for child in children:
-        found = _count(child)
+        found = first_count(child)
         if found is not None:
             return found
     return None
+
+
+def _count(state) -> Optional[int]:
+    """The first `count` field of an optimizer state as an int, or None."""
+    count = first_count(state)
+    return None if count is None else int(to_host(count))
 
 
 def _values(lr, counts: np.ndarray) -> Tuple[float, ...]:

@@ -2,12 +2,11 @@
 reads it (`lr_history.py`: the constant, or the schedule at the count of the epoch's last
 update), from that configuration's own optimizer and its own update count (the state's
 `count` fields carry the leading axis k)."""
-from collections.abc import Mapping
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from funcdl.train.lr_history import LearningRateLog
+from funcdl.train.lr_history import LearningRateLog, first_count
 
 
 class _Count(NamedTuple):
@@ -16,22 +15,9 @@ class _Count(NamedTuple):
 
 
 def batched_counts(state) -> Optional[np.ndarray]:
-    """The first `count` field of a k-axis optimizer state, as int (k,), or None (the
-    traversal of `lr_history`'s count, on batched leaves)."""
-    fields = getattr(type(state), "_fields", None)
-    if fields is not None and "count" in fields:
-        return np.asarray(state.count).astype(np.int64).reshape(-1)
-    if isinstance(state, Mapping):
-        children = list(state.values())
-    elif isinstance(state, (tuple, list)):
-        children = list(state)
-    else:
-        return None
-    for child in children:
-        found = batched_counts(child)
-        if found is not None:
-            return found
-    return None
+    """The first `count` field of a k-axis optimizer state, as int (k,), or None."""
+    count = first_count(state)
+    return None if count is None else np.asarray(count).astype(np.int64).reshape(-1)
 
 
 class SweptRates:
