@@ -62,12 +62,14 @@ def test_sgd_momentum_minibatch_with_a_schedule_equals_separate_fits():
 def test_one_compiled_program_and_other_values_compile_nothing():
     make = lambda lr, b1: optim.adamw(lr, betas=(b1, 0.999), weight_decay=0.01)  # noqa: E731
     options = dict(epochs=2, batch_size=16, progress=False, key=KEY)
+    # a loss of its own: a program no other test (in this worker) has compiled already
+    loss = lambda pred, target: losses.mse_loss(pred, target)  # noqa: E731
     programs = run_swept._cache_size()
-    train.sweep(MODEL, PARAMS, losses.mse_loss, make, {"lr": [1e-3, 1e-2], "b1": [0.9, 0.8]},
+    train.sweep(MODEL, PARAMS, loss, make, {"lr": [1e-3, 1e-2], "b1": [0.9, 0.8]},
                 X, Y, **options)
     assert run_swept._cache_size() == programs + 1  # the k configurations: one program
     with counting_compilations() as compiled:
-        train.sweep(MODEL, PARAMS, losses.mse_loss, make,
+        train.sweep(MODEL, PARAMS, loss, make,
                     {"lr": [3e-3, 5e-2], "b1": [0.7, 0.95]}, X, Y, **options)
     assert compiled == []
 
