@@ -27,6 +27,17 @@ from funcdl.nn.layers import _param_dtype
 from funcdl.nn.model import check_key, check_params, named_model, sample_struct
 
 
+def check_sequence(name, shape, what, layout, features, features_name):
+    """ValueError unless `shape` is `layout` (batched) or `(L, E)` (unbatched) with `features`
+    on its last axis (the size the params were made for, called `features_name`)."""
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{name}: {what} must have shape {layout} or (L, E) unbatched, got "
+                         f"{tuple(shape)}")
+    if shape[-1] != features:
+        raise ValueError(f"{name}: {what} has {shape[-1]} features (its last axis), but the "
+                         f"params were made for {features_name} {features}")
+
+
 def _as_additive(mask, dtype):
     """A bool mask (True: masked out) as 0 / -inf of `dtype`; a float mask as it is."""
     return jnp.where(mask, -jnp.inf, 0.0).astype(dtype) if mask.dtype == jnp.bool_ else mask
@@ -116,12 +127,7 @@ def MultiheadAttention(embed_dim, num_heads, *, bias=True, batch_first=False, dr
     layout = "(N, L, E)" if batch_first else "(L, N, E)"
 
     def check_features(shape, what):
-        if len(shape) not in (2, 3):
-            raise ValueError(f"{name}: {what} must have shape {layout} or (L, E) unbatched, got "
-                             f"{tuple(shape)}")
-        if shape[-1] != E:
-            raise ValueError(f"{name}: {what} has {shape[-1]} features (its last axis), but the "
-                             f"params were made for embed_dim {E}")
+        check_sequence(name, shape, what, layout, E, "embed_dim")
 
     def init(key, x):
         check_key(key, name)

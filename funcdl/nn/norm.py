@@ -14,6 +14,15 @@ from funcdl.nn.layers import _param_dtype
 from funcdl.nn.model import check_input, check_key, check_params, named_model, sample_struct
 
 
+def _trailing_shape_check(name, shape):
+    """`check(x_shape, what)`: ValueError unless `x_shape` ends with `shape` (a tuple)."""
+    def check(x_shape, what):
+        if len(x_shape) < len(shape) or tuple(x_shape[len(x_shape) - len(shape):]) != shape:
+            raise ValueError(f"{name}: {what} must have shape (..., {', '.join(map(str, shape))}), "
+                             f"got {tuple(x_shape)}")
+    return check
+
+
 def _normalized_shape(normalized_shape, where):
     """An int or a non-empty tuple of ints >= 1, as a tuple."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
@@ -56,10 +65,7 @@ def LayerNorm(normalized_shape, *, eps=1e-5, elementwise_affine=True, dtype=None
         ", elementwise_affine=False)" if not elementwise_affine else ")")
     keys = ["b", "w"] if elementwise_affine else []
 
-    def check_shape(x_shape, what):
-        if tuple(x_shape[len(x_shape) - len(shape):]) != shape or len(x_shape) < len(shape):
-            raise ValueError(f"{name}: {what} must have shape (..., {', '.join(map(str, shape))}), "
-                             f"got {tuple(x_shape)}")
+    check_shape = _trailing_shape_check(name, shape)
 
     def init(key, x):
         check_key(key, name)
@@ -191,10 +197,7 @@ def RMSNorm(normalized_shape, *, eps=None, elementwise_affine=True, dtype=None):
         ", elementwise_affine=False)" if not elementwise_affine else ")")
     keys = ["w"] if elementwise_affine else []
 
-    def check_shape(x_shape, what):
-        if len(x_shape) < len(shape) or tuple(x_shape[len(x_shape) - len(shape):]) != shape:
-            raise ValueError(f"{name}: {what} must have shape (..., {', '.join(map(str, shape))}), "
-                             f"got {tuple(x_shape)}")
+    check_shape = _trailing_shape_check(name, shape)
 
     def init(key, x):
         check_key(key, name)

@@ -19,7 +19,7 @@ import jax
 from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
-from funcdl.nn.attention import MultiheadAttention
+from funcdl.nn.attention import MultiheadAttention, check_sequence
 from funcdl.nn.layers import Linear, _param_dtype
 from funcdl.nn.model import Model, check_key, check_params, named_model, sample_struct
 
@@ -105,12 +105,7 @@ def TransformerEncoderLayer(d_model, nhead, *, dim_feedforward=2048, dropout=0.1
     layout = "(N, L, E)" if batch_first else "(L, N, E)"
 
     def check_x(shape, what):
-        if len(shape) not in (2, 3):
-            raise ValueError(f"{name}: {what} must have shape {layout} or (L, E) unbatched, got "
-                             f"{tuple(shape)}")
-        if shape[-1] != d_model:
-            raise ValueError(f"{name}: {what} has {shape[-1]} features (its last axis), but the "
-                             f"params were made for d_model {d_model}")
+        check_sequence(name, shape, what, layout, d_model, "d_model")
 
     def init(key, x):
         check_key(key, name)
