@@ -23,12 +23,13 @@ SGD = optim.sgd(0.1, momentum=0.9)
 
 @contextlib.contextmanager
 def counting_compilations():
-    """Yields a list that gets one entry per XLA compilation inside the block."""
+    """Yields a list that gets one entry per XLA compilation inside the block: the name of the
+    function compiled."""
     compiled = []
 
-    def listener(event, duration, **kwargs):
+    def listener(event, duration, fun_name="?", **kwargs):
         if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(duration)
+            compiled.append(fun_name)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
