@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 
 from funcdl.optim.base import Optimizer
 from funcdl.train import agreement, checks, hyperdata, loss_scale, resume as resume_state
+from funcdl.train import weights as row_weights
 from funcdl.train.batches import batch_layout
 from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
@@ -63,8 +64,9 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         metrics: Optional[Mapping[str, Any]] = None, compute_dtype: Optional[Any] = None,
         mesh: Optional[Mesh] = None, checkpoint: Union[str, os.PathLike, None] = None,
         checkpoint_every: int = 1, resume: bool = False, initial_epoch: int = 0,
-        validation_batch_size: Optional[int] = None, callbacks: Optional[list] = None
-        ) -> tuple[PyTree, PyTree, dict[str, list[float]]]:
+        validation_batch_size: Optional[int] = None, callbacks: Optional[list] = None,
+        accumulate: int = 1, sample_weight: Optional[Any] = None,
+        class_weight: Optional[Mapping] = None) -> tuple[PyTree, PyTree, dict[str, list[float]]]:
     """Train `params` of `model` on `(x, y)`; returns `(params, opt_state, history)`.
 
     model: a `fdl.nn.Model` (called as `apply(params, x, key=..., train=True)`, with only the
@@ -157,6 +159,10 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
     n_rows = checks.check_pair(x, y, "x", "y")
+    accumulate = checks.check_int(accumulate, "accumulate", 1)
+    weights = row_weights.row_weights(n_rows, y, sample_weight, class_weight)
+    if weights is not None:
+        row_weights.check_weighted_loss(loss_fn)
     check_model_variables(model, params, "fit")
     check_trainable(params, where="fit")
     validation, n_val = checks.check_validation(validation)
@@ -226,9 +232,10 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     capacity = _capacity(epochs - pos.done, None if checkpoint is None else every) \
         if full_batch else 1
     plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
-                     capacity, val_batch, n_val, unit if progress else None, mesh)
-    feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key,
-                val_batch=val_batch)
+                     capacity, val_batch, n_val, unit if progress else None, mesh,
+                     accumulate=min(accumulate, steps_per_epoch), weighted=weights is not None)
+    feed = Feed(x, y if weights is None else (y, weights), validation, mesh, batch_size,
+                shuffle and not full_batch, key, val_batch=val_batch)
     run = Run(plan, names, feed, key, epochs, None if checkpoint is None else every, checkpoint,
               mesh, steps_per_epoch, progress, settings, rates, hooks,
               hyperdata.place(numbers, mesh))
