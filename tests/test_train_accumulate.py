@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcdl import checkpoint, losses, metrics, optim, train
+from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.optim import schedules
 from funcdl.train.lr_history import first_count
 from train_reference import (ADAM, MODEL, PARAMS, SGD, X, Y, assert_trees_close,
@@ -210,3 +210,42 @@ def test_accumulate_and_sample_weight_on_a_mesh_equal_one_device():
     result = subprocess.run([sys.executable, "-c", MESH_SCRIPT], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("option", ["accumulate", "sample_weight", "class_weight"])
+def test_sweep_refuses_fits_accumulation_and_weights_instead_of_ignoring_them(option):
+    with pytest.raises(TypeError, match=rf"sweep does not take `{option}` yet"):
+        train.sweep(MODEL, PARAMS, losses.mse_loss, optim.sgd, {"lr": np.array([0.1, 0.2])},
+                    X, Y, epochs=1, **{option: 2})
+
+
+def test_a_stateful_models_state_moves_with_every_micro_batch():
+    from funcdl.nn import Variables
+    model = nn.Sequential(nn.Linear(8), nn.BatchNorm1d(), nn.Tanh(), nn.Linear(2))
+    variables = model.init(jax.random.key(1), X)
+    opt, k = optim.sgd(0.1), 3
+
+    @jax.jit
+    def grads_at(p, state, xb, yb):
+        def loss(q):
+            pred, new_state = model.apply(Variables(q, state), xb, train=True)
+            return losses.mse_loss(pred, yb), new_state
+        return jax.value_and_grad(loss, has_aux=True)(p)
+
+    params, state, opt_state = variables.params, variables.state, opt.init(variables.params)
+    for epoch in range(2):
+        order = _order(epoch, True)
+        batches = [order[s:s + MICRO] for s in range(0, len(X), MICRO)]
+        for first in range(0, len(batches), k):
+            summed, rows = jax.tree_util.tree_map(np.zeros_like, params), 0
+            for batch in batches[first:first + k]:
+                (_, state), grads = grads_at(params, state, X[batch], Y[batch])
+                summed = jax.tree_util.tree_map(lambda s, g: s + len(batch) * g, summed, grads)
+                rows += len(batch)
+            step, opt_state = opt.update(jax.tree_util.tree_map(lambda s: s / rows, summed),
+                                         opt_state, params)
+            params = optim.apply_updates(params, step)
+    fitted, _, _ = train.fit(model, variables, losses.mse_loss, opt, X, Y, epochs=2,
+                             batch_size=MICRO, accumulate=k, key=KEY, progress=False)
+    assert_trees_close(fitted.params, params)
+    assert_trees_close(fitted.state, state)

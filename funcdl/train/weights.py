@@ -55,7 +55,7 @@ def _sample_weights(n_rows: int, sample_weight) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"`sample_weight` must hold finite numbers >= 0, got "
-                         f"sample_weight[{i}] = {weights[i]!r} ({int(bad.sum())} such in all)")
+                         f"sample_weight[{i}] = {weights[i].item()!r} ({int(bad.sum())} such in all)")
     return weights.astype(np.float32)
 
 
@@ -64,11 +64,13 @@ def _class_weights(n_rows: int, y, class_weight) -> np.ndarray:
         raise TypeError(f"`class_weight` must be a dict {{class index (int): weight}}, got "
                         f"{class_weight!r:.200}")
     for k, v in class_weight.items():
-        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
-            v, (bool, np.bool_))
-        if not ok or not np.isfinite(v) or v < 0:
+        if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(
+                v, (bool, np.bool_)):
+            raise TypeError(f"`class_weight` weights must be numbers, got class_weight[{k}] = "
+                            f"{v!r:.100} ({type(v).__name__})")
+        if not np.isfinite(v) or v < 0:
             raise ValueError(f"`class_weight` weights must be finite numbers >= 0, got "
-                             f"class_weight[{k}] = {v!r}")
+                             f"class_weight[{k}] = {float(v)!r}")
     shape = getattr(y, "shape", None)
     dtype = getattr(y, "dtype", None)
     integer = dtype is not None and np.issubdtype(np.dtype(dtype), np.integer)
