@@ -31,6 +31,15 @@ def _sum_loss(pred, target):
     return jnp.sum((pred - target) ** 2)
 
 
+def _add_rows(summed, grads, rows):
+    """`summed + rows * grads`, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda s, g: s + rows * g, summed, grads)
+
+
+def _divide(summed, rows):
+    return jax.tree_util.tree_map(lambda s: s / rows, summed)
+
+
 def _order(epoch, shuffle):
     if not shuffle:
         return np.arange(len(X))
@@ -58,11 +67,10 @@ def accumulated_reference(opt, epochs, k, loss=losses.mse_loss, shuffle=True, ma
             rows = 0
             for batch in batches[first:first + k]:
                 value, grads = value_and_grad(params, X[batch], Y[batch])
-                summed = jax.tree_util.tree_map(lambda s, g: s + len(batch) * g, summed, grads)
+                summed = _add_rows(summed, grads, len(batch))
                 rows += len(batch)
                 total += len(batch) * float(value)
-            mean = jax.tree_util.tree_map(lambda s: s / rows, summed)
-            step, state = opt.update(mean, state, params)
+            step, state = opt.update(_divide(summed, rows), state, params)
             params = optim.apply_updates(params, step)
             updates += 1
         history.append(total / len(X))
@@ -240,10 +248,9 @@ def test_a_stateful_models_state_moves_with_every_micro_batch():
             summed, rows = jax.tree_util.tree_map(np.zeros_like, params), 0
             for batch in batches[first:first + k]:
                 (_, state), grads = grads_at(params, state, X[batch], Y[batch])
-                summed = jax.tree_util.tree_map(lambda s, g: s + len(batch) * g, summed, grads)
+                summed = _add_rows(summed, grads, len(batch))
                 rows += len(batch)
-            step, opt_state = opt.update(jax.tree_util.tree_map(lambda s: s / rows, summed),
-                                         opt_state, params)
+            step, opt_state = opt.update(_divide(summed, rows), opt_state, params)
             params = optim.apply_updates(params, step)
     fitted, _, _ = train.fit(model, variables, losses.mse_loss, opt, X, Y, epochs=2,
                              batch_size=MICRO, accumulate=k, key=KEY, progress=False)

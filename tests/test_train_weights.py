@@ -40,7 +40,8 @@ def test_class_weight_gives_each_row_its_class_weight():
     (dict(class_weight={1: np.inf}), ValueError, r"class_weight\[1\] = inf"),
     (dict(sample_weight=np.array([1, 1, np.nan, 1, 1, 1])), ValueError,
      r"sample_weight\[2\] = nan"),
-    (dict(class_weight={1: "2"}), TypeError, r"weights must be numbers, got class_weight\[1\] = '2'"),
+    (dict(class_weight={1: "2"}), TypeError,
+     r"weights must be numbers, got class_weight\[1\] = '2'"),
     (dict(sample_weight=["a"] * 6), TypeError, r"`sample_weight` must be an array of real numbers"),
 ])
 def test_bad_weights_name_the_argument(kwargs, error, match):
@@ -175,7 +176,8 @@ def _no_reduction(pred, target):
 @pytest.mark.parametrize("options, error, match", [
     (dict(sample_weight=SW, loss=_no_reduction), TypeError,
      r"need a `loss_fn` that takes `reduction=`.*'_no_reduction' does not"),
-    (dict(sample_weight=SW[:10]), ValueError, r"one weight per row, shape \(50,\), got shape \(10,\)"),
+    (dict(sample_weight=SW[:10]), ValueError,
+     r"one weight per row, shape \(50,\), got shape \(10,\)"),
     (dict(sample_weight=-SW), ValueError, r"`sample_weight` must hold finite numbers >= 0"),
     (dict(class_weight={0: 1.0}), TypeError, r"`class_weight` needs integer class targets"),
     (dict(class_weight={0: 1.0}, y={"a": Y}), TypeError, r"needs integer class targets `y`.*dict"),

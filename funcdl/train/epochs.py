@@ -39,6 +39,11 @@ applied once and the epoch's history is the uninterrupted run's). In the guarded
 totals freeze at the first non-finite step with everything else, so the totals that come back
 are those of the steps before it.
 
+Gradient accumulation (`plan.accumulate` > 1) replaces the epoch's steps with micro-batches
+and an update per group (`micro_batches.py`); with row weights (`plan.weighted`) the training
+`y` is the pair `(y, w)` and the step's loss is Keras's weighted one (`weights.py`). Neither
+changes the program of a plan without them.
+
 Cache: `run_epochs` and `run_epochs_guarded` are module-level `jax.jit`s; `plan` (hashable,
 holding the user's functions) is their static argument, so equal plans and shapes reuse the
 compiled programs (the guarded one is compiled only when a run goes non-finite).

@@ -55,7 +55,8 @@ def _sample_weights(n_rows: int, sample_weight) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"`sample_weight` must hold finite numbers >= 0, got "
-                         f"sample_weight[{i}] = {weights[i].item()!r} ({int(bad.sum())} such in all)")
+                         f"sample_weight[{i}] = {weights[i].item()!r} "
+                         f"({int(bad.sum())} such in all)")
     return weights.astype(np.float32)
 
 
@@ -92,8 +93,8 @@ def row_weights(n_rows: int, y, sample_weight=None, class_weight: Optional[Mappi
 
     Raises:
       TypeError: `sample_weight` that is not an array of real numbers; `class_weight` that is
-        not a dict of int classes, or given with targets `y` that are not integer class
-        indices of shape (n,) or (n, 1).
+        not a dict of int classes to numbers, or given with targets `y` that are not integer
+        class indices of shape (n,) or (n, 1).
       ValueError: `sample_weight` of another shape than `(n_rows,)`, or with negative or
         non-finite entries; a negative or non-finite `class_weight` weight.
     """
