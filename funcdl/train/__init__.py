@@ -17,7 +17,8 @@ broadcasts its pred and target), `callbacks.py` (EarlyStopping, BestCheckpoint, 
 TensorBoard), `hooks.py` (the callbacks between `fit`'s calls), `lr_history.py`
 (`history["lr"]`), `hyperdata.py` (the optimizer's numbers as arguments of the
 compiled programs), `sweep.py` and `sweep_configs.py` (k hyperparameter configurations trained
-at once, vmapped).
+at once, vmapped), `micro_batches.py` (gradient accumulation, `fit(accumulate=k)`),
+`weights.py` (`sample_weight` and `class_weight`, Keras's weighted loss).
 """
 from funcdl.train.evaluate import evaluate, predict
 from funcdl.train.fit import fit

@@ -45,8 +45,10 @@ from funcdl.train.sweep_configs import configurations
 from funcdl.train.sweep_rates import SweptRates
 
 NOT_SWEPT = ("mesh", "callbacks", "checkpoint", "checkpoint_every", "resume", "opt_state")
+NOT_YET_SWEPT = ("accumulate", "sample_weight", "class_weight")  # fit's; not in sweep's program
 _FIT_OPTIONS = {name: p.default for name, p in inspect.signature(_fit).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in NOT_SWEPT}
+                if p.kind is inspect.Parameter.KEYWORD_ONLY
+                and name not in NOT_SWEPT + NOT_YET_SWEPT}
 
 
 def _options(fit_kwargs) -> dict:
@@ -55,6 +57,11 @@ def _options(fit_kwargs) -> dict:
         raise TypeError(f"sweep does not take {', '.join(f'`{n}`' for n in refused)} (fit's "
                         "options for a mesh, callbacks, checkpoints and a given optimizer "
                         "state): every configuration starts from `params` and a fresh state")
+    later = [name for name in fit_kwargs if name in NOT_YET_SWEPT]
+    if later:
+        raise TypeError(f"sweep does not take {', '.join(f'`{n}`' for n in later)} yet "
+                        "(gradient accumulation and row weights): train each configuration "
+                        "with fit for those")
     unknown = [name for name in fit_kwargs if name not in _FIT_OPTIONS]
     if unknown:
         raise TypeError(f"sweep got unexpected keyword arguments {unknown}; it takes fit's "
