@@ -13,7 +13,8 @@ paying its own host->device copy: `fit` given the NumPy arrays (as a user calls 
 `jax.device_put`s them), the hand-written scan and loop each with their own `jax.device_put`.
 Only when asked, `mlp_sweep` (issue 18, `train_sweep.py`): the MLP epoch for `--sweep-k` (8)
 Adam learning rates, as that many `fit` calls against one `fdl.train.sweep`, compile and run
-timed apart.
+timed apart, beside the same written by hand in JAX + optax (that many jitted scans, the scan
+vmapped over them, and `lax.map` over them in one program).
 
 All implementations do the same work: the same model, optimizer, loss and steps (the last
 partial batch included: MLP has 468 batches of 128 and one of 96), from the same initial

@@ -1,7 +1,14 @@
 """bench_train's `mlp_sweep` rows (issue 18): the MLP workload (784-256-256-10, one shuffled
 epoch of 60,000 synthetic rows, batch 128, Adam, cross-entropy) for K learning rates, as K
 separate `fdl.train.fit` calls one after another against one `fdl.train.sweep` of the K (one
-program, vmapped over the learning rates; the data and batches shared).
+program, vmapped over the learning rates; the data and batches shared), and the same two
+written by hand in JAX + optax (the bound on what vmapping gives on this machine): "K
+hand-written scans", one jitted `lax.scan` epoch (the learning rate an argument: one compile)
+called K times, and "hand-vmapped scan of K", `jax.vmap` of that epoch over the K learning
+rates (`x`, `y` and the batch order unbatched: shared), one call, and "hand-written lax.map of
+K", the K epochs one after another inside one program (`lax.map` over the learning rates: one
+compile, each configuration's matrix products of one fit's shapes). All three visit fit's batches in
+fit's order (train_workloads' `epoch_order`), the last partial batch included.
 
 Compile and run are timed apart: "compiles" and "compile events s" count XLA compilations and
 sum jax's compile-phase durations (trace, lowering, backend compile; `jax.monitoring`) during
@@ -17,9 +24,13 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from jax import lax
 
 from funcdl import losses, optim, train
+from train_workloads import epoch_order, jax_loss, layout
 
 LEARNING_RATES = tuple(float(lr) for lr in np.geomspace(1e-4, 3e-3, 8))
 
@@ -46,6 +57,65 @@ def _flat(tree):
                            for leaf in jax.tree_util.tree_leaves(tree)])
 
 
+def hand_written(model, params, lrs):
+    """`(loops, vmapped, mapped)`: runs of workload `w` (`run(w)` -> params: a list of K, or
+    stacked K): one jitted epoch called per learning rate, that epoch vmapped over them, and
+    `lax.map`ped over them."""
+    loss_of = jax_loss("ce")
+
+    def epochs(p, lr, x, y, *, plan):
+        batch, n_full, remainder, shuffle, n_epochs = plan
+        opt = optax.adam(lr)
+
+        def train_on(carry, order, start, size):
+            p, s = carry
+            rows = lax.dynamic_slice_in_dim(order, start, size)
+            xb, yb = jnp.take(x, rows, axis=0), jnp.take(y, rows, axis=0)
+            g = jax.grad(lambda q: loss_of(model.apply(q, xb), yb))(p)
+            updates, s = opt.update(g, s, p)
+            return optax.apply_updates(p, updates), s
+
+        def epoch(carry, e):
+            order = epoch_order(e, len(x)) if shuffle else jnp.arange(len(x))
+            carry, _ = lax.scan(lambda c, b: (train_on(c, order, b * batch, batch), None),
+                                carry, jnp.arange(n_full, dtype=jnp.int32))
+            if remainder:
+                carry = train_on(carry, order, n_full * batch, remainder)
+            return carry, None
+
+        start = (jax.tree_util.tree_map(jnp.copy, p), opt.init(p))
+        return lax.scan(epoch, start, jnp.arange(n_epochs, dtype=jnp.int32))[0][0]
+
+    one = jax.jit(epochs, static_argnames="plan")
+    many = jax.jit(lambda p, lr, x, y, plan: jax.vmap(
+        lambda rate: epochs(p, rate, x, y, plan=plan))(lr), static_argnames="plan")
+    in_turn = jax.jit(lambda p, lr, x, y, plan: lax.map(
+        lambda rate: epochs(p, rate, x, y, plan=plan), lr), static_argnames="plan")
+    rates = [jnp.float32(lr) for lr in lrs]
+    stacked = jnp.asarray(lrs, jnp.float32)
+
+    def loops(w):
+        plan = layout(w) + (w.epochs,)
+        return jax.block_until_ready([one(params, lr, *w.data, plan=plan) for lr in rates])
+
+    def vmapped(w):
+        return jax.block_until_ready(many(params, stacked, *w.data, plan=layout(w) + (w.epochs,)))
+
+    def mapped(w):
+        return jax.block_until_ready(in_turn(params, stacked, *w.data,
+                                             plan=layout(w) + (w.epochs,)))
+    return loops, vmapped, mapped
+
+
+def _configs(ends, k, stacked):
+    """`(k, n)` float64: each configuration's flattened params (`ends` a list of k params, or
+    one params with a leading axis k when `stacked`)."""
+    if not stacked:
+        return np.stack([_flat(p) for p in ends])
+    return np.stack([_flat(jax.tree_util.tree_map(lambda leaf: leaf[i], ends))
+                     for i in range(k)])
+
+
 def sweep_rows(w, model, repeats, settle, short, k=8):
     """`{"K fits": row, "sweep of K": row, "summary": {...}}` for workload `w` (its `data` on
     the device), `model` its funcdl model; `settle()` runs before each timed run; `short`:
@@ -64,7 +134,11 @@ def sweep_rows(w, model, repeats, settle, short, k=8):
                           {"lr": np.array(lrs)}, *w.data, **options)
         return jax.block_until_ready(out[0])
 
-    runs = {f"{k} fits": fits, f"sweep of {k}": swept}
+    hand_loops, hand_vmapped, hand_mapped = hand_written(model, params, lrs)
+    runs = {f"{k} fits": fits, f"sweep of {k}": swept,
+            f"{k} hand-written scans": lambda w=w: hand_loops(w),
+            f"hand-vmapped scan of {k}": lambda w=w: hand_vmapped(w),
+            f"hand-written lax.map of {k}": lambda w=w: hand_mapped(w)}
     first, compiled = {}, {}
     for name, run in runs.items():
         with compile_events() as seen:
@@ -89,18 +163,27 @@ def sweep_rows(w, model, repeats, settle, short, k=8):
                       "compile_events_s": compiled[name][1]}
     ends = {name: run(short) for name, run in runs.items()}
     p0 = _flat(params)
-    p_fits = np.stack([_flat(p) for p in ends[f"{k} fits"]])
-    p_sweep = np.stack([_flat(jax.tree_util.tree_map(lambda leaf: leaf[i], ends[f"sweep of {k}"]))
-                        for i in range(k)])
-    rows[f"sweep of {k}"]["rel_diff_vs_fits"] = float(
-        np.linalg.norm(p_sweep - p_fits) / np.linalg.norm(p_fits - p0))
-    rows["summary"] = {"k": k, "learning_rates": list(lrs),
-                       "sweep_over_fits": rows[f"sweep of {k}"]["seconds"]
-                       / rows[f"{k} fits"]["seconds"],
-                       "sweep_over_fits_fastest": rows[f"sweep of {k}"]["min_seconds"]
-                       / rows[f"{k} fits"]["min_seconds"],
-                       "sweep_over_fits_cpu": rows[f"sweep of {k}"]["cpu_seconds"]
-                       / rows[f"{k} fits"]["cpu_seconds"]}
+    stacked = {f"{k} fits": False, f"sweep of {k}": True, f"{k} hand-written scans": False,
+               f"hand-vmapped scan of {k}": True, f"hand-written lax.map of {k}": True}
+    p_fits = _configs(ends[f"{k} fits"], k, False)
+    for name in runs:
+        if name != f"{k} fits":
+            rows[name]["rel_diff_vs_fits"] = float(
+                np.linalg.norm(_configs(ends[name], k, stacked[name]) - p_fits) / np.linalg.norm(p_fits - p0))
+
+    def ratio(a, b, field):
+        return rows[a][field] / rows[b][field]
+    pairs = {"sweep_over_fits": (f"sweep of {k}", f"{k} fits"),
+             "hand_vmapped_over_hand_loops": (f"hand-vmapped scan of {k}",
+                                              f"{k} hand-written scans"),
+             "sweep_over_hand_vmapped": (f"sweep of {k}", f"hand-vmapped scan of {k}"),
+             "hand_mapped_over_hand_loops": (f"hand-written lax.map of {k}",
+                                             f"{k} hand-written scans")}
+    rows["summary"] = {"k": k, "learning_rates": list(lrs)}
+    for name, (a, b) in pairs.items():
+        rows["summary"].update({name: ratio(a, b, "seconds"),
+                                f"{name}_fastest": ratio(a, b, "min_seconds"),
+                                f"{name}_cpu": ratio(a, b, "cpu_seconds")})
     return rows
 
 
@@ -115,7 +198,12 @@ def sweep_markdown(name, rows):
         lines.append(f"| {name} | {impl} | {row['seconds']:.3f} | {row['min_seconds']:.3f}-"
                      f"{row['max_seconds']:.3f} | {row['compiles']} | {row['compile_s']:.2f} | "
                      f"{row['compile_events_s']:.2f} | {diff} |")
-    lines.append(f"| {name} | sweep / fits: median, fastest round, CPU time | "
-                 f"{summary['sweep_over_fits']:.2f}x, {summary['sweep_over_fits_fastest']:.2f}x, "
-                 f"{summary['sweep_over_fits_cpu']:.2f}x | | | | | |")
+    for label, field in (("sweep / fits", "sweep_over_fits"),
+                         ("hand-vmapped / hand-written scans", "hand_vmapped_over_hand_loops"),
+                         ("sweep / hand-vmapped", "sweep_over_hand_vmapped"),
+                         ("hand lax.map / hand-written scans", "hand_mapped_over_hand_loops")):
+        if field in summary:
+            lines.append(f"| {name} | {label}: median, fastest round, CPU time | "
+                         f"{summary[field]:.2f}x, {summary[field + '_fastest']:.2f}x, "
+                         f"{summary[field + '_cpu']:.2f}x | | | | | |")
     return "\n".join(lines)

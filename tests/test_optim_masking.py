@@ -12,6 +12,7 @@ import pytest
 
 import funcdl as fdl
 from funcdl import optim
+from train_reference import counting_compilations
 
 RNG = np.random.default_rng(0)
 PARAMS = {"dense": {"w": jnp.asarray(RNG.normal(size=(3, 2)), jnp.float32),
@@ -136,7 +137,25 @@ def test_fit_with_a_frozen_layer_leaves_it_bitwise_unchanged():
 
 @pytest.mark.parametrize("make, error, match", [
     (lambda: optim.masked(optim.identity(), {"dense": True}), ValueError,
-     r"`mask` must have the structure of the params"),
+     r"`mask` must have the structure of the params \(or a prefix of it.*\): at params the "
+     r"params have a dict with keys \['dense', 'head'\] and `mask` has a dict with keys "
+     r"\['dense'\]"),
+    (lambda: optim.masked(optim.identity(), {"dense": {"w": True}, "head": True}), ValueError,
+     r"at params\['dense'\] the params have a dict with keys \['b', 'w'\] and `mask` has a "
+     r"dict with keys \['w'\]"),
+    (lambda: optim.masked(optim.identity(), [True, False]), ValueError,
+     r"at params the params have a dict with keys \['dense', 'head'\] and `mask` has a list "
+     r"of length 2"),
+    (lambda: optim.multi_transform({"a": optim.sgd(0.1)}, {"dense": "a", "head": {"w": "a"}}),
+     ValueError, r"`param_labels` must have the structure of the params .*at params\['head'\] "
+                 r"the params have a dict with keys \['b', 'w'\] and `param_labels` has a dict "
+                 r"with keys \['w'\]"),
+    (lambda: optim.freeze(optim.sgd(0.1), {"dense": [True, True], "head": True}), ValueError,
+     r"`trainable` must have the structure of the params .*at params\['dense'\] the params "
+     r"have a dict with keys \['b', 'w'\] and `trainable` has a list of length 2"),
+    (lambda: optim.freeze(optim.sgd(0.1), lambda p: {"dense": True}), ValueError,
+     r"`trainable` must have the structure of the params .*at params the params have a dict "
+     r"with keys \['dense', 'head'\] and `trainable` has a dict with keys \['dense'\]"),
     (lambda: optim.masked(optim.identity(), {"dense": jnp.array(True), "head": False}), TypeError,
      r"`mask` must hold Python bools"),
     (lambda: optim.multi_transform({"a": optim.sgd(0.1)}, {"dense": "a", "head": "b"}),
@@ -147,6 +166,42 @@ def test_fit_with_a_frozen_layer_leaves_it_bitwise_unchanged():
 def test_bad_masks_and_labels_name_the_argument(make, error, match):
     with pytest.raises(error, match=match):
         make().init(PARAMS)
+
+
+def test_a_mask_of_another_structure_is_named_before_fit_or_sweep_compile():
+    model = fdl.nn.Sequential(fdl.nn.Linear(4), fdl.nn.Tanh(), fdl.nn.Linear(1))
+    x = jnp.asarray(RNG.normal(size=(16, 3)), jnp.float32)
+    y = jnp.asarray(RNG.normal(size=(16, 1)), jnp.float32)
+    params = model.init(jax.random.key(0), x)
+
+    def fit(opt):
+        return fdl.train.fit(model, params, fdl.losses.mse_loss, opt, x, y, epochs=1,
+                             batch_size=8, progress=False)
+
+    fit(optim.freeze(optim.sgd(0.1), [False, {}, True]))  # the eager helpers compiled once
+    bad = [lambda: optim.freeze(optim.sgd(0.1), [False, True]),
+           lambda: optim.chain(optim.masked(optim.add_decayed_weights(1e-4),
+                                            [{"w": True}, {}, True]), optim.sgd(0.1)),
+           lambda: optim.multi_transform({"a": optim.sgd(0.1)}, ["a", "a", "a", "a"])]
+    messages = [r"`trainable` .*at params the params have a list of length 3 and `trainable` "
+                r"has a list of length 2",
+                r"`mask` .*at params\[0\] the params have a dict with keys \['b', 'w'\] and "
+                r"`mask` has a dict with keys \['w'\]",
+                r"`param_labels` .*at params the params have a list of length 3 and "
+                r"`param_labels` has a list of length 4"]
+    for make in bad:  # their numbers' eager stacking compiled once, outside the count
+        optim.hyperparams.as_data(make())
+    with counting_compilations() as compiled:
+        for make, message in zip(bad, messages):
+            with pytest.raises(ValueError, match=message):
+                fit(make())
+            with pytest.raises(ValueError, match=message):  # make_train_step's user's init
+                make().init(params)
+    assert compiled == []
+    with pytest.raises(ValueError, match=messages[0]):
+        fdl.train.sweep(model, params, fdl.losses.mse_loss,
+                        lambda lr: optim.freeze(optim.sgd(lr), [False, True]),
+                        {"lr": [0.1, 0.2]}, x, y, epochs=1, progress=False)
 
 
 def test_multi_transform_needs_a_dict_of_transforms():

@@ -148,6 +148,16 @@ def test_bad_hyperparams_name_the_entry(hyperparams, error, message):
         _sweep(hyperparams=hyperparams)
 
 
+def test_hyperparams_of_different_lengths_are_named_before_anything_compiles():
+    with counting_compilations() as compiled:
+        with pytest.raises(ValueError, match=r"`hyperparams` arrays must all have the same "
+                                             r"length k .*hyperparams\['lr'\] has 3, "
+                                             r"hyperparams\['weight_decay'\] has 2"):
+            _sweep(lambda lr, weight_decay: optim.adamw(lr, weight_decay=weight_decay),
+                   {"lr": np.array([1e-3, 2e-3, 3e-3]), "weight_decay": np.array([0.1, 0.2])})
+    assert compiled == []
+
+
 def test_configurations_of_different_structures_are_refused():
     with pytest.raises(ValueError, match=r"configurations 0 \(hyperparams\['momentum'\]\[0\] = "
                                          r"0\.0\) and 1 .*different structures"):

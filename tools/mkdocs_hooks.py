@@ -27,6 +27,12 @@ BENCH_MARKER = re.compile(r"<!-- bench: (\S+) (\S+)(?: (.+?))? -->")
 if str(ROOT) not in sys.path:  # document this checkout's funcdl, installed or not
     sys.path.insert(0, str(ROOT))
 
+# the ratios of a sweep table's summary (benchmarks/train_sweep.py), each where recorded
+SWEEP_RATIOS = (("Sweep / fits", "sweep_over_fits"),
+                ("Hand-vmapped / hand-written scans", "hand_vmapped_over_hand_loops"),
+                ("Sweep / hand-vmapped", "sweep_over_hand_vmapped"),
+                ("Hand-written lax.map / hand-written scans", "hand_mapped_over_hand_loops"))
+
 
 def public_names(module_name):
     """The names of `module_name.__all__` (imported from this checkout)."""
@@ -126,9 +132,10 @@ def bench_table(file, kind, key=None):
         return (_table(["implementation", "median s", "min-max s", "compiles",
                         "compile events s", "rel diff"], rows,
                        ["---", "---:", "---:", "---:", "---:", "---:"])
-                + f"\n\nSweep / fits: {ratio['sweep_over_fits']:.2f}x (median), "
-                f"{ratio['sweep_over_fits_fastest']:.2f}x (fastest rounds), "
-                f"{ratio['sweep_over_fits_cpu']:.2f}x (CPU time).")
+                + "\n\n" + " ".join(
+                    f"{label}: {ratio[field]:.2f}x (median), {ratio[field + '_fastest']:.2f}x "
+                    f"(fastest rounds), {ratio[field + '_cpu']:.2f}x (CPU time)."
+                    for label, field in SWEEP_RATIOS if field in ratio))
     if kind == "devices":
         rows = [(r["devices"], f"{r['rows_per_s']:,.0f}", _number(r["seconds"], 2),
                  _number(r["compile_s"], 2)) for r in data["devices"]]

@@ -43,13 +43,62 @@ def _mask_of(mask: Mask, tree) -> Any:
     return mask(tree) if callable(mask) else mask
 
 
+def _describe(node) -> str:
+    """A pytree node in words: its type and its keys or length (a leaf: its type)."""
+    children = _children(node)
+    if children is None:
+        return f"a leaf ({type(node).__name__})"
+    if isinstance(node, Mapping):
+        return f"a {type(node).__name__} with keys {sorted(map(str, node))}"
+    return f"a {type(node).__name__} of length {len(children)}"
+
+
+def _children(node):
+    """`[(key, child)]` one level down, or None for a leaf (None itself is an empty node)."""
+    if node is not None and jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(node)):
+        return None
+    return [(path[0], child) for path, child in
+            jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda n: n is not node)[0]]
+
+
+def _first_mismatch(prefix, full, path=()):
+    """`(path, prefix_node, full_node)` where `prefix` stops being a prefix of `full`'s
+    structure, or None. A leaf of `prefix` stands for the whole subtree of `full` there."""
+    prefix_children = _children(prefix)
+    if prefix_children is None:
+        return None
+    structure = lambda node: jax.tree_util.tree_structure(  # noqa: E731 (one level)
+        node, is_leaf=lambda n: n is not node)
+    if _children(full) is None or structure(prefix) != structure(full):
+        return path, prefix, full
+    for (key, child), (_, full_child) in zip(prefix_children, _children(full)):
+        found = _first_mismatch(child, full_child, path + (key,))
+        if found is not None:
+            return found
+    return None
+
+
+def structure_error(what: str, prefix, tree, error: Exception) -> ValueError:
+    """The ValueError for a `what` (a mask or labels) that is not a prefix of the params'
+    structure: where they first differ, with both nodes described."""
+    found = _first_mismatch(prefix, tree)
+    if found is None:
+        detail = str(error)
+    else:
+        path, node, full = found
+        where = "params" + jax.tree_util.keystr(path)
+        detail = (f"at {where} the params have {_describe(full)} and `{what}` has "
+                  f"{_describe(node)}")
+    return ValueError(f"`{what}` must have the structure of the params (or a prefix of it: "
+                      f"one value for a whole subtree): {detail}")
+
+
 def _check_mask(mask_tree, tree, what: str) -> None:
     """ValueError unless `mask_tree` is a prefix of `tree`'s structure with bool leaves."""
     try:
         jax.tree_util.tree_map(lambda m, _: m, mask_tree, tree)
     except ValueError as error:
-        raise ValueError(f"`{what}` must have the structure of the params (or a prefix of it): "
-                         f"{error}") from None
+        raise structure_error(what, mask_tree, tree, error) from None
     for leaf in jax.tree_util.tree_leaves(mask_tree):
         if not isinstance(leaf, bool):
             raise TypeError(f"`{what}` must hold Python bools (True: apply the transform), got "
@@ -146,8 +195,7 @@ def _labels_of(labels, tree, transforms) -> Any:
     try:
         jax.tree_util.tree_map(lambda label, _: label, label_tree, tree)
     except ValueError as error:
-        raise ValueError("`param_labels` must have the structure of the params (or a prefix "
-                         f"of it): {error}") from None
+        raise structure_error("param_labels", label_tree, tree, error) from None
     unknown = sorted({str(label) for label in jax.tree_util.tree_leaves(label_tree)
                       if label not in transforms})
     if unknown:

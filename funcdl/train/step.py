@@ -28,7 +28,7 @@ from funcdl import autodiff, ops
 from funcdl.nn.model import Model, call_apply
 from funcdl.nn.state import Variables
 from funcdl.optim.base import Optimizer, apply_updates
-from funcdl.train import loss_scale
+from funcdl.train import hyperdata, loss_scale
 from funcdl.train.donation import donating_step
 from funcdl.train.param_checks import check_float_params
 from funcdl.train.stateful import (check_model_variables, check_not_bare_apply,
@@ -243,6 +243,13 @@ def make_train_step(apply: ModelLike, loss_fn: Callable, optimizer: Optimizer, *
     only and the returned state is the one of the training forward pass. Pass the Model, not
     its apply (a TypeError otherwise), and the `Variables`, not their params.
 
+    Compiles: the optimizer's non-zero float hyperparameters (lr, betas, momentum, eps, weight
+    decay, a schedule's numbers) are arguments of the compiled step, as they are for `fit`:
+    a second `make_train_step` with an equal model and loss and an optimizer that differs only
+    in those numbers compiles nothing (switching one between zero and non-zero changes the
+    optimizer state's structure and compiles again). An optimizer built by hand, and a model
+    or loss that cannot be hashed, compile a step of their own.
+
     Donation: the step donates (consumes) the `params` and `opt_state` it is given, so XLA
     writes the new ones into their buffers; afterwards only the returned ones are valid (using
     the old ones again raises a RuntimeError that says so; pass
@@ -266,16 +273,51 @@ def make_train_step(apply: ModelLike, loss_fn: Callable, optimizer: Optimizer, *
     """
     check_callables(apply, loss_fn, optimizer)
     check_grad_backend(grad_backend)
-    spec = StepSpec(apply, loss_fn, optimizer, grad_backend, check_compute_dtype(compute_dtype))
+    static_optimizer, numbers = hyperdata.split(optimizer)  # numbers traced: no recompile
+    spec = StepSpec(apply, loss_fn, static_optimizer, grad_backend,
+                    check_compute_dtype(compute_dtype))
 
     check_not_bare_apply(apply, "make_train_step", "apply")
+    try:
+        hash(spec)
+    except TypeError:  # an unhashable model or loss: a program of this step's own
+        return donating_step(_BoundStep(
+            jax.jit(functools.partial(_step, spec=spec), donate_argnums=(0, 1)), {}, numbers))
+    return donating_step(_BoundStep(_step_program, {"spec": spec}, numbers))
 
-    def step(params, opt_state, x, y, key=None):
-        check_model_variables(apply, params, "make_train_step")  # at trace time: free per call
-        check_float_params(params, where="make_train_step")
-        opt_state = loss_scale.prepare(optimizer, trainable(params), opt_state,
-                                       spec.compute_dtype)
-        params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
-        return params, opt_state, loss
 
-    return donating_step(jax.jit(step, donate_argnums=(0, 1)))
+def _step(params, opt_state, x, y, key, numbers, *, spec):
+    check_model_variables(spec.model, params, "make_train_step")  # at trace time: free per call
+    check_float_params(params, where="make_train_step")
+    optimizer = hyperdata.bound(spec.optimizer, numbers)  # rebuilt from the traced numbers
+    spec = spec._replace(optimizer=optimizer)
+    opt_state = loss_scale.prepare(optimizer, trainable(params), opt_state, spec.compute_dtype)
+    params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
+    return params, opt_state, loss
+
+
+# One program per StepSpec (its optimizer the Skeleton of `hyperdata.split`), shared by every
+# `make_train_step` of an equal model, loss and optimizer structure; the numbers are an argument.
+_step_program = jax.jit(_step, static_argnames=("spec",), donate_argnums=(0, 1))
+
+
+class _BoundStep:
+    """`step(params, opt_state, x, y, key=None) -> (params, opt_state, loss)`: `jitted` (a
+    `jax.jit` of `_step`) with one `make_train_step`'s `static` keywords (its spec) and
+    numbers bound; `lower`, `trace` and `eval_shape` are the jitted function's, bound so."""
+
+    def __init__(self, jitted, static: dict, numbers):
+        self._jitted, self._static, self._numbers = jitted, static, numbers
+
+    def __call__(self, params, opt_state, x, y, key=None):
+        return self._jitted(params, opt_state, x, y, key, self._numbers, **self._static)
+
+    def lower(self, params, opt_state, x, y, key=None):
+        return self._jitted.lower(params, opt_state, x, y, key, self._numbers, **self._static)
+
+    def trace(self, params, opt_state, x, y, key=None):
+        return self._jitted.trace(params, opt_state, x, y, key, self._numbers, **self._static)
+
+    def eval_shape(self, params, opt_state, x, y, key=None):
+        return self._jitted.eval_shape(params, opt_state, x, y, key, self._numbers,
+                                       **self._static)
