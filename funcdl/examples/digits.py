@@ -146,7 +146,7 @@ def plot_history(history, title, out_dir, prefix="digits"):
         ax_accuracy.plot(epochs, history[name], label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image, log scale)", yscale="log",
                 title="loss")
-    ax_accuracy.set(xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0.8, 1.0),
+    ax_accuracy.set(xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0.8, 1.005),
                     title="accuracy")
     examples.legend_outside(ax_accuracy)
     return examples.save(fig, out_dir, f"{prefix}_curves.png")
