@@ -16,6 +16,7 @@ import pytest
 
 import funcdl as fdl
 from funcdl import nn
+from funcdl.construction import constructed_by
 from funcdl.nn import init
 
 SUBPACKAGES = [name for name in fdl.__all__ if inspect.ismodule(getattr(fdl, name))]
@@ -70,6 +71,10 @@ def test_initializers_read_as_the_call_that_built_them():
     assert repr(init.he_normal()) == "kaiming_normal()"  # the alias is the same function
     assert repr(init.bias_uniform(16)) == "bias_uniform(fan_in=16)"  # not the uniform it makes
     assert repr(init.constant(2.0)) == "constant(value=2.0)"
+    # the record's text: a *args constructor lists its arguments positionally
+    record = constructed_by(nn.Sequential(nn.Linear(3), nn.Tanh()))
+    assert record.call_text() == "Sequential(Linear(3), Tanh())"
+    assert constructed_by(nn.Linear(3, bias=False)).call_text() == "Linear(out_features=3, bias=False)"
     # still initializers: called as layers call them, with or without the fans
     w = init.normal(0.01)(jax.random.key(0), (3, 2), jnp.float32, fan_in=3, fan_out=2)
     assert w.shape == (3, 2) and init.accepts_fans(init.normal(0.01))
