@@ -350,6 +350,15 @@ def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
                                "test_accuracy": 0.985})[2]  # the full run's target is 99%
 
 
+def test_digits_cnn_quick_pictures_read(ran):
+    """The CNN's pictures: its longer title line fits the confusion matrix's picture."""
+    results = ran("digits", model="cnn")
+    assert results["model"] == "cnn" and results["test_accuracy"] >= 0.95
+    assert [pathlib.Path(p).name for p in results["pictures"]] == [
+        "digits_cnn_curves.png", "digits_cnn_confusion.png"]
+    check_pictures(results, 2)
+
+
 @pytest.mark.parametrize("name", examples.NAMES)
 def test_a_quick_verdict_says_what_it_checked_not_the_seeds_numbers(name, ran):
     """The quick run's verdict names its own check; the seed's report is the full run's."""
