@@ -65,6 +65,22 @@ class Construction(NamedTuple):
         signature = inspect.signature(self.constructor)
         return dict(signature.bind(*self.args, **self.kwargs).arguments)
 
+    def call_text(self) -> str:
+        """The call as Python reads it, the arguments left at their defaults left out:
+        ``"normal(std=0.01)"``, ``"kaiming_uniform(a=2.23606797749979)"``, ``"xavier_normal()"``."""
+        parameters = inspect.signature(self.constructor).parameters
+        given = []
+        for name, value in self.arguments().items():
+            parameter = parameters[name]
+            if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                given += [repr(v) for v in value]
+            elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                given += [f"{key}={v!r}" for key, v in value.items()]
+            elif (parameter.default is inspect.Parameter.empty
+                  or construction_key(value) != construction_key(parameter.default)):
+                given.append(f"{name}={value!r}")
+        return f"{self.constructor.__name__}({', '.join(given)})"
+
 
 class _Holder:
     """What `recorded` attaches to each function of a result: the record, the function it was

@@ -22,7 +22,8 @@ differences of jax's gradient, (∇f(x + hv) - ∇f(x - hv)) / 2h ≈ H v.
 Finite differences are wrong across a kink (abs, relu, clip, maximum, ... at their switching
 points): check such functions away from their kinks, or with `finite_differences=False`.
 """
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,7 +87,7 @@ _HEADER = ("leaf", "shape", "dtype", "fdl-jax abs", "rel", "fdl-FD abs", "rel",
            "jax-FD abs", "rel", "FD", "ok")
 
 
-def format_reports(reports):
+def format_reports(reports: Mapping[str, "GradcheckReport"]) -> str:
     """A markdown table of the leaves of several reports: {function name: report} -> str.
 
     The first column is "name: leaf path" (just the path for the name "").
@@ -104,9 +105,11 @@ def format_reports(reports):
     return "\n".join(lines)
 
 
-def check_grads(f, args, *, argnums=0, order=1, rtol=1e-6, atol=1e-9, autodiff_rtol=1e-10,
-                autodiff_atol=1e-12, step=1e-6, max_elementwise=64, finite_differences=True,
-                jit=True, seed=0):
+def check_grads(f: Callable[..., Any], args: tuple, *, argnums: int | tuple[int, ...] = 0,
+                order: int = 1, rtol: float = 1e-6, atol: float = 1e-9,
+                autodiff_rtol: float = 1e-10, autodiff_atol: float = 1e-12, step: float = 1e-6,
+                max_elementwise: int = 64, finite_differences: bool = True, jit: bool = True,
+                seed: int = 0) -> GradcheckReport:
     """Compare the gradients of `f` by `fdl.autodiff`, `jax.grad` and central differences.
 
     f: a function of the positional `args` (a tuple of pytrees of arrays) returning a scalar,
@@ -125,7 +128,8 @@ def check_grads(f, args, *, argnums=0, order=1, rtol=1e-6, atol=1e-9, autodiff_r
       In float64 with h = 1e-6 the rounding error of d is ~1e-16 |f| / h = 1e-10 |f| and the
       truncation error ~h² f''' = 1e-12 f''', hence rtol = 1e-6 and atol = 1e-9 with a
       margin of 100 for functions whose value is large next to their gradient.
-    "rel" in the report is the error divided by that scale.
+    "rel" in the report is the error divided by that scale. finite_differences=False skips
+    the comparisons with finite differences (for functions with kinks at the point).
 
     jit: trace both autodiffs and the finite differences into one `jax.jit` program (one
     compile, several times faster than op-by-op dispatch for small functions); False runs
@@ -199,7 +203,7 @@ def check_grads(f, args, *, argnums=0, order=1, rtol=1e-6, atol=1e-9, autodiff_r
     return report
 
 
-def kink_hint(leaf, x):
+def kink_hint(leaf: LeafReport, x: np.ndarray) -> str | None:
     """The likely cause when fdl.autodiff and jax.grad differ on a leaf whose input `x` holds
     exact zeros or tied values (a kink), else None: there the tape takes PyTorch's derivative,
     while plain jax.numpy on jax arrays (the builtin `abs()`, `**`, `jnp.maximum`) takes jax's."""

@@ -11,11 +11,14 @@ so `fdl.autodiff.grad` differentiates it). Shapes follow jax.numpy's broadcastin
     (Array([-2.,  0.,  2.], dtype=float32), Array([-2.,  0.,  2.], dtype=float32))
 """
 import operator
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
+from funcdl.annotations import Axis, Operand, Result
 from funcdl.autodiff import Tensor, apply
 from funcdl.autodiff.kinks import as_float_constant
 
@@ -55,67 +58,67 @@ def _constant(value, x):
 
 
 # ---- elementwise: x of any shape -> the same shape -------------------------------------------
-def exp(x):
+def exp(x: Operand) -> Result:
     """e^x."""
     return apply("exp", x)
 
 
-def log(x):
+def log(x: Operand) -> Result:
     """Natural logarithm; -inf at 0, nan below."""
     return apply("log", x)
 
 
-def log1p(x):
+def log1p(x: Operand) -> Result:
     """log(1 + x), accurate for small x; derivative 1 / (1 + x)."""
     return apply("log1p", x)
 
 
-def expm1(x):
+def expm1(x: Operand) -> Result:
     """e^x - 1, accurate for small x; derivative e^x."""
     return apply("expm1", x)
 
 
-def sin(x):
+def sin(x: Operand) -> Result:
     """sin x; derivative cos x."""
     return apply("sin", x)
 
 
-def cos(x):
+def cos(x: Operand) -> Result:
     """cos x; derivative -sin x."""
     return apply("cos", x)
 
 
-def sqrt(x):
+def sqrt(x: Operand) -> Result:
     """√x; its derivative at 0 is inf (as PyTorch)."""
     return apply("sqrt", x)
 
 
-def square(x):
+def square(x: Operand) -> Result:
     """x²."""
     return apply("square", x)
 
 
-def abs(x):
+def abs(x: Operand) -> Result:
     """|x|; derivative sign(x), 0 at x = 0 (as PyTorch)."""
     return apply("abs", x)
 
 
-def tanh(x):
+def tanh(x: Operand) -> Result:
     """tanh x; derivative 1 - tanh² x."""
     return apply("tanh", x)
 
 
-def sigmoid(x):
+def sigmoid(x: Operand) -> Result:
     """σ(x) = 1 / (1 + e^-x); derivative σ(x)(1 - σ(x))."""
     return apply("sigmoid", x)
 
 
-def relu(x):
+def relu(x: Operand) -> Result:
     """max(x, 0); derivative 0 at x = 0 (as PyTorch)."""
     return apply("relu", x)
 
 
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: Operand, negative_slope: float = 0.01) -> Result:
     """x if x > 0 else negative_slope · x; derivative `negative_slope` at 0 (as PyTorch).
 
     negative_slope: a Python (or NumPy scalar) number, a constant: not differentiated.
@@ -127,12 +130,12 @@ def leaky_relu(x, negative_slope=0.01):
     return apply("leaky_relu", x, negative_slope=float(negative_slope))
 
 
-def softplus(x):
+def softplus(x: Operand) -> Result:
     """log(1 + e^x), computed stably; derivative σ(x)."""
     return apply("softplus", x)
 
 
-def binary_cross_entropy(probs, target):
+def binary_cross_entropy(probs: Operand, target: Operand) -> Result:
     """-(y log p + (1 - y) log(1 - p)) elementwise (no reduction), both logs clamped at -100.
 
     probs, target: broadcastable float arrays. d/dp is PyTorch's (p - y) / max(p(1 - p), 1e-12),
@@ -151,7 +154,7 @@ def binary_cross_entropy(probs, target):
     return apply("binary_cross_entropy", probs, target)
 
 
-def power(x, y):
+def power(x: Operand, y: Operand) -> Result:
     """x ** y, as the `**` operator on Tensors, with PyTorch's derivatives: d/dx is 0 where
     y == 0 (so d(x ** 0.0)/dx = 0 at x = 0) and d/dy is 0 where x == 0 and y >= 0 (so
     d(x ** x)/dx = 0 at 0). Use it on the jax path: `**` on jax arrays is jax's own power,
@@ -165,24 +168,24 @@ def power(x, y):
 
 
 # ---- binary elementwise: operands broadcast together ------------------------------------------
-def maximum(x, y):
+def maximum(x: Operand, y: Operand) -> Result:
     """Elementwise max; at ties each side gets half the gradient (as PyTorch)."""
     return apply("maximum", x, y)
 
 
-def minimum(x, y):
+def minimum(x: Operand, y: Operand) -> Result:
     """Elementwise min; at ties each side gets half the gradient (as PyTorch)."""
     return apply("minimum", x, y)
 
 
-def where(cond, a, b):
+def where(cond: Operand, a: Operand, b: Operand) -> Result:
     """a where `cond` else b. cond: a boolean array (e.g. `x > 0`), never differentiated."""
     if isinstance(cond, Tensor):
         raise TypeError("`cond` must be a boolean array, got a Tensor (compare it: `x > 0`)")
     return apply("where", cond, a, b)
 
 
-def clip(x, lo, hi):
+def clip(x: Operand, lo: Operand, hi: Operand) -> Result:
     """min(max(x, lo), hi); the gradient passes to x on [lo, hi], bounds included (as PyTorch).
 
     lo, hi: arrays or numbers; None for a missing bound; integer bounds are constants.
@@ -195,18 +198,18 @@ def clip(x, lo, hi):
 
 
 # ---- reductions: axis None (all), an int or a tuple of ints ------------------------------------
-def sum(x, axis=None, keepdims=False):
+def sum(x: Operand, axis: Axis = None, keepdims: bool = False) -> Result:
     """Σ x over `axis`."""
     return apply("sum", x, axis=_axis(axis), keepdims=keepdims)
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x: Operand, axis: Axis = None, keepdims: bool = False) -> Result:
     """Mean of x over `axis`; in float16/bfloat16 computed (and differentiated) as jnp.mean
     does, with the count in float32."""
     return apply("mean", x, axis=_axis(axis), keepdims=keepdims)
 
 
-def var(x, axis=None, ddof=0, keepdims=False):
+def var(x: Operand, axis: Axis = None, ddof: int = 0, keepdims: bool = False) -> Result:
     """Σ (x - mean x)² / (N - ddof) over `axis` (ddof=0: biased, jnp.var's default; PyTorch's
     torch.var(correction=ddof)); derivative 2 (x - mean x) / (N - ddof)."""
     if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)):
@@ -214,56 +217,56 @@ def var(x, axis=None, ddof=0, keepdims=False):
     return apply("var", x, axis=_axis(axis), ddof=int(ddof), keepdims=keepdims)
 
 
-def max(x, axis=None, keepdims=False):
+def max(x: Operand, axis: Axis = None, keepdims: bool = False) -> Result:
     """Max of x over `axis`; k tied maxima get 1/k of the gradient each (as torch.amax); NaN
     in a slice gives NaN and a NaN gradient for that slice (as jax.grad and PyTorch)."""
     return apply("max", x, axis=_axis(axis), keepdims=keepdims)
 
 
-def min(x, axis=None, keepdims=False):
+def min(x: Operand, axis: Axis = None, keepdims: bool = False) -> Result:
     """Min of x over `axis`; k tied minima get 1/k of the gradient each (as torch.amin)."""
     return apply("min", x, axis=_axis(axis), keepdims=keepdims)
 
 
-def argmax(x, axis=None):
+def argmax(x: Operand, axis: int | None = None) -> Result:
     """Index of the (first) maximum over `axis` (an int or None: flattened); an integer array,
     no gradient."""
     return jnp.argmax(_raw(x), axis=_axis(axis))
 
 
-def argmin(x, axis=None):
+def argmin(x: Operand, axis: int | None = None) -> Result:
     """Index of the (first) minimum over `axis` (an int or None: flattened); an integer array,
     no gradient."""
     return jnp.argmin(_raw(x), axis=_axis(axis))
 
 
-def logsumexp(x, axis=None, keepdims=False):
+def logsumexp(x: Operand, axis: Axis = None, keepdims: bool = False) -> Result:
     """log Σ exp(x) over `axis`, computed stably; derivative softmax(x)."""
     return apply("logsumexp", x, axis=_axis(axis), keepdims=keepdims)
 
 
-def softmax(x, axis=-1):
+def softmax(x: Operand, axis: int | tuple[int, ...] = -1) -> Result:
     """exp(x) / Σ exp(x) along `axis`; same shape as x."""
     return apply("softmax", x, axis=_axis(axis))
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: Operand, axis: int | tuple[int, ...] = -1) -> Result:
     """x - logsumexp(x) along `axis`, computed stably; same shape as x."""
     return apply("log_softmax", x, axis=_axis(axis))
 
 
 # ---- linear algebra and shapes ------------------------------------------------------------------
-def matmul(a, b):
+def matmul(a: Operand, b: Operand) -> Result:
     """a @ b with NumPy's rules: (..., m, k) @ (..., k, n) -> (..., m, n); 1-D operands allowed."""
     return apply("matmul", a, b)
 
 
-def transpose(x, axes=None):
+def transpose(x: Operand, axes: Sequence[int] | None = None) -> Result:
     """Permute the axes of x (reverse them when `axes` is None)."""
     return apply("transpose", x, axes=None if axes is None else _axis(tuple(axes), "axes"))
 
 
-def reshape(x, shape):
+def reshape(x: Operand, shape: int | Sequence[int]) -> Result:
     """x with a new shape of the same size (one entry may be -1); shape: an int, a sequence of
     ints or a 1-D integer NumPy array."""
     if isinstance(shape, np.ndarray):
@@ -276,17 +279,17 @@ def reshape(x, shape):
     return apply("reshape", x, shape=shape)
 
 
-def expand_dims(x, axis):
+def expand_dims(x: Operand, axis: int | tuple[int, ...]) -> Result:
     """x with a new size-1 axis at `axis` (an int or a tuple of ints)."""
     return apply("expand_dims", x, axis=_axis(axis))
 
 
-def squeeze(x, axis=None):
+def squeeze(x: Operand, axis: Axis = None) -> Result:
     """x without its size-1 axes (all of them, or those in `axis`)."""
     return apply("squeeze", x, axis=_axis(axis))
 
 
-def astype(x, dtype):
+def astype(x: Operand, dtype: DTypeLike) -> Result:
     """x cast to `dtype`. To a float dtype the gradient is cast back; to an integer or boolean
     dtype the result is a plain array (no gradient), as jax.grad gives none."""
     dtype = jnp.dtype(dtype)
@@ -295,7 +298,7 @@ def astype(x, dtype):
     return apply("astype", x, dtype=dtype)
 
 
-def stop_gradient(x):
+def stop_gradient(x: Operand) -> Result:
     """x as a constant: the same value, no gradient (jax.lax.stop_gradient; a plain array)."""
     return jax.lax.stop_gradient(_raw(x))
 
@@ -306,17 +309,17 @@ def _sequence(xs):
     return xs
 
 
-def concatenate(xs, axis=0):
+def concatenate(xs: Sequence[Operand], axis: int = 0) -> Result:
     """Join a sequence of arrays along an existing axis."""
     return apply("concatenate", *_sequence(xs), axis=_axis(axis))
 
 
-def stack(xs, axis=0):
+def stack(xs: Sequence[Operand], axis: int = 0) -> Result:
     """Join a sequence of arrays of one shape along a new axis `axis`."""
     return apply("stack", *_sequence(xs), axis=_axis(axis))
 
 
-def one_hot(labels, num_classes, dtype=jnp.float32):
+def one_hot(labels: Operand, num_classes: int, dtype: DTypeLike = jnp.float32) -> Result:
     """labels `(...)` of integers -> `(..., num_classes)` of 0/1; out-of-range labels give zeros.
 
     Not differentiable (labels are integers); `dtype` sets the result's float dtype.

@@ -14,11 +14,13 @@ triu, tril, repeat, tile, split, pad, roll, flip, sort) are in `funcdl/ops_shape
     (Array(0., dtype=float32), Array([2., 4.], dtype=float32))
 """
 import operator
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 from opt_einsum.parser import parse_einsum_input  # jax's own dependency
 
+from funcdl.annotations import Axis, Operand, Result
 from funcdl.autodiff import Tensor, apply
 
 __all__ = ["sign", "floor", "ceil", "round", "log2", "log10", "logaddexp", "tan", "sinh", "cosh",
@@ -70,90 +72,91 @@ def _number(value, name, where, optional=False):
 
 
 # ---- piecewise constant: zero gradient (as PyTorch and jax) ---------------------------------------
-def sign(x):
+def sign(x: Operand) -> Result:
     """-1, 0 or 1 by the sign of x (NaN stays NaN); zero gradient."""
     return apply("sign", x)
 
 
-def floor(x):
+def floor(x: Operand) -> Result:
     """⌊x⌋ elementwise; zero gradient."""
     return apply("floor", x)
 
 
-def ceil(x):
+def ceil(x: Operand) -> Result:
     """⌈x⌉ elementwise; zero gradient."""
     return apply("ceil", x)
 
 
-def round(x, decimals=0):  # noqa: A001 -- jax.numpy's name
+def round(x: Operand, decimals: int = 0) -> Result:  # noqa: A001 -- jax.numpy's name
     """x rounded to `decimals` decimal places, halves to even (jnp.round, torch.round); zero
     gradient."""
     return apply("round", x, decimals=check_int(decimals, "decimals", "round"))
 
 
-def floor_divide(x, y):
+def floor_divide(x: Operand, y: Operand) -> Result:
     """⌊x / y⌋ (Python's `//`); zero gradient."""
     return apply("floor_divide", x, y)
 
 
-def remainder(x, y):
+def remainder(x: Operand, y: Operand) -> Result:
     """x mod y with the sign of y (Python's `%`) = x - y ⌊x / y⌋; d/dx = 1, d/dy = -⌊x / y⌋."""
     return apply("remainder", x, y)
 
 
 # ---- elementwise --------------------------------------------------------------------------------
-def log2(x):
+def log2(x: Operand) -> Result:
     """log₂ x; derivative 1 / (x ln 2)."""
     return apply("log2", x)
 
 
-def log10(x):
+def log10(x: Operand) -> Result:
     """log₁₀ x; derivative 1 / (x ln 10)."""
     return apply("log10", x)
 
 
-def logaddexp(x, y):
+def logaddexp(x: Operand, y: Operand) -> Result:
     """log(eˣ + eʸ), computed stably (broadcast); d/dx = e^(x - ans), d/dy = e^(y - ans)."""
     return apply("logaddexp", x, y)
 
 
-def tan(x):
+def tan(x: Operand) -> Result:
     """tan x; derivative 1 + tan² x."""
     return apply("tan", x)
 
 
-def sinh(x):
+def sinh(x: Operand) -> Result:
     """sinh x; derivative cosh x."""
     return apply("sinh", x)
 
 
-def cosh(x):
+def cosh(x: Operand) -> Result:
     """cosh x; derivative sinh x."""
     return apply("cosh", x)
 
 
-def arcsin(x):
+def arcsin(x: Operand) -> Result:
     """arcsin x on [-1, 1]; derivative 1 / √(1 - x²) (inf at ±1)."""
     return apply("arcsin", x)
 
 
-def arccos(x):
+def arccos(x: Operand) -> Result:
     """arccos x on [-1, 1]; derivative -1 / √(1 - x²)."""
     return apply("arccos", x)
 
 
-def arctan(x):
+def arctan(x: Operand) -> Result:
     """arctan x; derivative 1 / (1 + x²)."""
     return apply("arctan", x)
 
 
-def arctan2(y, x):
+def arctan2(y: Operand, x: Operand) -> Result:
     """The angle of the point (x, y), in (-π, π] (jnp.arctan2(y, x), broadcast);
     d/dy = x / (x² + y²), d/dx = -y / (x² + y²)."""
     return apply("arctan2", y, x)
 
 
-def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
+def nan_to_num(x: Operand, nan: float = 0.0, posinf: float | None = None,
+               neginf: float | None = None) -> Result:
     """x with NaN, +inf and -inf replaced by `nan`, `posinf` and `neginf` (None: the dtype's
     largest / smallest finite value); the gradient passes where x is finite, else 0."""
     where = "nan_to_num"
@@ -162,7 +165,7 @@ def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
 
 
 # ---- reductions and scans -------------------------------------------------------------------------
-def std(x, axis=None, ddof=0, keepdims=False):
+def std(x: Operand, axis: Axis = None, ddof: int = 0, keepdims: bool = False) -> Result:
     """√var(x) over `axis` (ddof=0: biased, jnp.std's default; torch.std(correction=ddof)), the
     composition √ of `var`, as jnp.std computes it; derivative (x - mean x) / ((N - ddof) std)."""
     axes = check_axes(axis, ndim_of(x), "axis", "std")
@@ -171,14 +174,14 @@ def std(x, axis=None, ddof=0, keepdims=False):
     return apply("sqrt", variance)
 
 
-def prod(x, axis=None, keepdims=False):
+def prod(x: Operand, axis: Axis = None, keepdims: bool = False) -> Result:
     """Π x over `axis` (None: all); ∂/∂xᵢ = the product of the others, exact at zeros (one zero
     gets the product of the rest, the others 0), as PyTorch."""
     axes = check_axes(axis, ndim_of(x), "axis", "prod")
     return apply("prod", x, axis=None if axis is None else axes, keepdims=keepdims)
 
 
-def cumsum(x, axis=None):
+def cumsum(x: Operand, axis: int | None = None) -> Result:
     """Running sums along `axis` (None: over x flattened, giving shape `(x.size,)`); same shape;
     the cotangent is the running sum of g from the end."""
     if axis is None:
@@ -187,7 +190,7 @@ def cumsum(x, axis=None):
 
 
 # ---- contractions --------------------------------------------------------------------------------
-def einsum(subscripts, *operands):
+def einsum(subscripts: str, *operands: Operand) -> Result:
     """Einstein summation, as `jnp.einsum(subscripts, *operands)`: implicit (`"ij,jk"`) or
     explicit (`"ij,jk->ik"`) output, `...` for leading axes. A letter repeated within one
     operand (a diagonal, `"ii->"`) is not supported: take `diagonal` first. The cotangent of each
@@ -222,7 +225,8 @@ def einsum(subscripts, *operands):
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def tensordot(a, b, axes=2):
+def tensordot(a: Operand, b: Operand,
+              axes: int | tuple[Sequence[int], Sequence[int]] = 2) -> Result:
     """Σ over paired axes, as `jnp.tensordot`: axes=n pairs the last n axes of a with the first
     n of b; axes=(axes_a, axes_b) pairs them in order. Shape: a's free axes, then b's. An einsum."""
     ndim_a, ndim_b = ndim_of(a), ndim_of(b)
@@ -248,7 +252,7 @@ def tensordot(a, b, axes=2):
     return einsum(f"{''.join(letters_a)},{''.join(letters_b)}->{''.join(free)}", a, b)
 
 
-def dot(a, b):
+def dot(a: Operand, b: Operand) -> Result:
     """`jnp.dot`: a product with a scalar, else Σ over a's last axis and b's second-to-last
     (its only one for a vector): `(..., k) · (k,)`, `(m, k) · (k, n)`, `(..., k) · (..., k, n)`."""
     ndim_a, ndim_b = ndim_of(a), ndim_of(b)
@@ -257,6 +261,6 @@ def dot(a, b):
     return tensordot(a, b, ((ndim_a - 1,), (max(ndim_b - 2, 0),)))
 
 
-def outer(a, b):
+def outer(a: Operand, b: Operand) -> Result:
     """`(m,) , (n,) -> (m, n)`: aᵢ bⱼ, of a and b flattened (jnp.outer)."""
     return apply("multiply", apply("reshape", a, shape=(-1, 1)), apply("reshape", b, shape=(1, -1)))

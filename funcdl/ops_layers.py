@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcdl.annotations import Operand, Result
 from funcdl.autodiff import Tensor, apply
 
 __all__ = ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu", "take",
@@ -107,7 +108,9 @@ def _conv(where, spatial, x, w, b, stride, padding, dilation, groups):
     return apply("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x: Operand, w: Operand, b: Operand | None = None, stride: int | tuple[int, ...] = 1,
+           padding: int | tuple[int, ...] | str = 0, dilation: int | tuple[int, ...] = 1,
+           groups: int = 1) -> Result:
     """2-D cross-correlation, as `torch.nn.functional.conv2d`.
 
     x: `(N, C_in, H, W)` or unbatched `(C_in, H, W)`; w: `(C_out, C_in // groups, kh, kw)`;
@@ -121,7 +124,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return _conv("conv2d", 2, x, w, b, stride, padding, dilation, groups)
 
 
-def conv1d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+def conv1d(x: Operand, w: Operand, b: Operand | None = None, stride: int | tuple[int, ...] = 1,
+           padding: int | tuple[int, ...] | str = 0, dilation: int | tuple[int, ...] = 1,
+           groups: int = 1) -> Result:
     """1-D cross-correlation, as `torch.nn.functional.conv1d`: x `(N, C_in, L)` or `(C_in, L)`,
     w `(C_out, C_in // groups, k)`, b `(C_out,)` or None -> `(N, C_out, L_out)`; arguments as
     `conv2d` with one int per argument."""
@@ -144,7 +149,9 @@ def _pool(name, x, kernel_size, stride, padding):
     return apply("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x: Operand, kernel_size: int | tuple[int, ...],
+               stride: int | tuple[int, ...] | None = None,
+               padding: int | tuple[int, ...] = 0) -> Result:
     """Max over kh × kw windows, as `torch.nn.functional.max_pool2d` (padding with -inf).
 
     x: `(N, C, H, W)` or `(C, H, W)` -> `(N, C, H_out, W_out)`, H_out = ⌊(H + 2 p - kh) / s⌋ + 1.
@@ -155,7 +162,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     return _pool("max_pool2d", x, kernel_size, stride, padding)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(x: Operand, kernel_size: int | tuple[int, ...],
+               stride: int | tuple[int, ...] | None = None,
+               padding: int | tuple[int, ...] = 0) -> Result:
     """Mean over kh × kw windows, as `torch.nn.functional.avg_pool2d` with
     count_include_pad=True (zero padding counts: every window divides by kh · kw).
 
@@ -165,12 +174,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 
 # ---- elementwise --------------------------------------------------------------------------
-def erf(x):
+def erf(x: Operand) -> Result:
     """The error function 2/√π ∫₀ˣ e^{-t²} dt; derivative 2/√π e^{-x²}."""
     return apply("erf", _as_operand(x, "x", "erf"))
 
 
-def gelu(x, approximate="none"):
+def gelu(x: Operand, approximate: str = "none") -> Result:
     """GELU, as `torch.nn.functional.gelu`: x Φ(x) = x/2 (1 + erf(x/√2)) for
     approximate="none", x/2 (1 + tanh(√(2/π) (x + 0.044715 x³))) for "tanh"."""
     if approximate not in ("none", "tanh"):
@@ -178,13 +187,13 @@ def gelu(x, approximate="none"):
     return apply("gelu", _as_operand(x, "x", "gelu"), approximate=approximate)
 
 
-def silu(x):
+def silu(x: Operand) -> Result:
     """SiLU (swish), x σ(x); derivative σ(x) (1 + x (1 - σ(x)))."""
     return apply("silu", _as_operand(x, "x", "silu"))
 
 
 # ---- gather -------------------------------------------------------------------------------
-def take(x, indices, axis=0):
+def take(x: Operand, indices: Operand, axis: int = 0) -> Result:
     """Entries of x at integer `indices` along `axis`, as `jnp.take` / `torch.index_select`.
 
     x: `(*before, n, *after)`, indices: any shape of ints in [-n, n) ->
@@ -241,8 +250,10 @@ def _attention_mask(mask, scores_shape, dtype):
     return mask
 
 
-def scaled_dot_product_attention(q, k, v, *, attn_mask=None, is_causal=False, scale=None,
-                                 dropout_p=0.0, key=None):
+def scaled_dot_product_attention(q: Operand, k: Operand, v: Operand, *,
+                                 attn_mask: Operand | None = None, is_causal: bool = False,
+                                 scale: float | None = None, dropout_p: float = 0.0,
+                                 key: jax.Array | None = None) -> Result:
     """softmax(q kᵀ · scale + bias) v, as `torch.nn.functional.scaled_dot_product_attention`.
 
     q: `(..., L, E)`, k: `(..., S, E)`, v: `(..., S, Ev)` of one float dtype and rank, their

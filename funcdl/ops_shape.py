@@ -12,9 +12,13 @@ mask (`triu`, `tril`). A gathered entry's cotangents add up, so an entry taken k
     >>> fdl.ops.diagonal(x, offset=1), fdl.ops.repeat(x, 2, axis=0).shape
     (Array([1., 5.], dtype=float32), (4, 3))
 """
+from collections.abc import Sequence
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcdl.annotations import Axis, Operand, Result
 from funcdl.autodiff import apply
 from funcdl.ops_array import check_axes, check_axis, check_int, ndim_of
 
@@ -37,7 +41,7 @@ def _matrix_rank(x, where):
     return ndim_of(x)
 
 
-def swapaxes(x, axis1, axis2):
+def swapaxes(x: Operand, axis1: int, axis2: int) -> Result:
     """x with axes `axis1` and `axis2` exchanged (a transpose)."""
     ndim = ndim_of(x)
     a, b = (check_axis(v, ndim, name, "swapaxes") for v, name in ((axis1, "axis1"), (axis2, "axis2")))
@@ -46,7 +50,7 @@ def swapaxes(x, axis1, axis2):
     return apply("transpose", x, axes=tuple(order))
 
 
-def diagonal(x, offset=0, axis1=0, axis2=1):
+def diagonal(x: Operand, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Result:
     """The entries x[..., i, i + offset, ...] of the plane (axis1, axis2), as `jnp.diagonal`:
     those two axes removed, the diagonal appended as the last axis. offset > 0: above."""
     ndim = _matrix_rank(x, "diagonal")
@@ -62,7 +66,7 @@ def diagonal(x, offset=0, axis1=0, axis2=1):
     return apply("getitem", moved, index=(Ellipsis, rows, cols))
 
 
-def trace(x, offset=0, axis1=0, axis2=1):
+def trace(x: Operand, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Result:
     """Σ of `diagonal(x, offset, axis1, axis2)` over its last axis (jnp.trace)."""
     return apply("sum", diagonal(x, offset, axis1, axis2), axis=-1, keepdims=False)
 
@@ -76,12 +80,12 @@ def _triangle(x, k, where, upper):
     return apply("where", mask.reshape((1,) * (ndim - 2) + (n, m)), x, 0.0)
 
 
-def triu(x, k=0):
+def triu(x: Operand, k: int = 0) -> Result:
     """x with the entries below the k-th diagonal of its last two axes zeroed (jnp.triu)."""
     return _triangle(x, k, "triu", upper=True)
 
 
-def tril(x, k=0):
+def tril(x: Operand, k: int = 0) -> Result:
     """x with the entries above the k-th diagonal of its last two axes zeroed (jnp.tril)."""
     return _triangle(x, k, "tril", upper=False)
 
@@ -95,7 +99,7 @@ def _int_sequence(value, name, where):
     return check_int(value, name, where)
 
 
-def repeat(x, repeats, axis=None):
+def repeat(x: Operand, repeats: int | jax.Array, axis: Axis = None) -> Result:
     """Each entry along `axis` repeated `repeats` times (an int, or one int per entry), as
     `jnp.repeat`; axis None: of x flattened. repeats must be concrete (not traced)."""
     repeats = _int_sequence(repeats, "repeats", "repeat")
@@ -111,7 +115,7 @@ def repeat(x, repeats, axis=None):
     return _take(x, np.repeat(np.arange(n), counts), axis)
 
 
-def tile(x, reps):
+def tile(x: Operand, reps: int | Sequence[int]) -> Result:
     """x repeated `reps` times along each axis (an int or a sequence; a longer `reps` adds
     leading axes), as `jnp.tile`."""
     reps = _int_sequence(reps, "reps", "tile")
@@ -130,7 +134,7 @@ def tile(x, reps):
     return x
 
 
-def split(x, indices_or_sections, axis=0):
+def split(x: Operand, indices_or_sections: int | Sequence[int], axis: int = 0) -> list[Result]:
     """A list of pieces of x along `axis`, as `jnp.split`: an int k (k equal pieces; it must
     divide the axis) or a sequence of split positions."""
     axis = check_axis(axis, ndim_of(x), "axis", "split")
@@ -152,7 +156,8 @@ def split(x, indices_or_sections, axis=0):
 _PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
 
 
-def pad(x, pad_width, mode="constant", constant_values=0):
+def pad(x: Operand, pad_width: int | Sequence, mode: str = "constant",
+        constant_values: float = 0) -> Result:
     """x padded by `pad_width` (an int, a `(before, after)` pair, or one pair per axis, as
     `jnp.pad`). mode "constant" fills with `constant_values` (a number); "edge", "reflect",
     "symmetric" and "wrap" repeat entries of x as `jnp.pad` does (their cotangents add up)."""
@@ -182,7 +187,7 @@ def pad(x, pad_width, mode="constant", constant_values=0):
     return x
 
 
-def roll(x, shift, axis=None):
+def roll(x: Operand, shift: int | tuple[int, ...], axis: Axis = None) -> Result:
     """x shifted by `shift` places along `axis` (entries leaving one end come back at the
     other), as `jnp.roll`; axis None: x flattened, then reshaped back. shift and axis: ints or
     equally long sequences."""
@@ -198,12 +203,12 @@ def roll(x, shift, axis=None):
     return apply("roll", x, shift=shift, axis=axis)
 
 
-def flip(x, axis=None):
+def flip(x: Operand, axis: Axis = None) -> Result:
     """x with the order of entries reversed along `axis` (None: every axis), as `jnp.flip`."""
     return apply("flip", x, axis=check_axes(axis, ndim_of(x), "axis", "flip"))
 
 
-def sort(x, axis=-1, descending=False):
+def sort(x: Operand, axis: int = -1, descending: bool = False) -> Result:
     """x sorted along `axis` (None: x flattened), as `jnp.sort` (NaN last); the gradient goes
     back through the stable sorting permutation (ties keep their order)."""
     if axis is None:

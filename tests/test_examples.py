@@ -27,11 +27,13 @@ PUBLISHED = {  # Mazur (2015), the worked example of seed 002, as published
 
 def describe(fig):
     """What a reader needs of a saved figure: the smallest text in points (every visible,
-    non-empty Text artist, tick labels included), and each axes' missing labels or title."""
+    non-empty Text artist, tick labels included), each axes' missing labels or title, the
+    legends that cover a drawn point, and the text that reaches past the picture's edge."""
     from matplotlib.text import Text
 
-    sizes = [text.get_fontsize() for text in fig.findobj(Text)
-             if text.get_visible() and text.get_text().strip()]
+    hidden = undrawn_tick_labels(fig)
+    texts = [text for text in fig.findobj(Text) if text.get_visible() and text.get_text().strip()
+             and id(text) not in hidden]
     suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
     missing = []
     for ax in fig.axes:
@@ -40,7 +42,68 @@ def describe(fig):
             continue
         missing += [part for part, text in (("xlabel", ax.get_xlabel()), ("ylabel", ax.get_ylabel()),
                                             ("title", ax.get_title() or suptitle)) if not text]
-    return {"smallest_pt": min(sizes), "missing": missing}
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox.padded(1)  # a pixel of rounding
+    cut = [text.get_text() for text in texts
+           if not _inside(text.get_window_extent(renderer), page)]
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    covering = [[entry.get_text() for entry in legend.get_texts()] for legend in legends
+                if any(_covers(legend.get_window_extent(renderer), ax) for ax in fig.axes)]
+    return {"smallest_pt": min(text.get_fontsize() for text in texts), "missing": missing,
+            "legends_covering_data": covering, "cut_text": cut}
+
+
+def undrawn_tick_labels(fig):
+    """The ids of the tick labels matplotlib keeps but does not draw: those of ticks outside
+    their axis' view limits."""
+    hidden = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = 1e-9 * max(abs(low), abs(high), 1.0)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not low - slack <= tick.get_loc() <= high + slack:
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    return hidden
+
+
+def _inside(box, outer):
+    return (box.x0 >= outer.x0 and box.y0 >= outer.y0 and box.x1 <= outer.x1
+            and box.y1 <= outer.y1)
+
+
+def drawn_points(ax):
+    """The pixels (display coordinates, `(n, 2)`) where `ax` draws its data: every line's
+    vertices with points every pixel along each segment between them, and every marker of a
+    scatter, clipped to the axes (what lies outside is not drawn)."""
+    from matplotlib.collections import PathCollection
+
+    points = []
+    for line in ax.get_lines():
+        xy = line.get_transform().transform(np.asarray(line.get_xydata(), float))
+        xy = xy[np.all(np.isfinite(xy), axis=1)]
+        if line.get_linestyle() not in ("None", "", " ") and len(xy) > 1:
+            for start, end in zip(xy[:-1], xy[1:]):
+                steps = max(int(np.hypot(*(end - start))), 1)
+                points.append(start + np.linspace(0, 1, steps + 1)[:, None] * (end - start))
+        points.append(xy)
+    for collection in ax.collections:
+        if isinstance(collection, PathCollection):  # a scatter's markers (not a filled contour)
+            offsets = np.asarray(collection.get_offsets(), float)
+            points.append(collection.get_offset_transform().transform(offsets))
+    if not points:
+        return np.zeros((0, 2))
+    points = np.concatenate(points)
+    box = ax.bbox
+    inside = ((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1) & (points[:, 1] >= box.y0)
+              & (points[:, 1] <= box.y1))
+    return points[inside]
+
+
+def _covers(legend_box, ax):
+    points = drawn_points(ax)
+    return bool(np.any((points[:, 0] >= legend_box.x0) & (points[:, 0] <= legend_box.x1)
+                       & (points[:, 1] >= legend_box.y0) & (points[:, 1] <= legend_box.y1)))
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +150,8 @@ def check_pictures(results, count):
         name = pathlib.Path(path).name
         assert results["figures"][name]["smallest_pt"] >= examples.MIN_FONT_PT >= 9, name
         assert results["figures"][name]["missing"] == [], name
+        assert results["figures"][name]["legends_covering_data"] == [], name
+        assert results["figures"][name]["cut_text"] == [], name
         with Image.open(path) as image:
             assert image.format == ("GIF" if path.endswith(".gif") else "PNG")
             if image.format == "PNG":  # Pillow reads the pHYs chunk (pixels per metre) as dpi
@@ -95,6 +160,33 @@ def check_pictures(results, count):
             else:
                 assert image.width >= 800 and image.height >= 300, (name, image.size)
             assert image.convert("L").getextrema()[0] < 128  # something drawn on the white
+
+
+def test_describe_finds_a_legend_on_a_curve_small_text_and_text_off_the_picture(tmp_path):
+    """The picture checks can fail: a legend drawn over a line (between two of its vertices,
+    not on one), a 7 pt label, a title that runs off the edge, a missing label."""
+    fig, ax = examples.figure(width=6, height=4)
+    ax.plot([0, 10], [10, 0], label="falling")  # crosses the middle of the axes
+    ax.legend(loc="center")
+    ax.set_xlabel("x (no unit)", fontsize=7)
+    ax.set_title("a title far too long to fit: " + "word " * 30)
+    examples.save(fig, tmp_path, "bad.png")
+    described = describe(fig)
+    assert described["legends_covering_data"] == [["falling"]]
+    assert described["smallest_pt"] == 7 and described["missing"] == ["ylabel"]
+    assert described["cut_text"] and described["cut_text"][0].startswith("a title far")
+
+    fig, ax = examples.figure(width=6, height=4)
+    ax.plot([0, 10], [10, 0], label="falling")
+    ax.scatter([9], [9], label="a point")
+    ax.legend(loc="upper right")  # an empty corner, but for one scatter marker
+    ax.set(xlabel="x (no unit)", ylabel="y (no unit)", title="a line and a point")
+    examples.save(fig, tmp_path, "point.png")
+    assert describe(fig)["legends_covering_data"] == [["falling", "a point"]]
+    examples.legend_outside(ax)
+    examples.save(fig, tmp_path, "outside.png")
+    described = describe(fig)
+    assert described["legends_covering_data"] == described["cut_text"] == described["missing"] == []
 
 
 def test_adaline_mean_of_last_half_is_2x_plus_1(ran):
@@ -256,6 +348,15 @@ def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
     assert passed and "99%" in checks and "resnet" in got
     assert not digits.verdict({**results, "quick": False, "epochs": 12,
                                "test_accuracy": 0.985})[2]  # the full run's target is 99%
+
+
+def test_digits_cnn_quick_pictures_read(ran):
+    """The CNN's pictures: its longer title line fits the confusion matrix's picture."""
+    results = ran("digits", model="cnn")
+    assert results["model"] == "cnn" and results["test_accuracy"] >= 0.95
+    assert [pathlib.Path(p).name for p in results["pictures"]] == [
+        "digits_cnn_curves.png", "digits_cnn_confusion.png"]
+    check_pictures(results, 2)
 
 
 @pytest.mark.parametrize("name", examples.NAMES)

@@ -7,6 +7,7 @@ the gradients and the value come back as Tensors of the outer level then (plain 
 outermost call).
 """
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +67,8 @@ def _check_output(out, has_aux, level):
     return out, value, aux
 
 
-def value_and_grad(f, argnums=0, has_aux=False):
+def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0,
+                   has_aux: bool = False) -> Callable:
     """Like `jax.value_and_grad`, computed by funcdl's reverse-mode tape.
 
     f: a function written with Python operators and `fdl.ops`, returning a scalar (or, with
@@ -107,7 +109,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
     return value_and_grad_f
 
 
-def grad(f, argnums=0, has_aux=False):
+def grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
     """Like `jax.grad`, computed by funcdl's reverse-mode tape (see `value_and_grad`)."""
     value_and_grad_f = value_and_grad(f, argnums, has_aux)
 

@@ -21,6 +21,8 @@ They run eagerly and under `jax.jit`, and compose with `grad` and with each othe
 """
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +83,7 @@ def _trace(f, args, positions, caller):
     return level, arg_leaves, out_leaves, out_tree, values
 
 
-def vjp(f, *primals):
+def vjp(f: Callable, *primals: Any) -> tuple[Any, Callable]:
     """`(f(*primals), vjp_fn)` as `jax.vjp`, by funcdl's tape (see the module's docstring)."""
     if not primals:
         raise TypeError("`primals`: vjp needs at least one primal argument")
@@ -149,7 +151,7 @@ def _jacobian_of_tree(f, argnums, args, caller, allow_tree):
     return jax.tree_util.tree_unflatten(out_tree, per_output)
 
 
-def jacobian(f, argnums=0):
+def jacobian(f: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
     """The Jacobian of `f` (one array out) by reverse mode, as `jax.jacrev`; see the module."""
     _check_argnums(argnums)
 
@@ -172,7 +174,7 @@ def _scalar_output(f, caller):
     return checked
 
 
-def hessian(f, argnums=0):
+def hessian(f: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
     """The Hessian of scalar `f`, reverse over reverse, as `jax.hessian`; see the module."""
     _check_argnums(argnums)
     grad_f = grad(_scalar_output(f, "hessian"), argnums)
@@ -184,7 +186,7 @@ def hessian(f, argnums=0):
     return hessian_f
 
 
-def hvp(f, primals, tangents):
+def hvp(f: Callable, primals: tuple | list, tangents: tuple | list) -> Any:
     """H·v of scalar `f` at `primals` along `tangents`, structured as `primals`; see the module."""
     for name, value in (("primals", primals), ("tangents", tangents)):
         if not isinstance(value, (tuple, list)):

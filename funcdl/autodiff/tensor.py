@@ -24,7 +24,7 @@ as a pytree node whose flattening refuses).
 """
 import itertools
 import weakref
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -149,8 +149,10 @@ def new_level():
 _TRACER_OR_TENSOR = (jax.core.Tracer,)  # completed below, once Tensor exists
 
 
-def apply(name, *args, **params):
-    """Run primitive `name`: on the tape if any input is a Tensor, else straight through jax.
+def apply(name: str, *args: Any, **params: Any) -> Any:
+    """Run primitive `name` on the operands `args` (arrays or Tensors) with its keyword
+    `params` (an axis, a shape, ...): on the tape if any input is a Tensor, else straight
+    through jax. Returns the primitive's output, a Tensor when an input is one.
 
     This is the one seam between `fdl.ops` and the tape. (Written for speed: it runs once per
     eager op; Tensors of several levels take `_apply_nested`.)
@@ -287,7 +289,7 @@ class Tensor:
     __array_ufunc__ = None
     __hash__ = object.__hash__
 
-    def __init__(self, value):
+    def __init__(self, value: jax.Array):
         self._value = check_float_array(value, "value")
         self.grad = None
         self._level = 0

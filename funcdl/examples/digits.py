@@ -137,6 +137,8 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="
 
 
 def plot_history(history, title, out_dir, prefix="digits"):
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_loss, ax_accuracy) = examples.figure(1, 2, width=9, height=3.9)
     fig.suptitle(f"8x8 digits, {title}: loss and accuracy per epoch")
     epochs = np.arange(1, len(history["loss"]) + 1)
@@ -146,14 +148,17 @@ def plot_history(history, title, out_dir, prefix="digits"):
         ax_accuracy.plot(epochs, history[name], label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats per image, log scale)", yscale="log",
                 title="loss")
-    ax_accuracy.set(xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0.8, 1.0),
+    ax_accuracy.set(xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0.8, 1.005),
                     title="accuracy")
+    for ax in (ax_loss, ax_accuracy):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 2.5
     examples.legend_outside(ax_accuracy)
     return examples.save(fig, out_dir, f"{prefix}_curves.png")
 
 
 def plot_confusion(confusion, accuracy, title, out_dir, prefix="digits"):
-    fig, ax = examples.figure(width=6, height=5.8)  # no suptitle: it pushes the square off the page
+    # No suptitle: it pushes the square off the page. 6.8 inches hold the CNN's title line.
+    fig, ax = examples.figure(width=6.8, height=5.8)
     image = ax.imshow(confusion, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8, label="test images")
     for (true, predicted), count in np.ndenumerate(confusion):

@@ -138,7 +138,7 @@ def _axes_with_lines(axes, runs):
         ax.axvspan(0.0, 2.0, color="0.93", zorder=0)  # where the samples are drawn
         curves = [ax.plot([], [], style, label=label)[0] for style, label in CURVES]
         ax.set(xlim=(-0.5, 2.5), ylim=(-1.5, 6.5), xlabel="x (input; samples in the grey band)",
-               ylabel="output")
+               ylabel="output (no unit)")
         lines.append(curves)
     return lines
 

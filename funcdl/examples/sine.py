@@ -113,20 +113,20 @@ def plot(clean, noisy, test_steps, forecast, free, history, out_dir):
     ax_one.plot(shown, noisy[shown], ".", markersize=3, color="0.6", label="noisy series")
     ax_one.plot(shown, clean[shown], "k--", linewidth=0.8, label="clean wave")
     ax_one.plot(shown, forecast[:200], color="C1", label="one-step forecast")
-    ax_one.set(xlabel="time step", ylabel="value", title="one step ahead (test)")
+    ax_one.set(xlabel="time step", ylabel="value (no unit)", title="one step ahead (test)")
     steps = np.arange(TRAIN_STEPS, TRAIN_STEPS + len(free))
     ax_free.plot(np.arange(TRAIN_STEPS - WINDOW, TRAIN_STEPS),
                  noisy[TRAIN_STEPS - WINDOW:TRAIN_STEPS], ".", markersize=3, color="0.6",
                  label="the inputs")
     ax_free.plot(steps, clean[steps], "k--", linewidth=0.8, label="clean wave")
     ax_free.plot(steps, free, color="C2", label="free-running forecast")
-    ax_free.set(xlabel="time step", ylabel="value",
+    ax_free.set(xlabel="time step", ylabel="value (no unit)",
                 title=f"free-running, {len(free)} steps")
     epochs = np.arange(1, len(history["loss"]) + 1)
     ax_loss.plot(epochs, history["loss"], label="train MSE")
     ax_loss.plot(epochs, history["val_loss"], label="test MSE")
     ax_loss.axhline(NOISE ** 2, color="k", linestyle=":", linewidth=0.8, label="noise floor 0.01")
-    ax_loss.set(xlabel="epoch", ylabel="MSE (log scale)", yscale="log", title="training")
+    ax_loss.set(xlabel="epoch", ylabel="mean squared error (log scale)", yscale="log", title="training")
     for ax in (ax_one, ax_free):  # below the axes, so that no legend covers a curve
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)
     ax_loss.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)

@@ -2,6 +2,7 @@
 import jax.numpy as jnp
 
 from funcdl import ops
+from funcdl.annotations import Operand, Result
 from funcdl.autodiff import Tensor
 from funcdl.losses.checks import check_pair, constant, reduce_losses
 
@@ -14,7 +15,8 @@ def _check_binary(name, input, target, reduction):
     return check_pair(name, input, target, reduction, integer_target_ok=False)
 
 
-def binary_cross_entropy(probs, target, *, weight=None, reduction="mean"):
+def binary_cross_entropy(probs: Operand, target: Operand, *, weight: Operand | None = None,
+                         reduction: str = "mean") -> Result:
     """Binary cross-entropy of probabilities: -weight (y log p + (1 - y) log(1 - p)), reduced.
 
     probs, target: the same shape, float, values in [0, 1] (integer targets: TypeError).
@@ -36,7 +38,10 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean"):
     return reduce_losses(losses, reduction)
 
 
-def binary_cross_entropy_with_logits(logits, target, pos_weight=None, *, weight=None, reduction="mean"):
+def binary_cross_entropy_with_logits(logits: Operand, target: Operand,
+                                     pos_weight: Operand | None = None, *,
+                                     weight: Operand | None = None,
+                                     reduction: str = "mean") -> Result:
     """Binary cross-entropy of σ(logits), computed stably from the logits.
 
     logits, target: the same shape, float (integer targets: TypeError). With x the logits,

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl import ops
+from funcdl.annotations import Operand, Result
 from funcdl.autodiff import Tensor
 from funcdl.losses.checks import check_reduction, float_operand, reduce_losses
 
@@ -100,13 +101,15 @@ def _weighted_reduce(losses, target_weight, reduction):
     return ops.sum(losses) if reduction == "sum" else losses
 
 
-def nll_loss(log_probs, target, weight=None, ignore_index=-100, *, reduction="mean"):
+def nll_loss(log_probs: Operand, target: Operand, weight: Operand | None = None,
+             ignore_index: int = -100, *, reduction: str = "mean") -> Result:
     """Negative log likelihood: -weight[t] * log_probs[t] per sample, for class indices t.
 
     log_probs: `(N, C)`, `(N, C, d1, ...)` (class axis 1) or `(C,)` (one sample), float.
     target: integer, `(N,)`, `(N, d1, ...)` or `()`; entries equal to `ignore_index` contribute
     nothing. weight: `(C,)` or None (all ones). reduction "mean" divides the sum by the summed
     weights of the kept targets (nan if every target is ignored; the gradient is then 0).
+    Returns the loss reduced by `reduction` (per sample, `target`'s shape, with "none").
     PyTorch: torch.nn.functional.nll_loss.
     """
     log_probs, target, class_axis, weight = _check_classes("log_probs", log_probs, target, weight,
@@ -114,7 +117,9 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, *, reduction="me
     return _weighted_reduce(*_nll_terms(log_probs, target, class_axis, weight, ignore_index), reduction)
 
 
-def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, *, reduction="mean"):
+def cross_entropy(logits: Operand, target: Operand, weight: Operand | None = None,
+                  ignore_index: int = -100, label_smoothing: float = 0.0, *,
+                  reduction: str = "mean") -> Result:
     """Softmax cross-entropy from unnormalised logits, as `nll_loss(log_softmax(logits))`.
 
     logits: `(N, C)`, `(N, C, d1, ...)` (class axis 1) or `(C,)` (one sample), float.
@@ -128,6 +133,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, label_smoothin
       probabilities: p ← (1 - ε) p + ε / C;  l_n = -Σ_c weight_c p_nc z_nc; "mean" divides
                      Σ l_n by the number of samples N·d1·... whatever the weights.
     Stable for any finite logits (|logit| = 1e4 gives finite values and gradients).
+    Returns the loss reduced by `reduction` (per sample with "none").
     PyTorch: torch.nn.functional.cross_entropy (nn.CrossEntropyLoss).
 
     Examples:

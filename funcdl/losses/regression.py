@@ -1,9 +1,10 @@
 """Regression losses: l1, mse, smooth_l1, huber (PyTorch's semantics; package docstring)."""
 from funcdl import ops
+from funcdl.annotations import Operand, Result
 from funcdl.losses.checks import check_pair, reduce_losses
 
 
-def l1_loss(input, target, *, reduction="mean"):
+def l1_loss(input: Operand, target: Operand, *, reduction: str = "mean") -> Result:
     """Mean absolute error: |input - target|, reduced.
 
     input: float, any shape; target: the same shape (integer targets are cast to input's dtype;
@@ -20,7 +21,7 @@ def l1_loss(input, target, *, reduction="mean"):
     return reduce_losses(ops.abs(input - target), reduction)
 
 
-def mse_loss(input, target, *, reduction="mean"):
+def mse_loss(input: Operand, target: Operand, *, reduction: str = "mean") -> Result:
     """Mean squared error: (input - target)², reduced. Shapes as `l1_loss`.
 
     PyTorch: torch.nn.functional.mse_loss (nn.MSELoss).
@@ -29,7 +30,8 @@ def mse_loss(input, target, *, reduction="mean"):
     return reduce_losses(ops.square(input - target), reduction)
 
 
-def smooth_l1_loss(input, target, *, reduction="mean", beta=1.0):
+def smooth_l1_loss(input: Operand, target: Operand, *, reduction: str = "mean",
+                   beta: float = 1.0) -> Result:
     """Smooth L1: with d = input - target, 0.5 d² / beta where |d| < beta, else |d| - 0.5 beta.
 
     Shapes as `l1_loss`. beta >= 0; beta = 0 is exactly `l1_loss` (as PyTorch). At |d| = beta the
@@ -51,7 +53,8 @@ def smooth_l1_loss(input, target, *, reduction="mean", beta=1.0):
     return reduce_losses(ops.where(distance < beta, 0.5 * diff * diff / beta, distance - 0.5 * beta), reduction)
 
 
-def huber_loss(input, target, *, reduction="mean", delta=1.0):
+def huber_loss(input: Operand, target: Operand, *, reduction: str = "mean",
+               delta: float = 1.0) -> Result:
     """Huber: with d = input - target, 0.5 d² where |d| < delta, else delta (|d| - 0.5 delta).
 
     Shapes as `l1_loss`; delta > 0. Equals delta * smooth_l1_loss(beta=delta).

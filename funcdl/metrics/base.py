@@ -44,14 +44,15 @@ class Metric(NamedTuple):
     __hash__ = recorded_hash
 
 
-def compute(metric: Metric, pred, target):
+def compute(metric: Metric, pred: jax.Array, target: jax.Array) -> Any:
     """`metric` over whole arrays: `metric.compute(metric.update(metric.init(), pred, target))`."""
     if not isinstance(metric, Metric):
         raise TypeError(f"`metric` must be a fdl.metrics.Metric, got {type(metric).__name__}")
     return metric.compute(metric.update(metric.init(), pred, target))
 
 
-def initial_state(metric: Metric, pred, target) -> State:
+def initial_state(metric: Metric, pred: jax.Array | jax.ShapeDtypeStruct,
+                  target: jax.Array | jax.ShapeDtypeStruct) -> State:
     """The state before any batch, with the shapes and dtypes `metric.update` gives it for
     batches like `pred`, `target` (arrays or `jax.ShapeDtypeStruct`s): `init()` broadcast to
     them. A compiled loop (`lax.scan`) starts its carry from this."""

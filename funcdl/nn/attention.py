@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from funcdl import ops
 from funcdl.autodiff import Tensor
@@ -24,7 +25,7 @@ from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.init import compute_fans
 from funcdl.nn.layers import _param_dtype
-from funcdl.nn.model import check_key, check_params, named_model, sample_struct
+from funcdl.nn.model import Model, check_key, check_params, named_model, sample_struct
 
 
 def check_sequence(name, shape, what, layout, features, features_name):
@@ -64,8 +65,9 @@ def _check_mask(mask, argument, shapes, dtype, name):
 
 
 @recorded
-def MultiheadAttention(embed_dim, num_heads, *, bias=True, batch_first=False, dropout=0.0,
-                       dtype=None):
+def MultiheadAttention(embed_dim: int, num_heads: int, *, bias: bool = True,
+                       batch_first: bool = False, dropout: float = 0.0,
+                       dtype: DTypeLike | None = None) -> Model:
     """Multi-head attention, as `torch.nn.MultiheadAttention` (the math and the params are in
     the module docstring).
 
@@ -160,8 +162,8 @@ def MultiheadAttention(embed_dim, num_heads, *, bias=True, batch_first=False, dr
         y = ops.matmul(x, ops.transpose(params["in_proj_w"][rows]))
         return y + ops.reshape(params["in_proj_b"][rows], (1, 1, -1)) if bias else y
 
-    def apply(params, x, *, key=None, train=False, attn_mask=None, key_padding_mask=None,
-              is_causal=False):
+    def apply(params, x, *, key=None, train=False, attn_mask: jax.Array | None = None,
+              key_padding_mask: jax.Array | None = None, is_causal: bool = False):
         check_params(params, keys, name)
         if tuple(params["in_proj_w"].shape) != (3 * E, E):
             raise ValueError(f"{name}: `params['in_proj_w']` must have shape {(3 * E, E)}, got "

@@ -10,12 +10,13 @@ running statistics normalise and stay as they are. Composed from `fdl.ops`, so b
 differentiate it; the new state is computed with `stop_gradient` (a constant to both).
 """
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _param_dtype
-from funcdl.nn.model import check_input, check_key, check_params, named_model, sample_struct
+from funcdl.nn.model import Model, check_input, check_key, check_params, named_model, sample_struct
 from funcdl.nn.state import Variables, check_variables, mark_stateful
 
 
@@ -118,7 +119,8 @@ def _batch_norm(kind, ranks, momentum, eps, affine, track_running_stats, dtype):
 
 
 @recorded
-def BatchNorm1d(*, momentum=0.1, eps=1e-5, affine=True, track_running_stats=True, dtype=None):
+def BatchNorm1d(*, momentum: float | None = 0.1, eps: float = 1e-5, affine: bool = True,
+                track_running_stats: bool = True, dtype: DTypeLike | None = None) -> Model:
     """Batch normalisation of `(N, C)` or `(N, C, L)` inputs per channel C (axis 1), as
     `torch.nn.BatchNorm1d(C, eps, momentum, affine, track_running_stats)`; C is read from the
     sample input at `init`.
@@ -151,7 +153,8 @@ def BatchNorm1d(*, momentum=0.1, eps=1e-5, affine=True, track_running_stats=True
 
 
 @recorded
-def BatchNorm2d(*, momentum=0.1, eps=1e-5, affine=True, track_running_stats=True, dtype=None):
+def BatchNorm2d(*, momentum: float | None = 0.1, eps: float = 1e-5, affine: bool = True,
+                track_running_stats: bool = True, dtype: DTypeLike | None = None) -> Model:
     """Batch normalisation of `(N, C, H, W)` inputs per channel C, as
     `torch.nn.BatchNorm2d(C, eps, momentum, affine, track_running_stats)`: the statistics are
     over N, H and W. Variables, state, arguments and errors as `BatchNorm1d`'s.

@@ -16,14 +16,16 @@ import math
 
 import jax
 import numpy as np
+from jax.typing import DTypeLike
 
 from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.ops_layers import int_tuple
 from funcdl.nn import init as initializers
+from funcdl.nn.init import Initializer
 from funcdl.nn.layers import _param_dtype, layer_initializer
-from funcdl.nn.model import (check_input, check_key, check_params, named_model, parameter_free,
-                             sample_struct)
+from funcdl.nn.model import (Model, check_input, check_key, check_params, named_model,
+                             parameter_free, sample_struct)
 
 
 @contextlib.contextmanager
@@ -210,8 +212,11 @@ def _conv_layer(kind, spatial, op, out_channels, kernel_size, stride, padding, d
 
 
 @recorded
-def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True,
-           padding_mode="zeros", w_init=None, b_init=None, dtype=None):
+def Conv2d(out_channels: int, kernel_size: int | tuple[int, int], *,
+           stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
+           dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
+           padding_mode: str = "zeros", w_init: Initializer | None = None,
+           b_init: Initializer | None = None, dtype: DTypeLike | None = None) -> Model:
     """2-D convolution: x `(N, C_in, H, W)` or `(C_in, H, W)` -> `(N, C_out, H_out, W_out)`.
 
     params: ``{"w": (C_out, C_in // groups, kh, kw), "b": (C_out,)}`` (no ``"b"`` when
@@ -239,8 +244,10 @@ def Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups
 
 
 @recorded
-def Conv1d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True,
-           padding_mode="zeros", w_init=None, b_init=None, dtype=None):
+def Conv1d(out_channels: int, kernel_size: int | tuple[int], *, stride: int | tuple[int] = 1,
+           padding: int | tuple[int] | str = 0, dilation: int | tuple[int] = 1, groups: int = 1,
+           bias: bool = True, padding_mode: str = "zeros", w_init: Initializer | None = None,
+           b_init: Initializer | None = None, dtype: DTypeLike | None = None) -> Model:
     """1-D convolution: x `(N, C_in, L)` or `(C_in, L)` -> `(N, C_out, L_out)`; params
     ``{"w": (C_out, C_in // groups, k), "b": (C_out,)}``; arguments as `Conv2d` with one int
     each. PyTorch: ``torch.nn.Conv1d``."""
@@ -269,7 +276,8 @@ def _pool_layer(kind, op, kernel_size, stride, padding):
 
 
 @recorded
-def MaxPool2d(kernel_size, stride=None, padding=0):
+def MaxPool2d(kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+              padding: int | tuple[int, int] = 0) -> Model:
     """Max over kh × kw windows: x `(N, C, H, W)` or `(C, H, W)` -> `(N, C, H_out, W_out)`,
     H_out = ⌊(H + 2 p - kh) / s⌋ + 1; stride defaults to kernel_size; padding (with -inf) at
     most half the kernel. Ties send the gradient to the first maximal element in window order.
@@ -278,7 +286,8 @@ def MaxPool2d(kernel_size, stride=None, padding=0):
 
 
 @recorded
-def AvgPool2d(kernel_size, stride=None, padding=0):
+def AvgPool2d(kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+              padding: int | tuple[int, int] = 0) -> Model:
     """Mean over kh × kw windows, zero padding included in the count (PyTorch's
     count_include_pad=True): shapes and arguments as `MaxPool2d`.
     PyTorch: ``torch.nn.AvgPool2d(kernel_size, stride, padding)``."""

@@ -4,17 +4,20 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
+from funcdl.nn.init import Initializer
 from funcdl.nn.layers import _param_dtype, layer_initializer
-from funcdl.nn.model import check_input, check_key, named_model, sample_struct
+from funcdl.nn.model import Model, check_input, check_key, named_model, sample_struct
 
 
 @recorded
-def Embedding(num_embeddings, embedding_dim, *, padding_idx=None, max_norm=None,
-              w_init=initializers.normal(1.0), dtype=None):
+def Embedding(num_embeddings: int, embedding_dim: int, *, padding_idx: int | None = None,
+              max_norm: float | None = None, w_init: Initializer = initializers.normal(1.0),
+              dtype: DTypeLike | None = None) -> Model:
     """Rows of a table: integer indices `(...)` in [0, num_embeddings) -> `(..., embedding_dim)`.
 
     params: ``{"w": (num_embeddings, embedding_dim)}``, initialised N(0, 1) as PyTorch.

@@ -46,17 +46,44 @@ Initializers built by these factories compare equal when built with equal argume
 """
 import inspect
 import math
+from collections.abc import Sequence
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
-from funcdl.construction import recorded
+from funcdl.construction import constructed_by, recorded
 
 Initializer = Callable[..., jax.Array]  # (key, shape, dtype, *, fan_in, fan_out) -> array
 
 LAYOUTS = ("in_out", "out_in")
+
+__all__ = ["Initializer", "LAYOUTS", "compute_fans", "accepts_fans", "calculate_gain",
+           "kaiming_std", "kaiming_bound", "xavier_std", "xavier_bound", "zeros", "ones",
+           "constant", "uniform", "normal", "bias_uniform", "xavier_uniform", "xavier_normal",
+           "kaiming_uniform", "kaiming_normal", "glorot_uniform", "glorot_normal", "he_uniform",
+           "he_normal"]
+
+
+class _Initializer:
+    """What the factories below return: ``(key, shape, dtype=float32, *, fan_in=None,
+    fan_out=None) -> array``, calling the function it holds, and reading as the call that built
+    it, ``normal(std=0.01)``, so that ``help(fdl.nn.Linear)`` shows its default ``w_init``."""
+
+    def __init__(self, draw: Callable[..., jax.Array]):
+        self._draw = draw
+
+    def __call__(self, key: jax.Array | None, shape: Sequence[int], dtype: DTypeLike = jnp.float32,
+                 *, fan_in: int | None = None, fan_out: int | None = None) -> jax.Array:
+        return self._draw(key, shape, dtype, fan_in=fan_in, fan_out=fan_out)
+
+    def __repr__(self) -> str:
+        record = constructed_by(self)
+        if record is None:
+            return f"<initializer {self._draw.__qualname__}>"
+        return record.call_text()
 
 
 def _check_dtype(dtype, where):
@@ -66,7 +93,7 @@ def _check_dtype(dtype, where):
     return jax.dtypes.canonicalize_dtype(dtype)
 
 
-def compute_fans(shape, layout: str | None = None) -> tuple[int, int]:
+def compute_fans(shape: Sequence[int], layout: str | None = None) -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a weight of ``shape`` stored in ``layout``.
 
     layout: ``"in_out"``, a dense ``(in, out)`` weight (funcdl's ``Linear``): ``(in, out)``;
@@ -102,7 +129,7 @@ def compute_fans(shape, layout: str | None = None) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def accepts_fans(initializer) -> bool:
+def accepts_fans(initializer: Callable) -> bool:
     """True when ``initializer`` takes ``fan_in`` and ``fan_out`` as keywords (or ``**kwargs``).
 
     Layers call it once, when they are built, to decide whether to pass the fans; a callable
@@ -131,11 +158,11 @@ def _fans(shape, fan_in, fan_out):
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """PyTorch's ``torch.nn.init.calculate_gain``: the std gain recommended after an activation.
+    """The std gain recommended after an activation, PyTorch's ``torch.nn.init.calculate_gain``.
 
     linear/identity/sigmoid and the convolutions ('conv1d', 'conv2d', 'conv3d',
     'conv_transpose1d', ...) 1, tanh 5/3, relu sqrt(2), leaky_relu sqrt(2 / (1 + a^2))
-    (a = ``param``, default 0.01), selu 3/4.
+    (a = ``param``, default 0.01), selu 3/4, by the name ``nonlinearity``.
 
     Examples:
       >>> calculate_gain("relu") == math.sqrt(2), calculate_gain("leaky_relu", 0.2)
@@ -202,18 +229,22 @@ def xavier_bound(fan_in: int, fan_out: int, gain: float = 1.0) -> float:
 
 # ---------------------------------------------------------------- fixed values
 
-def zeros(key, shape, dtype=jnp.float32, *, fan_in=None, fan_out=None) -> jax.Array:
-    """All zeros (``key`` and the fans are ignored)."""
+def zeros(key: jax.Array | None, shape: Sequence[int], dtype: DTypeLike = jnp.float32, *,
+          fan_in: int | None = None, fan_out: int | None = None) -> jax.Array:
+    """An array of zeros of ``shape`` and floating ``dtype`` (``key`` and the fans
+    ``fan_in``, ``fan_out`` are ignored)."""
     return jnp.zeros(shape, _check_dtype(dtype, "zeros"))
 
 
-def ones(key, shape, dtype=jnp.float32, *, fan_in=None, fan_out=None) -> jax.Array:
-    """All ones (``key`` and the fans are ignored)."""
+def ones(key: jax.Array | None, shape: Sequence[int], dtype: DTypeLike = jnp.float32, *,
+         fan_in: int | None = None, fan_out: int | None = None) -> jax.Array:
+    """An array of ones of ``shape`` and floating ``dtype`` (``key`` and the fans
+    ``fan_in``, ``fan_out`` are ignored)."""
     return jnp.ones(shape, _check_dtype(dtype, "ones"))
 
 
 @recorded
-def constant(value) -> Initializer:
+def constant(value: ArrayLike) -> Initializer:
     """Fill with ``value``: a scalar, or an array of exactly the requested shape.
 
     This is how fixed initial weights (the seeds' lessons) are loaded; remember the
@@ -236,7 +267,7 @@ def constant(value) -> Initializer:
                 f"shape {shape} (give a scalar or an array of exactly that shape)")
         return jnp.full(shape, value, _check_dtype(dtype, "constant"))
 
-    return init
+    return _Initializer(init)
 
 
 # ---------------------------------------------------------------- plain distributions
@@ -258,7 +289,7 @@ def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
     def init(key, shape, dtype=jnp.float32, *, fan_in=None, fan_out=None):
         return _uniform(key, shape, dtype, a, b, "uniform")
 
-    return init
+    return _Initializer(init)
 
 
 @recorded
@@ -271,7 +302,7 @@ def normal(std: float = 1.0, *, mean: float = 0.0) -> Initializer:
     def init(key, shape, dtype=jnp.float32, *, fan_in=None, fan_out=None):
         return _normal(key, shape, dtype, std, mean, "normal")
 
-    return init
+    return _Initializer(init)
 
 
 @recorded
@@ -299,7 +330,7 @@ def xavier_uniform(gain: float = 1.0) -> Initializer:
         bound = xavier_bound(*_fans(shape, fan_in, fan_out), gain)
         return _uniform(key, shape, dtype, -bound, bound, "xavier_uniform")
 
-    return init
+    return _Initializer(init)
 
 
 @recorded
@@ -310,7 +341,7 @@ def xavier_normal(gain: float = 1.0) -> Initializer:
         std = xavier_std(*_fans(shape, fan_in, fan_out), gain)
         return _normal(key, shape, dtype, std, 0.0, "xavier_normal")
 
-    return init
+    return _Initializer(init)
 
 
 @recorded
@@ -329,7 +360,7 @@ def kaiming_uniform(a: float = 0.0, mode: str = "fan_in",
         bound = kaiming_bound(*_fans(shape, fan_in, fan_out), a, mode, nonlinearity)
         return _uniform(key, shape, dtype, -bound, bound, "kaiming_uniform")
 
-    return init
+    return _Initializer(init)
 
 
 @recorded
@@ -352,7 +383,7 @@ def kaiming_normal(a: float = 0.0, mode: str = "fan_in",
         std = kaiming_std(*_fans(shape, fan_in, fan_out), a, mode, nonlinearity)
         return _normal(key, shape, dtype, std, 0.0, "kaiming_normal")
 
-    return init
+    return _Initializer(init)
 
 
 # The other common names for the same distributions (PyTorch's defaults are He's).

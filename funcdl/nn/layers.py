@@ -9,11 +9,12 @@ from numbers import Real
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
-from funcdl.nn.init import compute_fans
+from funcdl.nn.init import Initializer, compute_fans
 from funcdl.nn.model import (Model, check_input, check_key, check_no_params, check_params,
                              named_model, parameter_free, sample_struct)
 
@@ -64,8 +65,8 @@ def layer_initializer(initializer, argument: str, where: str):
 
 @recorded
 def Linear(out_features: int, *, bias: bool = True,
-           w_init=initializers.kaiming_uniform(a=math.sqrt(5)), b_init=None,
-           dtype=None) -> Model:
+           w_init: Initializer = initializers.kaiming_uniform(a=math.sqrt(5)),
+           b_init: Initializer | None = None, dtype: DTypeLike | None = None) -> Model:
     """Affine map ``y = x @ w + b``: x `(..., in)` -> y `(..., out_features)`.
 
     params: ``{"w": (in, out_features), "b": (out_features,)}`` (no ``"b"`` when
@@ -195,7 +196,8 @@ def Softmax(axis: int = -1) -> Model:
 
 @recorded
 def LogSoftmax(axis: int = -1) -> Model:
-    """x - logsumexp(x) along ``axis``, computed stably. PyTorch: ``torch.nn.LogSoftmax(dim)``."""
+    """x - logsumexp(x) along ``axis``, computed stably; same shape as x.
+    PyTorch: ``torch.nn.LogSoftmax(dim)``."""
     _check_axis(axis, "LogSoftmax")
     return _along_axis(f"LogSoftmax(axis={axis})", ops.log_softmax, axis)
 

@@ -104,6 +104,30 @@ def _is_array(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (Mapping, list, tuple))
 
 
+# The types of the arguments that every layer's init and apply share ("return": the result's),
+# written into the signatures `help(Linear(4).apply)` shows where a layer's functions leave them
+# out. params (or a stateful layer's variables) and the result are pytrees.
+_INIT_TYPES = {"key": jax.Array, "x": jax.Array | jax.ShapeDtypeStruct, "return": Any}
+_APPLY_TYPES = {"params": Any, "variables": Any, "x": jax.Array, "key": jax.Array | None,
+                "train": bool, "return": Any}
+
+
+def _typed_signature(function: Callable, types: dict) -> inspect.Signature | None:
+    """`function`'s signature with `types` filled in where it has no annotation (None when the
+    signature cannot be read)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    parameters = [parameter.replace(annotation=types[parameter.name])
+                  if parameter.annotation is parameter.empty and parameter.name in types
+                  else parameter for parameter in signature.parameters.values()]
+    returns = signature.return_annotation
+    return signature.replace(parameters=parameters,
+                             return_annotation=types["return"] if returns is signature.empty
+                             else returns)
+
+
 def named_model(name: str, init: Callable, apply: Callable) -> Model:
     """`Model(init, apply)` that reads as `name` (its `repr`, `"Linear(4)"`) and checks its calls.
 
@@ -148,6 +172,11 @@ def named_model(name: str, init: Callable, apply: Callable) -> Model:
         return apply(*args, **kwargs)
 
     checked_init.__qualname__, checked_apply.__qualname__ = f"{name}.init", f"{name}.apply"
+    for checked, function, types in ((checked_init, init, _INIT_TYPES),
+                                     (checked_apply, apply, _APPLY_TYPES)):
+        signature = _typed_signature(function, types)
+        if signature is not None:
+            checked.__signature__ = signature
     checked_apply.__funcdl_name__ = name
     return Model(checked_init, checked_apply)
 
@@ -292,7 +321,7 @@ def _as_model(layer, index: int) -> Model:
 
 
 @construction.recorded
-def Sequential(*layers) -> Model:
+def Sequential(*layers: Model | Callable) -> Model:
     """Layers applied one after another; the output of each is the input of the next.
 
     layers: `Model`s, or plain functions ``x -> y`` (parameter-free layers, e.g. ``fdl.ops.relu``).

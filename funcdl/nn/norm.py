@@ -6,12 +6,13 @@ in the tests, so they need no primitive of their own.
 """
 
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _param_dtype
-from funcdl.nn.model import check_input, check_key, check_params, named_model, sample_struct
+from funcdl.nn.model import Model, check_input, check_key, check_params, named_model, sample_struct
 
 
 def _trailing_shape_check(name, shape):
@@ -48,7 +49,8 @@ def _check_floating(x, name):
 
 
 @recorded
-def LayerNorm(normalized_shape, *, eps=1e-5, elementwise_affine=True, dtype=None):
+def LayerNorm(normalized_shape: int | tuple[int, ...], *, eps: float = 1e-5,
+              elementwise_affine: bool = True, dtype: DTypeLike | None = None) -> Model:
     """y = (x - mean) / sqrt(var + eps) · w + b over the last ``len(normalized_shape)`` axes.
 
     x: `(..., *normalized_shape)` -> the same shape. var is the biased variance (divide by the
@@ -99,7 +101,8 @@ def LayerNorm(normalized_shape, *, eps=1e-5, elementwise_affine=True, dtype=None
 
 
 @recorded
-def GroupNorm(num_groups, *, eps=1e-5, affine=True, dtype=None):
+def GroupNorm(num_groups: int, *, eps: float = 1e-5, affine: bool = True,
+              dtype: DTypeLike | None = None) -> Model:
     """y = (x - mean_g) / sqrt(var_g + eps) · w[c] + b[c], statistics per sample and group.
 
     x: `(N, C, *)` -> the same shape; the C channels split into `num_groups` groups of C / G
@@ -171,7 +174,8 @@ def GroupNorm(num_groups, *, eps=1e-5, affine=True, dtype=None):
 
 
 @recorded
-def RMSNorm(normalized_shape, *, eps=None, elementwise_affine=True, dtype=None):
+def RMSNorm(normalized_shape: int | tuple[int, ...], *, eps: float | None = None,
+            elementwise_affine: bool = True, dtype: DTypeLike | None = None) -> Model:
     """y = x / sqrt(mean(x²) + eps) · w over the last ``len(normalized_shape)`` axes.
 
     x: `(..., *normalized_shape)` -> the same shape. eps: default ``None`` is the machine

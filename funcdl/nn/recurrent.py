@@ -25,7 +25,7 @@ from funcdl import ops
 from funcdl.autodiff import Tensor
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
-from funcdl.nn.model import check_key, named_model, sample_struct
+from funcdl.nn.model import Model, check_key, named_model, sample_struct
 
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
@@ -202,6 +202,9 @@ def _recurrent(kind, hidden_size, num_layers, nonlinearity, bias, batch_first, b
 _DOC = """{kind} over a sequence, as `torch.nn.{kind}` (the equations and params are in the module
 docstring; the input size is read from the sample at `init`).
 
+    hidden_size: H, the features of the hidden state; the options (num_layers, bias,
+    batch_first, bidirectional{options}) are PyTorch's.
+
     x: the input `(L, N, H_in)` (`(N, L, H_in)` with batch_first, `(L, H_in)` unbatched), or
     {initial}.
     Returns {returns}: output `(L, N, D·H)` (D = 2 when bidirectional; `(N, L, D·H)` with
@@ -226,27 +229,30 @@ Examples:
 
 
 @recorded
-def RNN(hidden_size, *, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-        bidirectional=False):
+def RNN(hidden_size: int, *, num_layers: int = 1, nonlinearity: str = "tanh", bias: bool = True,
+        batch_first: bool = False, bidirectional: bool = False) -> Model:
     return _recurrent("RNN", hidden_size, num_layers, nonlinearity, bias, batch_first,
                       bidirectional)
 
 
 @recorded
-def LSTM(hidden_size, *, num_layers=1, bias=True, batch_first=False, bidirectional=False):
+def LSTM(hidden_size: int, *, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
+         bidirectional: bool = False) -> Model:
     return _recurrent("LSTM", hidden_size, num_layers, "tanh", bias, batch_first, bidirectional)
 
 
 @recorded
-def GRU(hidden_size, *, num_layers=1, bias=True, batch_first=False, bidirectional=False):
+def GRU(hidden_size: int, *, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
+        bidirectional: bool = False) -> Model:
     return _recurrent("GRU", hidden_size, num_layers, "tanh", bias, batch_first, bidirectional)
 
 
 RNN.__doc__ = _DOC.format(kind="RNN", initial="`(input, h_0)` with h_0 `(D·num_layers, N, H)`",
-                          returns="`(output, h_n)`", cell="", g8=8, names="h_n")
+                          returns="`(output, h_n)`", cell="", g8=8, names="h_n",
+                          options=", nonlinearity 'tanh' or 'relu'")
 LSTM.__doc__ = _DOC.format(kind="LSTM", initial="`(input, (h_0, c_0))`, each `(D·num_layers, "
                            "N, H)`", returns="`(output, (h_n, c_n))`",
                            cell=" and the cell state c_n of the same shape", g8=32,
-                           names="(h_n, c_n)")
+                           names="(h_n, c_n)", options="")
 GRU.__doc__ = _DOC.format(kind="GRU", initial="`(input, h_0)` with h_0 `(D·num_layers, N, H)`",
-                          returns="`(output, h_n)`", cell="", g8=24, names="h_n")
+                          returns="`(output, h_n)`", cell="", g8=24, names="h_n", options="")

@@ -41,7 +41,7 @@ def mark_stateful(model):
     return model
 
 
-def is_stateful(model) -> bool:
+def is_stateful(model: Any) -> bool:
     """True when `model.init` returns `Variables` and `model.apply` returns `(y, state)`.
 
     Examples:

@@ -15,6 +15,7 @@ Params: ``{"self_attn": <MultiheadAttention params, PyTorch's (out, in) layout>,
 ones and zeros. With dropout 0 (or ``train=False``) the outputs and gradients equal PyTorch's.
 """
 import jax
+from jax.typing import DTypeLike
 
 from funcdl import ops
 from funcdl.construction import recorded
@@ -45,9 +46,11 @@ def _dropout(x, rate, key):
 
 
 @recorded
-def TransformerEncoderLayer(d_model, nhead, *, dim_feedforward=2048, dropout=0.1,
-                            activation="relu", layer_norm_eps=1e-5, batch_first=False,
-                            norm_first=False, bias=True, dtype=None) -> Model:
+def TransformerEncoderLayer(d_model: int, nhead: int, *, dim_feedforward: int = 2048,
+                            dropout: float = 0.1, activation: str = "relu",
+                            layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                            norm_first: bool = False, bias: bool = True,
+                            dtype: DTypeLike | None = None) -> Model:
     """A transformer encoder layer, as `torch.nn.TransformerEncoderLayer` (the computation
     and the params are in the module docstring).
 
@@ -124,8 +127,8 @@ def TransformerEncoderLayer(d_model, nhead, *, dim_feedforward=2048, dropout=0.1
         return {"self_attn": attention.init(keys[0], x), "linear1": linear1.init(keys[1], x),
                 "linear2": linear2.init(keys[2], hidden), "norm1": norm(), "norm2": norm()}
 
-    def apply(params, x, *, key=None, train=False, src_mask=None, src_key_padding_mask=None,
-              is_causal=False):
+    def apply(params, x, *, key=None, train=False, src_mask: jax.Array | None = None,
+              src_key_padding_mask: jax.Array | None = None, is_causal: bool = False):
         check_params(params, ["linear1", "linear2", "norm1", "norm2", "self_attn"], name)
         for norm in ("norm1", "norm2"):
             check_params(params[norm], norm_keys, f"{name}: `params['{norm}']`")
@@ -158,7 +161,7 @@ def TransformerEncoderLayer(d_model, nhead, *, dim_feedforward=2048, dropout=0.1
 
 
 @recorded
-def TransformerEncoder(layer, num_layers, *, norm=None) -> Model:
+def TransformerEncoder(layer: Model, num_layers: int, *, norm: Model | None = None) -> Model:
     """`num_layers` copies of `layer` (a `TransformerEncoderLayer`) applied in turn, then
     `norm` (a Model such as `LayerNorm(d_model)`, or None), as `torch.nn.TransformerEncoder`.
 
@@ -201,8 +204,8 @@ def TransformerEncoder(layer, num_layers, *, norm=None) -> Model:
         return {"layers": [layer.init(keys[i], x) for i in range(num_layers)],
                 "norm": {} if norm is None else norm.init(keys[-1], x)}
 
-    def apply(params, x, *, key=None, train=False, mask=None, src_key_padding_mask=None,
-              is_causal=False):
+    def apply(params, x, *, key=None, train=False, mask: jax.Array | None = None,
+              src_key_padding_mask: jax.Array | None = None, is_causal: bool = False):
         check_params(params, ["layers", "norm"], name)
         if not isinstance(params["layers"], (list, tuple)) or len(params["layers"]) != num_layers:
             raise ValueError(f"{name}: `params['layers']` must be a list of {num_layers} layers' "

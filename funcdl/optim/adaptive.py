@@ -42,6 +42,7 @@ def one_minus_power(beta: float, t: jax.Array, log_beta=None) -> jax.Array:
 
 
 class ScaleByAdagradState(NamedTuple):
+    """The state of `scale_by_adagrad`: the step count and the running sum of squared gradients."""
     count: jax.Array  # () int32: updates already applied, t - 1
     sum_of_squares: object  # like params: s_t, the running sum of g^2 (torch's state["sum"])
 
@@ -86,6 +87,7 @@ def scale_by_adagrad(
 
 
 class ScaleByRmsState(NamedTuple):
+    """The state of `scale_by_rms`: the moving averages of g^2 (and of g when centered)."""
     square_avg: object  # like params: the moving average of g^2
     grad_avg: Optional[object]  # like params when centered, else None: moving average of g
 
@@ -135,6 +137,8 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
 
 
 class ScaleByAdamState(NamedTuple):
+    """The state of `scale_by_adam`: the step count and the two moments (the maximum of the
+    second with amsgrad)."""
     count: jax.Array  # () int32: updates already applied, t - 1
     exp_avg: object  # like params: m_t
     exp_avg_sq: object  # like params: v_t

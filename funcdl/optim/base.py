@@ -124,7 +124,8 @@ def chain(*transforms: Optimizer) -> Optimizer:
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
-    """`p + u` for every leaf, in the param's dtype.
+    """`p + u` for every leaf p of `params` and u of `updates` (the same structure), in the
+    param's dtype.
 
     Examples:
       >>> import jax.numpy as jnp

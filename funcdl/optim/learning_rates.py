@@ -7,11 +7,12 @@ update); with `multi_transform`, one entry per label.
 """
 from typing import Dict, Optional
 
+import jax
 import jax.numpy as jnp
 
 from funcdl.construction import constructed_by
 from funcdl.optim import alias, masking, transforms
-from funcdl.optim.base import ScalarOrSchedule, chain, learning_rate_at
+from funcdl.optim.base import Optimizer, ScalarOrSchedule, chain, learning_rate_at
 
 _WITH_LR = (alias.sgd, alias.momentum, alias.adagrad, alias.rmsprop, alias.adam, alias.adamw,
             transforms.scale_by_learning_rate)
@@ -51,7 +52,7 @@ def _walk(optimizer) -> Optional[Dict[Optional[str], ScalarOrSchedule]]:
     return {}  # a transform without a learning rate (clipping, weight decay, set_to_zero)
 
 
-def learning_rates(optimizer) -> Dict[str, ScalarOrSchedule]:
+def learning_rates(optimizer: Optimizer) -> Dict[str, ScalarOrSchedule]:
     """Each learning rate `optimizer` applies, by name: `{"lr": lr}` for one, or
     `{"lr/<label>": lr}` per label of a `multi_transform`.
 
@@ -71,6 +72,7 @@ def learning_rates(optimizer) -> Dict[str, ScalarOrSchedule]:
     return {"lr" if label is None else f"lr/{label}": lr for label, lr in rates.items()}
 
 
-def learning_rate_value(lr: ScalarOrSchedule, count) -> float:
-    """The learning rate of the update that follows `count` applied updates, as a float."""
+def learning_rate_value(lr: ScalarOrSchedule, count: int | jax.Array) -> float:
+    """The learning rate `lr` (a float, or a schedule `step -> lr`) of the update that follows
+    `count` applied updates, as a float."""
     return float(jnp.asarray(learning_rate_at(lr, jnp.asarray(count, jnp.int32))))

@@ -32,10 +32,12 @@ class MaskedNode(NamedTuple):
 
 
 class MaskedState(NamedTuple):
+    """The state of `masked`: the inner transform's, over the leaves the mask selects."""
     inner_state: Any  # the inner transform's state over the masked-in leaves only
 
 
 class MultiTransformState(NamedTuple):
+    """The state of `multi_transform`: one `MaskedState` per label."""
     inner_states: Mapping[str, MaskedState]  # label -> that label's masked state
 
 

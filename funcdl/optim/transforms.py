@@ -38,6 +38,7 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByLearningRateState(NamedTuple):
+    """The state of `scale_by_learning_rate`: the step count a schedule is evaluated at."""
     count: jax.Array  # () int32: updates already applied, the argument of a schedule
 
 
@@ -94,6 +95,7 @@ def add_decayed_weights(weight_decay: float = 0.0) -> Optimizer:
 
 
 class DecoupledWeightDecayState(NamedTuple):
+    """The state of `decoupled_weight_decay`: the step count a schedule is evaluated at."""
     count: jax.Array  # () int32: updates already applied, the argument of a schedule
 
 
@@ -140,6 +142,7 @@ def decoupled_weight_decay(lr: ScalarOrSchedule, weight_decay: float = 1e-2) -> 
 
 
 class TraceState(NamedTuple):
+    """The state of `trace`: the step count and the momentum buffer b_t."""
     count: jax.Array  # () int32: updates already applied
     momentum_buffer: object  # like params: b_t
 

@@ -75,7 +75,8 @@ def evaluate(model: ModelLike, params: PyTree, loss_fn: Callable, x: PyTree, y: 
 
 def predict(model: ModelLike, params: PyTree, x: PyTree, *,
             batch_size: Optional[int] = None) -> PyTree:
-    """The model's predictions for all rows of `x` (`train=False`), computed batch by batch:
+    """The model's predictions for all rows of `x` (`train=False`) with `params` (trained
+    values of what `init` returned), computed batch by batch:
     `x` `(n, ...)` -> `(n, ...)` as the model gives them. `x` may be a pytree of arrays (dicts,
     tuples) with one number of rows, and the predictions a pytree of `(n, ...)` arrays; a
     `fdl.nn.Model` gets only the keywords its apply accepts (a stateful one its `Variables`,

@@ -4,6 +4,7 @@ Both carry the state `fit` had reached, so nothing trained is lost: `.params`, `
 `.history` (the whole epochs done, one value per epoch and name) and `.epoch` (the epochs done
 since epoch 0). With `checkpoint`, the same state is in the file before the exception is raised.
 """
+from typing import Any
 
 
 class Interrupted(KeyboardInterrupt):
@@ -16,7 +17,8 @@ class Interrupted(KeyboardInterrupt):
             params, opt_state, history = stop.params, stop.opt_state, stop.history
     """
 
-    def __init__(self, params, opt_state, history, epoch: int, checkpoint=None):
+    def __init__(self, params: Any, opt_state: Any, history: dict, epoch: int,
+                 checkpoint: str | None = None):
         where = "" if checkpoint is None else f", also written to {checkpoint!r}"
         super().__init__(f"fit interrupted after {epoch} epochs (counted from 0); `.params`, "
                          f"`.opt_state`, `.history` hold the state at that point{where}")

@@ -110,7 +110,7 @@ def _select(keep, new, old):
 
 
 def sweep(model: ModelLike, params: PyTree, loss_fn: Callable, make_optimizer: Callable,
-          hyperparams: Mapping[str, Any], x: PyTree, y: PyTree, **fit_kwargs
+          hyperparams: Mapping[str, Any], x: PyTree, y: PyTree, **fit_kwargs: Any
           ) -> tuple[PyTree, PyTree, dict[str, np.ndarray]]:
     """Train k configurations at once; returns `(params_k, opt_state_k, history)`.
 
