@@ -143,7 +143,8 @@ def epoch_totals_like(spec: StepSpec, params, x, y, batch: int, key):
                           params, xb, yb, key)
 
 
-def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, first):
+def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, first,
+               step0=None):
     spec, mesh = plan.spec, plan.mesh
     x, y, x_val, y_val = data
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
@@ -155,6 +156,8 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
     def train_on(state, step, start, size):
         params, opt_state, guard, totals = state
         xb, yb = take_rows((x, y), start, size, order, mesh)
+        if step0 is not None:  # a stream's chunk: its batch `step` is the epoch's `step0 + step`
+            step = step0 + step
         new_params, new_state, loss, pred, finite = apply_step(
             spec, params, opt_state, xb, yb, jax.random.fold_in(step_key, step))
         new_totals = add_batch(spec.metrics, totals, pred, yb, loss, size)
@@ -204,7 +207,7 @@ def row_width(plan: EpochPlan) -> int:
 
 
 def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, progress_every,
-                token, numbers=None, *, plan):
+                token, numbers=None, step0=None, *, plan):
     plan = bind_plan(plan, numbers)  # the optimizer rebuilt from its traced numbers
     zeros = zero_epoch_totals(plan, params, data, key)
     totals = zeros if totals is None else totals
@@ -216,7 +219,7 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
         # non-finite step (guarded replay) they stay frozen
         totals = keep_if((i == 0) | ~guard.ok, totals, zeros)
         state, row = _one_epoch(plan, data, key, progress_every, token,
-                                (params, opt_state, guard, totals), epoch0 + i, i == 0)
+                                (params, opt_state, guard, totals), epoch0 + i, i == 0, step0)
         return state, lax.dynamic_update_index_in_dim(means, row, i, axis=0)
 
     if plan.n_epochs == 1:  # no loop of one trip (a minibatch run makes one epoch per call)
@@ -236,14 +239,16 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
 
 run_epochs = jax.jit(_run_epochs, static_argnames=("plan",))
 run_epochs.__doc__ = """`(params, opt_state, guard, totals, data, key, epoch0, n_run,
-progress_every, token, numbers=None, *, plan) -> (params, opt_state, guard, totals,
+progress_every, token, numbers=None, step0=None, *, plan) -> (params, opt_state, guard, totals,
 means)`: epochs `epoch0 .. epoch0 + n_run - 1` (`n_run` traced, at most `plan.n_epochs`, the
 program's capacity: so calls of different lengths share one compiled program). data: `(x, y,
 x_val, y_val)` on device; totals: the first epoch's starting `Totals` (None: zeros); means:
 `(plan.n_epochs, row_width(plan))` float, row i for epoch `epoch0 + i` (NaN past `n_run`):
 [loss, *metrics] over the training rows (row-weighted means, `Metric`s exact), then the same
 over the validation rows; totals: the last epoch's. numbers: the optimizer's `Numbers` when
-`plan.spec.optimizer` is their Skeleton (`hyperdata.py`: other numbers, no new compile). The
+`plan.spec.optimizer` is their Skeleton (`hyperdata.py`: other numbers, no new compile).
+step0: a streamed epoch's chunk (`stream_run.py`; traced int32): the call's batch j is step
+`step0 + j` of epoch `epoch0` (its dropout key, the guard's step). The
 fast program (`plan.guarded` False) ends with `guard.ok`: every loss and the final state are
 finite. Nothing is donated: the
 inputs are the start of a replay, and the state `fit` hands back on Ctrl-C."""

@@ -32,6 +32,8 @@ from funcdl.train.sharding import check_mesh, is_main_process, place_copy
 from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
+from funcdl.train.stream import layout as stream_layout, open_source
+from funcdl.train.stream_run import StreamRun
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,7 +59,8 @@ def _capacity(epochs_left: int, every) -> int:
 
 
 def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimizer, x: PyTree,
-        y: PyTree, *, epochs: int, batch_size: Optional[int] = None, shuffle: bool = True,
+        y: Optional[PyTree], *, epochs: int, batch_size: Optional[int] = None,
+        shuffle: Optional[bool] = None, steps_per_epoch: Optional[int] = None, prefetch: int = 2,
         key: Optional[jax.Array] = None, grad_backend: str = "jax", progress: bool = True,
         opt_state: Optional[PyTree] = None, validation: Optional[tuple] = None,
         metrics: Optional[Mapping[str, Any]] = None, compute_dtype: Optional[Any] = None,
@@ -156,7 +159,10 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     compute_dtype = check_compute_dtype(compute_dtype)
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
-    n_rows = checks.check_pair(x, y, "x", "y")
+    prefetch = checks.check_int(prefetch, "prefetch", 0)
+    source, shuffle = open_source(x, y, batch_size=batch_size, shuffle=shuffle, mesh=mesh,
+                                  steps_per_epoch=steps_per_epoch)  # None: arrays in memory
+    n_rows = checks.check_pair(x, y, "x", "y") if source is None else None
     check_model_variables(model, params, "fit")
     check_trainable(params, where="fit")
     validation, n_val = checks.check_validation(validation)
@@ -173,7 +179,12 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         name, value = ("shuffle", shuffle) if not isinstance(shuffle, bool) else ("progress",
                                                                                progress)
         raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
-    batch, n_full, remainder = batch_layout(n_rows, batch_size)
+    if source is None:
+        batch, n_full, remainder = batch_layout(n_rows, batch_size)
+        unit = None
+    else:  # a stream: the epoch as laid out ahead, `x`, `y` one batch's shapes (stream.py)
+        n_rows, batch, n_full, remainder, unit = stream_layout(source)
+        x, y = source.first
     check_mesh(mesh, batch)
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
     agreement.check_processes({"key": key, "epochs": epochs, "initial_epoch": initial_epoch,
@@ -193,8 +204,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         opt_state = place_copy(optimizer.init(trainable(params)) if opt_state is None
                                else opt_state, mesh)
         guard = place_copy(new_guard(), mesh)
-    steps_per_epoch = n_full + (1 if remainder else 0)
-    full_batch = steps_per_epoch == 1
+    epoch_steps = n_full + (1 if remainder else 0)
+    full_batch = epoch_steps == 1 and source is None
     if validation is None:
         val_batch = None
     elif validation_batch_size is not None:
@@ -222,17 +233,20 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         return (*hooks.end(pos), as_lists(pos.history)) if hooks else (
             pos.params, pos.opt_state, as_lists(pos.history))
 
-    unit = "epoch" if full_batch else "step"
+    unit = unit or ("epoch" if full_batch else "step")
     capacity = _capacity(epochs - pos.done, None if checkpoint is None else every) \
         if full_batch else 1
     plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
                      capacity, val_batch, n_val, unit if progress else None, mesh)
-    feed = Feed(x, y, validation, mesh, batch_size, shuffle and not full_batch, key,
-                val_batch=val_batch)
+    numbers = hyperdata.place(numbers, mesh)
+    feed = None if source is not None else Feed(x, y, validation, mesh, batch_size,
+                                                shuffle and not full_batch, key,
+                                                val_batch=val_batch)
+    streamed = None if source is None else StreamRun(source, plan, validation, key, numbers,
+                                                     prefetch)
     run = Run(plan, names, feed, key, epochs, None if checkpoint is None else every, checkpoint,
-              mesh, steps_per_epoch, progress, settings, rates, hooks,
-              hyperdata.place(numbers, mesh))
-    unit_scale = 1 if full_batch else steps_per_epoch
+              mesh, epoch_steps, progress, settings, rates, hooks, numbers, streamed)
+    unit_scale = 1 if unit == "epoch" else epoch_steps
     with ProgressBar(epochs * unit_scale, pos.done * unit_scale + pos.step, unit,
                      progress and is_main_process()) as bar:
         pos = train(run, pos, bar)
