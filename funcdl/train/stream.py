@@ -20,9 +20,9 @@ Two kinds of data are streamed rather than put on the device whole:
 Both are cut into chunks of whole batches (`chunks.py`) that go to the device ahead of their
 use (`prefetch.py`) and train as one compiled scan each (`stream_run.py`).
 """
+import collections.abc
 import itertools
 import mmap
-import warnings
 from typing import Iterator, NamedTuple, Optional
 
 import jax
@@ -48,8 +48,8 @@ def _has_memory_map(tree) -> bool:
 
 def is_iterable_stream(x, y) -> bool:
     """Whether `fit(..., x, y)` is the streamed form `fit(..., data, None)`."""
-    return y is None and getattr(x, "shape", None) is None and (
-        callable(x) or hasattr(x, "__iter__"))
+    return y is None and getattr(x, "shape", None) is None and not isinstance(
+        x, collections.abc.Mapping) and (callable(x) or hasattr(x, "__iter__"))
 
 
 def _new_iterator(data) -> Iterator:
@@ -87,7 +87,8 @@ def host_batch(batch, where: str):
 
 
 class IterableSource:
-    """The batches of `data` (the streamed form), epoch by epoch, on the host.
+    """The batches of `data` (the streamed form), epoch by epoch, on the host (`batches` may
+    run in the prefetch thread).
 
     `first` is the first batch (read before anything compiles: it fixes the batch shapes);
     `steps` the number of batches of an epoch when known ahead (`steps_per_epoch`, else
@@ -96,7 +97,7 @@ class IterableSource:
     resumes_mid_epoch = False  # a NaN stop's checkpoint holds the start of its epoch
 
     def __init__(self, data, steps_per_epoch: Optional[int]):
-        if hasattr(data, "__iter__") and iter(data) is data:
+        if isinstance(data, collections.abc.Iterator):  # iter(data) is data
             raise ValueError(
                 f"`data` is an iterator ({type(data).__name__}), which cannot be iterated again "
                 "for a second epoch; pass a re-iterable (a list, a DataLoader, a grain dataset) "
@@ -115,6 +116,7 @@ class IterableSource:
         self.first = host_batch(first, "its first batch")
         self.rows = len(jax.tree_util.tree_leaves(self.first)[0])
         self._iterator = itertools.chain([first], iterator)  # the next batch is the first
+        self.ran_out = None  # (epoch, batches) of the last epoch cut short by the iterator
 
     def batches(self, epoch: int) -> Iterator:
         """The raw batches of epoch `epoch` (the one after the last one asked for)."""
@@ -135,11 +137,8 @@ class IterableSource:
             for batch in itertools.islice(_new_iterator(self.data), self.steps_per_epoch):
                 yield batch
                 taken += 1
-        if taken < self.steps_per_epoch:
-            warnings.warn(f"fit: `data` ran out after {taken} of steps_per_epoch="
-                          f"{self.steps_per_epoch} batches in epoch {epoch}; that epoch is "
-                          "shorter and the next one starts a new iterator", UserWarning,
-                          stacklevel=2)
+        if taken < self.steps_per_epoch:  # warned about by the caller's thread (stream_run)
+            self.ran_out = (epoch, taken)
 
 
 class MemmapSource:

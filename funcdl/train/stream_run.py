@@ -25,6 +25,7 @@ rows read shard by shard, only this process's); a streamed batch whose rows the 
 does not divide is replicated.
 """
 import functools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -171,10 +172,20 @@ class StreamRun:
             failed, _ = check(pending)
             if failed is not None:
                 return self._stopped(failed)
+        self._warn_if_short(epoch)
         params, opt_state, guard, totals = state
-        means = to_host(epoch_row(params, totals, self.validation,
-                                  plan=self.plan._replace(n_rows=rows_done)))
+        row_plan = self.plan._replace(n_rows=rows_done, batch=0, n_full=0, remainder=0,
+                                      shuffle=False, n_epochs=1, progress=None)  # shared
+        means = to_host(epoch_row(params, totals, self.validation, plan=row_plan))
         return (params, opt_state, guard, totals, means), means, to_host(guard)
+
+    def _warn_if_short(self, epoch: int):
+        ran_out, self.source.ran_out = getattr(self.source, "ran_out", None), None
+        if ran_out is not None:
+            warnings.warn(f"fit: `data` ran out after {ran_out[1]} of steps_per_epoch="
+                          f"{self.source.steps_per_epoch} batches in epoch {epoch}; that epoch "
+                          "is shorter and the next one starts a new iterator", UserWarning,
+                          stacklevel=5)
 
     def _stopped(self, out):
         return out, np.zeros((0, row_width(self.plan))), to_host(out[2])
