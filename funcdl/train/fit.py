@@ -6,6 +6,8 @@ process by process; see `feed.py`). Minibatch runs make one compiled call per ep
 never shuffled, run many epochs per compiled call (about half a second of work each, so that
 Ctrl-C is honoured; a 400-epoch XOR run is one or two dispatches). `loop.py` runs the calls,
 `epochs.py` is the compiled program (the order of the batches, the keys, the NaN guard).
+Streamed data (an iterable of batches, or a memory-mapped `x`) go to the device chunk by
+chunk instead, each chunk one call of the same program (`stream.py`, `stream_run.py`).
 """
 import functools
 import os
@@ -85,7 +87,30 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     to another shape than the predictions' (`(n, 1)` against `(n,)`) gets a UserWarning.
     epochs: total number of epochs (with `resume`, including those already in the checkpoint).
     batch_size: rows per step; None or >= n is full batch (never shuffled). The last
-    `n % batch_size` rows are one more step. key: the PRNG key for shuffling and dropout
+    `n % batch_size` rows are one more step. shuffle: shuffle the rows every epoch; None (the
+    default) is True for arrays and False for streamed data.
+
+    Streamed data, for data larger than memory: `fit(model, params, loss_fn, optimizer, data,
+    None, epochs=..., steps_per_epoch=None, prefetch=2)`. `data` yields `(x_batch, y_batch)`
+    pairs (arrays or pytrees of them: NumPy, jax or torch tensors) and is iterated once per
+    epoch: a re-iterable (a `torch.utils.data.DataLoader`, a grain `DataLoader` or
+    `MapDataset`, a list) or a callable returning a new iterator per epoch. An iterator or a
+    generator object cannot be iterated again (a ValueError: pass a callable returning one).
+    `batch_size` must be None (the loader batches) and `shuffle` unset or False (the loader
+    shuffles; `shuffle=True` is a ValueError). Every batch must have the first batch's shapes
+    and dtypes except the epoch's last, which may have fewer rows (a ValueError naming the
+    batch otherwise). steps_per_epoch: an epoch is that many batches, read from one iterator
+    that carries on into the next epoch, a new one started when it ends (Keras's rule; an
+    epoch cut short by the end of the iterator gets a UserWarning); None: an epoch is a whole
+    iterator. prefetch: chunks of batches (about 32 MB each) read and put on the device ahead
+    by a background thread (0: none, read when needed); each chunk trains as one compiled
+    scan, so the host holds a few chunks, never the data set. A NumPy memory map among the
+    leaves of `x` or `y` (`np.load(path, mmap_mode="r")`, in minibatches) is streamed the
+    same way, shuffled as arrays are: it is read chunk by chunk in the order of the epoch and
+    never copied whole. The same batches give the params and history of in-memory `fit`.
+    A checkpoint of a stream holds whole epochs: a NaN stop writes the start of its epoch and
+    `resume` runs that epoch again with a new iterator (a memory map resumes at the step, as
+    arrays). `validation` stays arrays, put on the device whole. key: the PRNG key for shuffling and dropout
     (None: `jax.random.PRNGKey(0)`). grad_backend: "jax" or "funcdl". progress: on a terminal
     a tqdm bar on stderr (compiling shown as its own phase, outside the rate and ETA); when
     stderr is not a terminal, one line per epoch (epoch, seconds, loss, metrics, validation).
@@ -99,7 +124,9 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     optimizer state stay in their own dtype); `jnp.float16` adds dynamic loss scaling
     (`fdl.train.loss_scale`): `opt_state` is then a `LossScaleState` holding the scale, and a
     skipped step is not a non-finite one.
-    mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
+    mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel; streamed data: one process
+    only, each chunk's batches split along "data"; a memory map: each process reads its own
+    rows of every batch). checkpoint: a path saved
     every `checkpoint_every` epochs, at the end and at a NaN stop (with its epoch and step);
     resume: continue from it if it exists (the file's position then replaces `initial_epoch`).
     A file written with another number of rows of `x` or `validation`, `batch_size`, `shuffle`
