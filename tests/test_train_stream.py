@@ -2,7 +2,10 @@
 the same batches: bitwise equal params, optimizer state and history on one CPU device (the
 chunks, the prefetch thread, the dropout keys, the metric totals and the validation are
 in-memory fit's work), steps_per_epoch, the NaN guard, checkpoints, and the errors."""
+import importlib.util
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -186,6 +189,7 @@ def test_a_streamed_nan_stop_checkpoints_its_epoch_start_and_resume_runs_it_agai
     assert resumed[2] == in_memory[2]
 
 
+@pytest.mark.slow  # 4 fits and both guarded programs: ~7 s of CPU
 def test_a_memory_map_resumes_a_nan_stop_at_its_step_as_in_memory_fit(tmp_path, small_chunks):
     bad = X.copy()
     bad[70, 0] = np.inf
@@ -350,3 +354,16 @@ def test_no_warning_for_a_stream_of_the_in_memory_shapes(small_chunks):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit(Batches(), epochs=1)
+
+
+def test_every_python_block_of_the_streaming_guide_runs_alone():
+    """Each block in a namespace of its own, in order; a torch block only where torch is."""
+    guide = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "streaming.md"
+    blocks = re.findall(r"(<!-- needs torch -->\n)?```python\n(.*?)```", guide.read_text(),
+                        re.S)
+    assert len(blocks) >= 4
+    for needs_torch, code in blocks:
+        if needs_torch and importlib.util.find_spec("torch") is None:
+            print("skipped a block of the streaming guide: torch is not installed")
+            continue
+        exec(compile(code, str(guide), "exec"), {"__name__": "__guide__"})
