@@ -21,7 +21,7 @@ import numpy as np
 
 from funcdl.train.stream import host_batch
 
-CHUNK_BYTES = 32 << 20  # data per chunk (x and y of its batches)
+CHUNK_BYTES = 16 << 20  # data per chunk (x and y of its batches)
 
 
 class HostChunk(NamedTuple):

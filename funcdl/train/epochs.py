@@ -12,6 +12,8 @@ Per epoch e (counted from 0 over the whole run, also across resumed calls)::
 
 so the order depends only on `key` and `e`: a resumed run shuffles as an uninterrupted one.
 The last `n_rows % B` rows form one more step with their own shape.
+A streamed epoch (`stream_run.py`) is several calls, one per chunk of its batches (`Fed`
+leaves, already in order), each passing `step0`, the epoch's index of its first batch.
 
 NaN guard, in two programs compiled from this one function (`plan.guarded`):
 - The fast program (`run_epochs`, `guarded=False`) trains without any per-step check and does
