@@ -241,7 +241,7 @@ def _fit(data, y=None, **kwargs):
                                       "iterator"),
     ((b for b in Batches()), {}, ValueError, r"`data` is an iterator \(generator\)"),
     (Batches(), {"shuffle": True}, ValueError, r"`shuffle=True` with streamed `data`"),
-    (Batches(), {"shuffle": "yes"}, TypeError, r"`shuffle` must be a bool or None, got str"),
+    (Batches(), {"shuffle": "yes"}, TypeError, r"`shuffle` must be a bool, got str"),
     (Batches(), {"batch_size": 16}, ValueError, r"`batch_size` must be None with streamed"),
     (Batches(), {"prefetch": -1}, ValueError, r"`prefetch` must be >= 0, got -1"),
     (Batches(), {"steps_per_epoch": 0}, ValueError, r"`steps_per_epoch` must be >= 1"),

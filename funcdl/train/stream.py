@@ -169,7 +169,7 @@ def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None):
     if steps_per_epoch is not None:
         steps_per_epoch = checks.check_int(steps_per_epoch, "steps_per_epoch", 1)
     if shuffle is not None and not isinstance(shuffle, bool):
-        raise TypeError(f"`shuffle` must be a bool or None, got {type(shuffle).__name__}")
+        raise TypeError(f"`shuffle` must be a bool, got {type(shuffle).__name__}")
     if is_iterable_stream(x, y):
         if shuffle:
             raise ValueError("`shuffle=True` with streamed `data`: fit does not shuffle a stream "
