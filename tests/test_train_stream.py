@@ -367,3 +367,30 @@ def test_every_python_block_of_the_streaming_guide_runs_alone():
             print("skipped a block of the streaming guide: torch is not installed")
             continue
         exec(compile(code, str(guide), "exec"), {"__name__": "__guide__"})
+
+
+@pytest.mark.parametrize("option", ["steps_per_epoch", "prefetch"])
+def test_sweep_does_not_take_the_stream_options(option):
+    with pytest.raises(TypeError, match=f"sweep does not take `{option}`"):
+        train.sweep(MODEL, PARAMS, LOSS, optim.adam, {"lr": [0.1, 0.2]}, X, Y, epochs=1,
+                    **{option: 2})
+
+
+def test_the_prefetch_thread_reads_at_most_depth_plus_one_items_ahead():
+    import time
+    from funcdl.train.prefetch import Prefetch
+    pulled = []
+
+    def items():
+        for i in range(100):
+            pulled.append(i)
+            yield i
+
+    with Prefetch(items(), lambda i: i * 10, depth=3) as ahead:
+        assert next(ahead) == 0
+        time.sleep(0.5)  # the thread fills the queue (3) and holds one more
+        assert len(pulled) == 1 + 3 + 1
+        assert list(ahead) == [10 * i for i in range(1, 100)]
+    with Prefetch(items(), lambda i: i, depth=2) as ahead:  # leaving early stops the thread
+        next(ahead)
+    assert not ahead.thread.is_alive()
