@@ -144,6 +144,24 @@ def test_tensorboard_through_fit_read_back_by_tensorboards_reader(recorded, tmp_
             [(epoch, float(np.float32(v))) for epoch, v in enumerate(values)]
 
 
+def test_the_file_writing_callbacks_write_on_process_0_only(recorded, tmp_path, monkeypatch):
+    # as Lightning's rank_zero_only: every other process of a multi-process run trains alike
+    # (the same history) and writes nothing; EarlyStopping stops it at the same epoch
+    monkeypatch.setattr(jax, "process_index", lambda *args, **kwargs: 1)
+    writers = [BestCheckpoint(tmp_path / "best.safetensors"), CSVLogger(tmp_path / "log.csv"),
+               EarlyStopping(patience=2)]
+    try:
+        import tensorboard  # noqa: F401
+        writers.append(TensorBoard(tmp_path / "tb"))
+    except ImportError:
+        pass
+    _, _, history = fit(EPOCHS, callbacks=writers)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    _, _, alone = fit(EPOCHS, callbacks=[EarlyStopping(patience=2)])
+    assert history == alone
+
+
 # ---- any object with the hooks ------------------------------------------------------------------
 class Recorder:
     """Records what each hook sees; stops after epoch `stop_at` (None: never)."""

@@ -251,8 +251,10 @@ def _fit(data, y=None, **kwargs):
     ([(X[:16], Y[:8])], {}, ValueError, r"same number of rows"),
     (lambda: [1, 2], {}, TypeError, r"a callable must return an iterator"),
     (42, {}, TypeError, r"`x` must be an array"),
+    (Batches(), {"accumulate": 2}, NotImplementedError, r"does not take `accumulate` yet"),
+    (Batches(), {"class_weight": {0: 1.0}}, NotImplementedError, r"`class_weight` yet"),
 ], ids=["iterator", "generator", "shuffle", "shuffle-type", "batch_size", "prefetch", "steps",
-        "empty", "not-a-pair", "rows", "callable", "int"])
+        "empty", "not-a-pair", "rows", "callable", "int", "accumulate", "class_weight"])
 def test_bad_streams_are_refused_before_anything_compiles(data, kwargs, error, match):
     with counting_compilations() as compiled:
         with pytest.raises(error, match=match):

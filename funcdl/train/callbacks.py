@@ -15,6 +15,11 @@ epoch, so the hooks see every epoch; without them nothing changes.
 
 A callback that raises stops `fit`: the exception propagates with `.params`, `.opt_state`,
 `.history` and `.epoch` attached (the last state, as a NaN stop's `FloatingPointError`).
+
+In a run of several processes (`jax.distributed`), every process calls the hooks with the same
+history (the mesh's values are global), so `EarlyStopping` stops them all at the same epoch;
+the callbacks that write files (`BestCheckpoint`, `CSVLogger`, `TensorBoard`) write on process
+0 only, as Lightning's `rank_zero_only` loggers.
 """
 import csv
 import os
@@ -22,6 +27,7 @@ import time
 from typing import Dict, List, Optional
 
 from funcdl import checkpoint as checkpoint_files
+from funcdl.train.sharding import is_main_process, to_host
 
 HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
 
@@ -231,8 +237,9 @@ class BestCheckpoint:
         value = state.history[self.monitor][-1]
         if self._monitor.improves(value, self.best):
             self.best, self.best_epoch = value, epoch
-            checkpoint_files.save(self.path, {"params": state.params},
-                                  metadata={"epoch": str(epoch), self.monitor: repr(value)})
+            if is_main_process():
+                checkpoint_files.save(self.path, {"params": to_host(state.params)},
+                                      metadata={"epoch": str(epoch), self.monitor: repr(value)})
         return False
 
 
@@ -266,12 +273,16 @@ class CSVLogger:
 
     def on_train_begin(self, state) -> None:
         self.names = list(state.history)
+        if not is_main_process():
+            return
         self._file = open(self.path, "w", newline="")
         self._writer = csv.writer(self._file, delimiter=self.separator)
         self._writer.writerow(["epoch", *self.names])
         self._file.flush()
 
     def on_epoch_end(self, epoch: int, state) -> bool:
+        if self._file is None:  # not process 0
+            return False
         self._writer.writerow([epoch, *(repr(float(state.history[name][-1]))
                                         for name in self.names)])
         self._file.flush()
@@ -304,10 +315,14 @@ class TensorBoard:
         except ImportError as error:
             raise ImportError("TensorBoard: the `tensorboard` package is needed to write "
                               "event files: pip install \"funcdl[tensorboard]\"") from error
+        if not is_main_process():
+            return
         os.makedirs(self.log_dir, exist_ok=True)
         self._writer = EventFileWriter(self.log_dir)
 
     def on_epoch_end(self, epoch: int, state) -> bool:
+        if self._writer is None:  # not process 0
+            return False
         from tensorboard.compat.proto import event_pb2, summary_pb2
         values = [summary_pb2.Summary.Value(tag=name, simple_value=float(values[-1]))
                   for name, values in state.history.items() if values]

@@ -41,6 +41,11 @@ applied once and the epoch's history is the uninterrupted run's). In the guarded
 totals freeze at the first non-finite step with everything else, so the totals that come back
 are those of the steps before it.
 
+Gradient accumulation (`plan.accumulate` > 1) replaces the epoch's steps with micro-batches
+and an update per group (`micro_batches.py`); with row weights (`plan.weighted`) the training
+`y` is the pair `(y, w)` and the step's loss is Keras's weighted one (`weights.py`). Neither
+changes the program of a plan without them.
+
 Cache: `run_epochs` and `run_epochs_guarded` are module-level `jax.jit`s; `plan` (hashable,
 holding the user's functions) is their static argument, so equal plans and shapes reuse the
 compiled programs (the guarded one is compiled only when a run goes non-finite).
@@ -52,11 +57,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcdl.train import progress
+from funcdl.train import progress, weights
 from funcdl.train.accumulate import (Totals, accumulation_dtype, add_batch, keep_if,
                                      result_row, zero_totals)
 from funcdl.train.batches import fold_batches, take_rows
 from funcdl.train.hyperdata import bind_plan, bound
+from funcdl.train.micro_batches import accumulated_steps
 from funcdl.train.stateful import trainable
 from funcdl.train.step import StepSpec, all_finite, apply_step, forward
 
@@ -76,6 +82,8 @@ class EpochPlan(NamedTuple):
     mesh: object = None  # a jax.sharding.Mesh with a "data" axis, or None
     guarded: bool = False  # per-step NaN guard (the replay after a failed fast call)
     first_step: int = 0  # the step the (single) epoch of the call starts at (resume)
+    accumulate: int = 1  # micro-batches per update (micro_batches.py); 1: a step per batch
+    weighted: bool = False  # the training `y` is the pair (y, row weights) (weights.py)
 
 
 class Guard(NamedTuple):
@@ -131,6 +139,7 @@ def evaluation_totals(spec: StepSpec, params, arrays, n_rows: int, batch_size, m
 def zero_epoch_totals(plan: EpochPlan, params, data, key) -> Totals:
     """The totals at the start of an epoch of `plan` (the shapes of its training batches)."""
     xb, yb = take_rows(data[:2], 0, plan.batch, None, plan.mesh)
+    yb, _ = weights.split_batch(yb, plan.weighted)
     return _batch_zeros(plan.spec, params, xb, yb, key, True)
 
 
@@ -154,14 +163,26 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
     shuffled = plan.shuffle and not fed
     order = jax.random.permutation(shuffle_key, plan.n_rows) if shuffled else None
     steps_per_epoch = plan.n_full + (1 if plan.remainder else 0)
+    train_spec = weights.training_spec(spec, plan.weighted)  # the weighted loss, if any
+
+    def rows(start, size):  # (xb, the metrics' targets, the loss's targets)
+        xb, yb = take_rows((x, y), start, size, order, mesh)
+        return (xb, *weights.split_batch(yb, plan.weighted))
+
+    def report(step, start, size, totals):
+        if plan.progress == "step":
+            rows_done = jnp.asarray(start + size).astype(totals.sums.dtype)
+            _when(((step + 1) % progress_every == 0) | (first & (step == plan.first_step)),
+                  progress.report, token, epoch * steps_per_epoch + step + 1,
+                  totals.sums[0] / rows_done)
 
     def train_on(state, step, start, size):
         params, opt_state, guard, totals = state
-        xb, yb = take_rows((x, y), start, size, order, mesh)
+        xb, yb, target = rows(start, size)
         if step0 is not None:  # a stream's chunk: its batch `step` is the epoch's `step0 + step`
             step = step0 + step
         new_params, new_state, loss, pred, finite = apply_step(
-            spec, params, opt_state, xb, yb, jax.random.fold_in(step_key, step))
+            train_spec, params, opt_state, xb, target, jax.random.fold_in(step_key, step))
         new_totals = add_batch(spec.metrics, totals, pred, yb, loss, size)
         if plan.guarded:
             good = guard.ok & finite
@@ -172,23 +193,21 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
                                     guard.loss))
             new_params, new_state, new_totals = keep_if(
                 good, (new_params, new_state, new_totals), (params, opt_state, totals))
-        if plan.progress == "step":
-            rows_done = jnp.asarray(start + size).astype(new_totals.sums.dtype)
-            _when(((step + 1) % progress_every == 0) | (first & (step == plan.first_step)),
-                  progress.report, token, epoch * steps_per_epoch + step + 1,
-                  new_totals.sums[0] / rows_done)
+        report(step, start, size, new_totals)
         return new_params, new_state, guard, new_totals
 
     def full_batch(state, step):
         return train_on(state, step, step * plan.batch, plan.batch), None
 
     state = carry
-    if plan.n_full == 1 and plan.first_step == 0:  # full batch: no loop of one trip
+    if plan.accumulate > 1:  # an update per group of micro-batches (micro_batches.py)
+        state = accumulated_steps(plan, train_spec, rows, report, step_key, epoch, state)
+    elif plan.n_full == 1 and plan.first_step == 0:  # full batch: no loop of one trip
         state, _ = full_batch(state, jnp.int32(0))
     elif plan.first_step < plan.n_full:
         state, _ = lax.scan(full_batch, state,
                             jnp.arange(plan.first_step, plan.n_full, dtype=jnp.int32))
-    if plan.remainder:
+    if plan.remainder and plan.accumulate == 1:
         state = train_on(state, jnp.int32(plan.n_full), plan.n_full * plan.batch, plan.remainder)
     params, opt_state, guard, totals = state
     means = result_row(spec.metrics, totals, plan.n_rows)

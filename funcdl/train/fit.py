@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from funcdl.optim.base import Optimizer
 from funcdl.train import agreement, checks, hyperdata, loss_scale, resume as resume_state
+from funcdl.train import weights as row_weights
 from funcdl.train.batches import batch_layout
 from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
@@ -34,7 +35,7 @@ from funcdl.train.sharding import check_mesh, is_main_process, place_copy
 from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
-from funcdl.train.stream import layout as stream_layout, open_source
+from funcdl.train.stream import check_stream_options, layout as stream_layout, open_source
 from funcdl.train.stream_run import StreamRun
 
 
@@ -68,8 +69,9 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         metrics: Optional[Mapping[str, Any]] = None, compute_dtype: Optional[Any] = None,
         mesh: Optional[Mesh] = None, checkpoint: Union[str, os.PathLike, None] = None,
         checkpoint_every: int = 1, resume: bool = False, initial_epoch: int = 0,
-        validation_batch_size: Optional[int] = None, callbacks: Optional[list] = None
-        ) -> tuple[PyTree, PyTree, dict[str, list[float]]]:
+        validation_batch_size: Optional[int] = None, callbacks: Optional[list] = None,
+        accumulate: int = 1, sample_weight: Optional[Any] = None,
+        class_weight: Optional[Mapping] = None) -> tuple[PyTree, PyTree, dict[str, list[float]]]:
     """Train `params` of `model` on `(x, y)`; returns `(params, opt_state, history)`.
 
     model: a `fdl.nn.Model` (called as `apply(params, x, key=..., train=True)`, with only the
@@ -148,6 +150,39 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     with the last state attached to its exception (`.params .opt_state .history .epoch`,
     written to `checkpoint` first); an object without any of the hooks is a TypeError naming
     `callbacks[i]`. The callbacks' own state is not in the checkpoint (docs/guides/callbacks.md).
+    accumulate: micro-batches per optimizer update (gradient accumulation; 1, the default, is
+    an update per batch and compiles the program without accumulation). `batch_size` is then
+    the micro-batch: an epoch's S batches form groups of `accumulate` consecutive
+    micro-batches, and when `accumulate` does not divide S the last group holds the `S %
+    accumulate` left over and is applied as one update too (as Lightning does). A group's
+    gradients, each taken at the group's params, are averaged weighted by rows, `g = Σ_s
+    rows_s g_s / Σ_s rows_s`, and applied in one update, so the optimizer's step count (and a
+    schedule's position, `history["lr"]`) advances once per group: `ceil(S / accumulate)`
+    per epoch. For a mean loss that is one batch `accumulate` times as large, within float32
+    rounding; a sum-reduced loss gets the row-weighted mean of its micro-batch gradients (for
+    equal micro-batches, the big batch's gradient divided by `accumulate`). The history is
+    still added micro-batch by micro-batch (row-weighted), the dropout key of micro-batch s is
+    step s's, and a stateful model's state moves with every micro-batch. A full-batch run
+    (one batch per epoch) is unchanged. The NaN guard takes a group as one step: a stop's
+    `.step` (and a checkpoint's position, which counts micro-batches) is the first
+    micro-batch of the non-finite group, whose update is discarded whole, and a resume runs
+    that group again.
+    sample_weight: `(n,)` finite weights >= 0, one per row of `x` (shuffled with the rows).
+    class_weight: `{class index: weight}` for integer targets `y` of shape `(n,)` or `(n, 1)`
+    (a class not listed weighs 1.0); with both, a row's weight is their product. The
+    training loss of a batch of `rows` rows is then Keras's "sum over batch size", `Σ_i w_i
+    l_i / rows`, with `l_i` the mean over the other axes of `loss_fn(pred, target,
+    reduction="none")[i]`: divided by the rows, not by Σ w (`fdl.losses.cross_entropy(
+    weight=)` follows PyTorch and divides by the summed weights instead). `history["loss"]`
+    is that weighted loss; validation and `evaluate` are unweighted. With `accumulate`, the
+    group's update is that of the weighted loss over the group's rows.
+
+    Raises (before anything compiles; each names the argument): TypeError for `accumulate`
+    that is not an int, `sample_weight` that is not an array of real numbers, `class_weight`
+    that is not a dict of int classes to numbers or is given with targets that are not integer
+    class indices, and a `loss_fn` without a `reduction` keyword given weights; ValueError for
+    `accumulate < 1`, a `sample_weight` of another shape than `(n,)` or with negative or
+    non-finite entries, and a negative or non-finite `class_weight` weight.
 
     history: `{"loss": [...], name: [...], "val_loss": [...], "val_<name>": [...]}`, one float
     per epoch. The loss and metric functions are averaged batch by batch, each batch weighted
@@ -190,6 +225,13 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     source, shuffle = open_source(x, y, batch_size=batch_size, shuffle=shuffle, mesh=mesh,
                                   steps_per_epoch=steps_per_epoch)  # None: arrays in memory
     n_rows = checks.check_pair(x, y, "x", "y") if source is None else None
+    accumulate = checks.check_int(accumulate, "accumulate", 1)
+    if source is not None:
+        check_stream_options(accumulate, sample_weight, class_weight)
+    weights = None if source is not None else row_weights.row_weights(
+        n_rows, y, sample_weight, class_weight)
+    if weights is not None:
+        row_weights.check_weighted_loss(loss_fn)
     check_model_variables(model, params, "fit")
     check_trainable(params, where="fit")
     validation, n_val = checks.check_validation(validation)
@@ -264,11 +306,12 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     capacity = _capacity(epochs - pos.done, None if checkpoint is None else every) \
         if full_batch else 1
     plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
-                     capacity, val_batch, n_val, unit if progress else None, mesh)
+                     capacity, val_batch, n_val, unit if progress else None, mesh,
+                     accumulate=min(accumulate, epoch_steps), weighted=weights is not None)
     numbers = hyperdata.place(numbers, mesh)
-    feed = None if source is not None else Feed(x, y, validation, mesh, batch_size,
-                                                shuffle and not full_batch, key,
-                                                val_batch=val_batch)
+    feed = None if source is not None else Feed(
+        x, y if weights is None else (y, weights), validation, mesh, batch_size,
+        shuffle and not full_batch, key, val_batch=val_batch)
     streamed = None if source is None else StreamRun(source, plan, validation, key, numbers,
                                                      prefetch)
     run = Run(plan, names, feed, key, epochs, None if checkpoint is None else every, checkpoint,

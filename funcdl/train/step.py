@@ -146,20 +146,30 @@ def apply_step(spec: StepSpec, params, opt_state, x, y, key):
     new state is the one the training forward pass returned, and `new_params` is
     `Variables(updated params, new state)`; a non-finite new state makes the step non-finite
     (`stateful.py`)."""
+    scale = loss_scale.scale_of(opt_state) if loss_scale.uses_loss_scaling(
+        spec.compute_dtype) else None
+    loss, pred, grads, state = loss_grad_state(spec, params, x, y, key, scale)
+    new_params, opt_state, finite = apply_grads(spec, params, opt_state, grads, state, loss)
+    return new_params, opt_state, loss, pred, finite
+
+
+def apply_grads(spec: StepSpec, params, opt_state, grads, state, loss):
+    """The update of `apply_step` from gradients already taken: `(new_params, new_opt_state,
+    finite)`. grads: of the loss (of the scaled loss with float16's `LossScaleState`), the
+    structure of `trainable(params)`; state: the stateful model's new state (None otherwise);
+    loss: the scalar whose finiteness enters `finite` (`apply_step`'s rule). Gradient
+    accumulation (`micro_batches.py`) calls it with the average of a group's gradients."""
     weights = trainable(params)  # a stateful model's Variables: the optimizer sees .params
     if loss_scale.uses_loss_scaling(spec.compute_dtype):
-        loss, pred, grads, state = loss_grad_state(spec, params, x, y, key,
-                                                   loss_scale.scale_of(opt_state))
         new_weights, opt_state, _ = loss_scale.scaled_update(spec.optimizer, weights, opt_state,
                                                              grads)
         new_params = with_params(params, new_weights, state)
         finite = jnp.isfinite(loss) & all_finite((new_params, opt_state))
-        return new_params, opt_state, loss, pred, finite
-    loss, pred, grads, state = loss_grad_state(spec, params, x, y, key)
+        return new_params, opt_state, finite
     updates, opt_state = spec.optimizer.update(grads, opt_state, weights)
     new_params = with_params(params, apply_updates(weights, updates), state)
     finite = jnp.isfinite(loss) & all_finite((grads, updates, new_params, opt_state))
-    return new_params, opt_state, loss, pred, finite
+    return new_params, opt_state, finite
 
 
 def check_grad_backend(grad_backend):

@@ -197,6 +197,18 @@ def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None):
     return MemmapSource(x, y, n_rows, batch_size, shuffle), shuffle
 
 
+def check_stream_options(accumulate: int, sample_weight, class_weight) -> None:
+    """NotImplementedError for fit's options that streamed data do not take yet."""
+    given = [name for name, value in (("accumulate", accumulate > 1 or None),
+                                      ("sample_weight", sample_weight),
+                                      ("class_weight", class_weight)) if value is not None]
+    if given:
+        raise NotImplementedError(
+            f"fit with streamed data (an iterable of batches or a memory map) does not take "
+            f"{', '.join(f'`{n}`' for n in given)} yet; train on arrays for those (or weight "
+            "the rows in `loss_fn`)")
+
+
 class Layout(NamedTuple):
     """How `fit` lays out a streamed epoch: `n_rows` (0: unknown ahead), rows per full batch,
     batches per epoch (1 when unknown ahead) and the progress unit."""

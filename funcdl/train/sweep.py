@@ -46,8 +46,10 @@ from funcdl.train.sweep_rates import SweptRates
 
 NOT_SWEPT = ("mesh", "callbacks", "checkpoint", "checkpoint_every", "resume", "opt_state",
              "steps_per_epoch", "prefetch")  # the last two: streamed data (arrays only here)
+NOT_YET_SWEPT = ("accumulate", "sample_weight", "class_weight")  # fit's; not in sweep's program
 _FIT_OPTIONS = {name: p.default for name, p in inspect.signature(_fit).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in NOT_SWEPT}
+                if p.kind is inspect.Parameter.KEYWORD_ONLY
+                and name not in NOT_SWEPT + NOT_YET_SWEPT}
 
 
 def _options(fit_kwargs) -> dict:
@@ -57,6 +59,11 @@ def _options(fit_kwargs) -> dict:
                         "options for a mesh, callbacks, checkpoints, a given optimizer "
                         "state and streamed data): every configuration starts from `params` "
                         "and a fresh state, on arrays `x`, `y`")
+    later = [name for name in fit_kwargs if name in NOT_YET_SWEPT]
+    if later:
+        raise TypeError(f"sweep does not take {', '.join(f'`{n}`' for n in later)} yet "
+                        "(gradient accumulation and row weights): train each configuration "
+                        "with fit for those")
     unknown = [name for name in fit_kwargs if name not in _FIT_OPTIONS]
     if unknown:
         raise TypeError(f"sweep got unexpected keyword arguments {unknown}; it takes fit's "
