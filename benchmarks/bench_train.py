@@ -15,6 +15,9 @@ Only when asked, `mlp_sweep` (issue 18, `train_sweep.py`): the MLP epoch for `--
 Adam learning rates, as that many `fit` calls against one `fdl.train.sweep`, compile and run
 timed apart, beside the same written by hand in JAX + optax (that many jitted scans, the scan
 vmapped over them, and `lax.map` over them in one program).
+Only when asked, `mlp_stream` (issue 18, `train_stream.py`): the MLP epoch with
+streamed data (a memory map, a re-iterable of batches) against in-memory `fit`, and the host
+memory of a streamed epoch over a `--stream-gb` (1.2) GB memory map, in a fresh process.
 
 All implementations do the same work: the same model, optimizer, loss and steps (the last
 partial batch included: MLP has 468 batches of 128 and one of 96), from the same initial
@@ -75,6 +78,8 @@ from train_workloads import (  # noqa: E402
     COPY, GPU_IMPLEMENTATIONS, GPU_SIZES, IMPLEMENTATIONS, NUMPY_IMPLEMENTATIONS, from_numpy,
     funcdl_model, layout, workload)
 from train_sweep import sweep_markdown, sweep_rows  # noqa: E402
+from train_stream import (memory_worker, run_memory_worker, stream_markdown,  # noqa: E402
+                          stream_rows)
 
 
 def settle(seconds=0.2):
@@ -231,8 +236,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workloads", default="xor,boston,mlp,wide",
-                        help="also mlp_numpy, mlp_sweep and gpu_wide (not in the default list)")
+                        help="also mlp_numpy, mlp_sweep, mlp_stream and gpu_wide (not in the default list)")
     parser.add_argument("--sweep-k", type=int, default=8, help="learning rates of mlp_sweep")
+    parser.add_argument("--stream-gb", type=float, default=1.2,
+                        help="mlp_stream: GB of the memory map whose streamed epoch's host "
+                             "memory is measured (0: skip)")
+    parser.add_argument("--stream-memory-worker", type=float, default=None,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--implementations", default=None,
                         help="comma-separated; default: all for the workload")
     parser.add_argument("--wide-steps", type=int, default=8)
@@ -245,6 +255,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.mesh_worker:
         print(json.dumps(mesh_worker(args.mesh_worker, args.repeats)))
+        return
+    if args.stream_memory_worker:
+        print(json.dumps(memory_worker(args.stream_memory_worker)))
         return
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0]}",
@@ -259,6 +272,13 @@ def main(argv=None):
             report["results"][name] = sweep_rows(w, funcdl_model(w.sizes, w.activations),
                                                  args.repeats, settle, first_steps(w),
                                                  args.sweep_k)
+            continue
+        if name == "mlp_stream":  # streamed fit against in-memory fit (train_stream.py)
+            w = workload("mlp")
+            report["results"][name] = stream_rows(w, funcdl_model(w.sizes, w.activations),
+                                                  args.repeats, timed_side_by_side)
+            report["mlp_stream_memory"] = (run_memory_worker(__file__, args.stream_gb)
+                                           if args.stream_gb > 0 else None)
             continue
         w = workload(name, args.wide_steps, args.gpu_steps, args.gpu_scale)
         w = w._replace(data=(w.x, w.y) if from_numpy(name) else
@@ -288,7 +308,7 @@ def markdown(report):
     lines = ["| workload | implementation | median ms | x hand scan | compile s | dispatched | "
              "rel diff vs fit |", "|---|---|---:|---:|---:|---:|---:|"]
     for name, rows in report["results"].items():
-        if name in ("gpu_wide", "mlp_sweep"):
+        if name in ("gpu_wide", "mlp_sweep", "mlp_stream"):
             continue
         scan = rows.get("jax+optax scan", {}).get("seconds")
         for impl, row in rows.items():
@@ -315,6 +335,9 @@ def markdown(report):
                     lines.append(f"| {name} | {label} | {ratio:.2f}x | | | | |")
     if "mlp_sweep" in report["results"]:
         lines += ["", sweep_markdown("mlp_sweep", report["results"]["mlp_sweep"])]
+    if "mlp_stream" in report["results"]:
+        lines += ["", stream_markdown("mlp_stream", report["results"]["mlp_stream"],
+                                      report.get("mlp_stream_memory"))]
     if "gpu_wide" in report:
         lines += ["", gpu_markdown(report["gpu_wide"], report["results"]["gpu_wide"])]
     return "\n".join(lines)

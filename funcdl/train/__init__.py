@@ -18,7 +18,9 @@ TensorBoard), `hooks.py` (the callbacks between `fit`'s calls), `lr_history.py`
 (`history["lr"]`), `hyperdata.py` (the optimizer's numbers as arguments of the
 compiled programs), `sweep.py` and `sweep_configs.py` (k hyperparameter configurations trained
 at once, vmapped), `micro_batches.py` (gradient accumulation, `fit(accumulate=k)`),
-`weights.py` (`sample_weight` and `class_weight`, Keras's weighted loss).
+`weights.py` (`sample_weight` and `class_weight`, Keras's weighted loss), `stream.py`,
+`chunks.py`, `prefetch.py` and `stream_run.py` (streamed data: loaders and memory maps, chunk
+by chunk, put on the device ahead by a thread).
 """
 from funcdl.train.evaluate import evaluate, predict
 from funcdl.train.fit import fit

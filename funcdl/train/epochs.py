@@ -12,6 +12,8 @@ Per epoch e (counted from 0 over the whole run, also across resumed calls)::
 
 so the order depends only on `key` and `e`: a resumed run shuffles as an uninterrupted one.
 The last `n_rows % B` rows form one more step with their own shape.
+A streamed epoch (`stream_run.py`) is several calls, one per chunk of its batches (`Fed`
+leaves, already in order), each passing `step0`, the epoch's index of its first batch.
 
 NaN guard, in two programs compiled from this one function (`plan.guarded`):
 - The fast program (`run_epochs`, `guarded=False`) trains without any per-step check and does
@@ -152,7 +154,8 @@ def epoch_totals_like(spec: StepSpec, params, x, y, batch: int, key):
                           params, xb, yb, key)
 
 
-def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, first):
+def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, first,
+               step0=None):
     spec, mesh = plan.spec, plan.mesh
     x, y, x_val, y_val = data
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
@@ -176,6 +179,8 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
     def train_on(state, step, start, size):
         params, opt_state, guard, totals = state
         xb, yb, target = rows(start, size)
+        if step0 is not None:  # a stream's chunk: its batch `step` is the epoch's `step0 + step`
+            step = step0 + step
         new_params, new_state, loss, pred, finite = apply_step(
             train_spec, params, opt_state, xb, target, jax.random.fold_in(step_key, step))
         new_totals = add_batch(spec.metrics, totals, pred, yb, loss, size)
@@ -223,7 +228,7 @@ def row_width(plan: EpochPlan) -> int:
 
 
 def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, progress_every,
-                token, numbers=None, *, plan):
+                token, numbers=None, step0=None, *, plan):
     plan = bind_plan(plan, numbers)  # the optimizer rebuilt from its traced numbers
     zeros = zero_epoch_totals(plan, params, data, key)
     totals = zeros if totals is None else totals
@@ -235,7 +240,7 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
         # non-finite step (guarded replay) they stay frozen
         totals = keep_if((i == 0) | ~guard.ok, totals, zeros)
         state, row = _one_epoch(plan, data, key, progress_every, token,
-                                (params, opt_state, guard, totals), epoch0 + i, i == 0)
+                                (params, opt_state, guard, totals), epoch0 + i, i == 0, step0)
         return state, lax.dynamic_update_index_in_dim(means, row, i, axis=0)
 
     if plan.n_epochs == 1:  # no loop of one trip (a minibatch run makes one epoch per call)
@@ -255,14 +260,16 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
 
 run_epochs = jax.jit(_run_epochs, static_argnames=("plan",))
 run_epochs.__doc__ = """`(params, opt_state, guard, totals, data, key, epoch0, n_run,
-progress_every, token, numbers=None, *, plan) -> (params, opt_state, guard, totals,
+progress_every, token, numbers=None, step0=None, *, plan) -> (params, opt_state, guard, totals,
 means)`: epochs `epoch0 .. epoch0 + n_run - 1` (`n_run` traced, at most `plan.n_epochs`, the
 program's capacity: so calls of different lengths share one compiled program). data: `(x, y,
 x_val, y_val)` on device; totals: the first epoch's starting `Totals` (None: zeros); means:
 `(plan.n_epochs, row_width(plan))` float, row i for epoch `epoch0 + i` (NaN past `n_run`):
 [loss, *metrics] over the training rows (row-weighted means, `Metric`s exact), then the same
 over the validation rows; totals: the last epoch's. numbers: the optimizer's `Numbers` when
-`plan.spec.optimizer` is their Skeleton (`hyperdata.py`: other numbers, no new compile). The
+`plan.spec.optimizer` is their Skeleton (`hyperdata.py`: other numbers, no new compile).
+step0: a streamed epoch's chunk (`stream_run.py`; traced int32): the call's batch j is step
+`step0 + j` of epoch `epoch0` (its dropout key, the guard's step). The
 fast program (`plan.guarded` False) ends with `guard.ok`: every loss and the final state are
 finite. Nothing is donated: the
 inputs are the start of a replay, and the state `fit` hands back on Ctrl-C."""

@@ -6,6 +6,8 @@ process by process; see `feed.py`). Minibatch runs make one compiled call per ep
 never shuffled, run many epochs per compiled call (about half a second of work each, so that
 Ctrl-C is honoured; a 400-epoch XOR run is one or two dispatches). `loop.py` runs the calls,
 `epochs.py` is the compiled program (the order of the batches, the keys, the NaN guard).
+Streamed data (an iterable of batches, or a memory-mapped `x`) go to the device chunk by
+chunk instead, each chunk one call of the same program (`stream.py`, `stream_run.py`).
 """
 import functools
 import os
@@ -33,6 +35,8 @@ from funcdl.train.sharding import check_mesh, is_main_process, place_copy
 from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
+from funcdl.train.stream import check_stream_options, layout as stream_layout, open_source
+from funcdl.train.stream_run import StreamRun
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,7 +62,8 @@ def _capacity(epochs_left: int, every) -> int:
 
 
 def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimizer, x: PyTree,
-        y: PyTree, *, epochs: int, batch_size: Optional[int] = None, shuffle: bool = True,
+        y: Optional[PyTree], *, epochs: int, batch_size: Optional[int] = None,
+        shuffle: Optional[bool] = None, steps_per_epoch: Optional[int] = None, prefetch: int = 2,
         key: Optional[jax.Array] = None, grad_backend: str = "jax", progress: bool = True,
         opt_state: Optional[PyTree] = None, validation: Optional[tuple] = None,
         metrics: Optional[Mapping[str, Any]] = None, compute_dtype: Optional[Any] = None,
@@ -84,7 +89,30 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     to another shape than the predictions' (`(n, 1)` against `(n,)`) gets a UserWarning.
     epochs: total number of epochs (with `resume`, including those already in the checkpoint).
     batch_size: rows per step; None or >= n is full batch (never shuffled). The last
-    `n % batch_size` rows are one more step. key: the PRNG key for shuffling and dropout
+    `n % batch_size` rows are one more step. shuffle: shuffle the rows every epoch; None (the
+    default) is True for arrays and False for streamed data.
+
+    Streamed data, for data larger than memory: `fit(model, params, loss_fn, optimizer, data,
+    None, epochs=..., steps_per_epoch=None, prefetch=2)`. `data` yields `(x_batch, y_batch)`
+    pairs (arrays or pytrees of them: NumPy, jax or torch tensors) and is iterated once per
+    epoch: a re-iterable (a `torch.utils.data.DataLoader`, a grain `DataLoader` or
+    `MapDataset`, a list) or a callable returning a new iterator per epoch. An iterator or a
+    generator object cannot be iterated again (a ValueError: pass a callable returning one).
+    `batch_size` must be None (the loader batches) and `shuffle` unset or False (the loader
+    shuffles; `shuffle=True` is a ValueError). Every batch must have the first batch's shapes
+    and dtypes except the epoch's last, which may have fewer rows (a ValueError naming the
+    batch otherwise). steps_per_epoch: an epoch is that many batches, read from one iterator
+    that carries on into the next epoch, a new one started when it ends (Keras's rule; an
+    epoch cut short by the end of the iterator gets a UserWarning); None: an epoch is a whole
+    iterator. prefetch: chunks of batches (about 16 MB each) read and put on the device ahead
+    by a background thread (0: none, read when needed); each chunk trains as one compiled
+    scan, so the host holds a few chunks, never the data set. A NumPy memory map among the
+    leaves of `x` or `y` (`np.load(path, mmap_mode="r")`, in minibatches) is streamed the
+    same way, shuffled as arrays are: it is read chunk by chunk in the order of the epoch and
+    never copied whole. The same batches give the params and history of in-memory `fit`.
+    A checkpoint of a stream holds whole epochs: a NaN stop writes the start of its epoch and
+    `resume` runs that epoch again with a new iterator (a memory map resumes at the step, as
+    arrays). `validation` stays arrays, put on the device whole. key: the PRNG key for shuffling and dropout
     (None: `jax.random.PRNGKey(0)`). grad_backend: "jax" or "funcdl". progress: on a terminal
     a tqdm bar on stderr (compiling shown as its own phase, outside the rate and ETA); when
     stderr is not a terminal, one line per epoch (epoch, seconds, loss, metrics, validation).
@@ -98,7 +126,9 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     optimizer state stay in their own dtype); `jnp.float16` adds dynamic loss scaling
     (`fdl.train.loss_scale`): `opt_state` is then a `LossScaleState` holding the scale, and a
     skipped step is not a non-finite one.
-    mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel). checkpoint: a path saved
+    mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel; streamed data: one process
+    only, each chunk's batches split along "data"; a memory map: each process reads its own
+    rows of every batch). checkpoint: a path saved
     every `checkpoint_every` epochs, at the end and at a NaN stop (with its epoch and step);
     resume: continue from it if it exists (the file's position then replaces `initial_epoch`).
     A file written with another number of rows of `x` or `validation`, `batch_size`, `shuffle`
@@ -191,9 +221,15 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     compute_dtype = check_compute_dtype(compute_dtype)
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
-    n_rows = checks.check_pair(x, y, "x", "y")
+    prefetch = checks.check_int(prefetch, "prefetch", 0)
+    source, shuffle = open_source(x, y, batch_size=batch_size, shuffle=shuffle, mesh=mesh,
+                                  steps_per_epoch=steps_per_epoch)  # None: arrays in memory
+    n_rows = checks.check_pair(x, y, "x", "y") if source is None else None
     accumulate = checks.check_int(accumulate, "accumulate", 1)
-    weights = row_weights.row_weights(n_rows, y, sample_weight, class_weight)
+    if source is not None:
+        check_stream_options(accumulate, sample_weight, class_weight)
+    weights = None if source is not None else row_weights.row_weights(
+        n_rows, y, sample_weight, class_weight)
     if weights is not None:
         row_weights.check_weighted_loss(loss_fn)
     check_model_variables(model, params, "fit")
@@ -212,7 +248,12 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         name, value = ("shuffle", shuffle) if not isinstance(shuffle, bool) else ("progress",
                                                                                progress)
         raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
-    batch, n_full, remainder = batch_layout(n_rows, batch_size)
+    if source is None:
+        batch, n_full, remainder = batch_layout(n_rows, batch_size)
+        unit = None
+    else:  # a stream: the epoch as laid out ahead, `x`, `y` one batch's shapes (stream.py)
+        n_rows, batch, n_full, remainder, unit = stream_layout(source)
+        x, y = source.first
     check_mesh(mesh, batch)
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
     agreement.check_processes({"key": key, "epochs": epochs, "initial_epoch": initial_epoch,
@@ -232,8 +273,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         opt_state = place_copy(optimizer.init(trainable(params)) if opt_state is None
                                else opt_state, mesh)
         guard = place_copy(new_guard(), mesh)
-    steps_per_epoch = n_full + (1 if remainder else 0)
-    full_batch = steps_per_epoch == 1
+    epoch_steps = n_full + (1 if remainder else 0)
+    full_batch = epoch_steps == 1 and source is None
     if validation is None:
         val_batch = None
     elif validation_batch_size is not None:
@@ -261,18 +302,21 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         return (*hooks.end(pos), as_lists(pos.history)) if hooks else (
             pos.params, pos.opt_state, as_lists(pos.history))
 
-    unit = "epoch" if full_batch else "step"
+    unit = unit or ("epoch" if full_batch else "step")
     capacity = _capacity(epochs - pos.done, None if checkpoint is None else every) \
         if full_batch else 1
     plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
                      capacity, val_batch, n_val, unit if progress else None, mesh,
-                     accumulate=min(accumulate, steps_per_epoch), weighted=weights is not None)
-    feed = Feed(x, y if weights is None else (y, weights), validation, mesh, batch_size,
-                shuffle and not full_batch, key, val_batch=val_batch)
+                     accumulate=min(accumulate, epoch_steps), weighted=weights is not None)
+    numbers = hyperdata.place(numbers, mesh)
+    feed = None if source is not None else Feed(
+        x, y if weights is None else (y, weights), validation, mesh, batch_size,
+        shuffle and not full_batch, key, val_batch=val_batch)
+    streamed = None if source is None else StreamRun(source, plan, validation, key, numbers,
+                                                     prefetch)
     run = Run(plan, names, feed, key, epochs, None if checkpoint is None else every, checkpoint,
-              mesh, steps_per_epoch, progress, settings, rates, hooks,
-              hyperdata.place(numbers, mesh))
-    unit_scale = 1 if full_batch else steps_per_epoch
+              mesh, epoch_steps, progress, settings, rates, hooks, numbers, streamed)
+    unit_scale = 1 if unit == "epoch" else epoch_steps
     with ProgressBar(epochs * unit_scale, pos.done * unit_scale + pos.step, unit,
                      progress and is_main_process()) as bar:
         pos = train(run, pos, bar)

@@ -60,6 +60,7 @@ class Run(NamedTuple):
     rates: Any = None  # lr_history.LearningRateLog (None: no "lr" names)
     hooks: Any = None  # hooks.Hooks (None or empty: no callbacks)
     numbers: Any = None  # the optimizer's Numbers, traced (hyperdata.py); None: hand-made
+    stream: Any = None  # stream_run.StreamRun: streamed data, one epoch per call (feed: None)
 
 
 _compile_seconds = [0.0]
@@ -126,7 +127,7 @@ def _save(run: Run, pos: Position):
 def train(run: Run, pos: Position, bar) -> Position:
     """Run compiled calls from `pos` until `run.epochs` epochs are done; returns the final
     `Position`. Raises the NaN stop's FloatingPointError and `Interrupted` (stops.py)."""
-    data = run.feed.data(pos.done)
+    data = None if run.stream is not None else run.feed.data(pos.done)
     progress_every = None
     unit_scale = run.steps_per_epoch if run.plan.n_full + bool(run.plan.remainder) > 1 else 1
     try:
@@ -140,17 +141,23 @@ def train(run: Run, pos: Position, bar) -> Position:
                 default = run.steps_per_epoch if unit_scale > 1 else run.epochs - pos.done
                 progress_every = first_every(plan, max(1, default // 8))
             compiling, started = compile_seconds(), time.perf_counter()
-            args = (data, run.key, np.int32(pos.done), np.int32(n_run),
-                    np.int32(progress_every), np.int32(bar.token), run.numbers)
-            out = run_epochs(pos.params, pos.opt_state, pos.guard, pos.totals, *args, plan=plan)
-            # the next call's batches are built on the host while the device runs this one
             after = pos.done + n_run
-            upcoming = run.feed.data(after) if after < run.epochs else None
-            means, guard = to_host((out[4], out[2]))
-            if not bool(guard.ok):  # replay the call with the per-step guard (epochs.py)
-                out = run_epochs_guarded(pos.params, pos.opt_state, pos.guard, pos.totals,
-                                         *args, plan=plan._replace(guarded=True, progress=None))
+            if run.stream is not None:  # one epoch of chunks, each guarded (stream_run.py)
+                out, means, guard = run.stream.epoch(pos, bar, unit_scale)
+                upcoming = None
+            else:
+                args = (data, run.key, np.int32(pos.done), np.int32(n_run),
+                        np.int32(progress_every), np.int32(bar.token), run.numbers)
+                out = run_epochs(pos.params, pos.opt_state, pos.guard, pos.totals, *args,
+                                 plan=plan)
+                # the next call's batches are built on the host while the device runs this one
+                upcoming = run.feed.data(after) if after < run.epochs else None
                 means, guard = to_host((out[4], out[2]))
+                if not bool(guard.ok):  # replay the call with the per-step guard (epochs.py)
+                    out = run_epochs_guarded(pos.params, pos.opt_state, pos.guard, pos.totals,
+                                             *args, plan=plan._replace(guarded=True,
+                                                                       progress=None))
+                    means, guard = to_host((out[4], out[2]))
             if not bool(guard.ok):
                 _stop(run, pos, out, means, guard)
             wall = time.perf_counter() - started
@@ -193,7 +200,8 @@ def _stop(run: Run, pos: Position, out, means, guard):
                      bad_step if bad_epoch > pos.done else 0)
     stopped = Position(out[0], out[1], pos.guard, history, bad_epoch,
                        bad_step, out[3] if bad_step else None)
-    if run.checkpoint is not None:
-        _save(run, stopped)
+    at_epoch = run.stream is not None and not run.stream.resumes_mid_epoch
+    if run.checkpoint is not None:  # a stream that cannot restart mid-epoch: its epoch's start
+        _save(run, pos if at_epoch else stopped)
     raise diverged(stopped.params, stopped.opt_state, as_lists(history), bad_epoch, bad_step,
-                   float(guard.loss), run.checkpoint)
+                   float(guard.loss), run.checkpoint, resumes_at_epoch=at_epoch)

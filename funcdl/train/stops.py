@@ -25,10 +25,15 @@ class Interrupted(KeyboardInterrupt):
         self.params, self.opt_state, self.history, self.epoch = params, opt_state, history, epoch
 
 
-def diverged(params, opt_state, history, epoch: int, step: int, loss_value, checkpoint=None):
+def diverged(params, opt_state, history, epoch: int, step: int, loss_value, checkpoint=None,
+             resumes_at_epoch: bool = False):
     """The `FloatingPointError` of a NaN stop at step `step` of epoch `epoch`: `.params`,
-    `.opt_state` are the state before that step; `.history` the whole epochs before it."""
+    `.opt_state` are the state before that step; `.history` the whole epochs before it.
+    resumes_at_epoch: the checkpoint holds the start of epoch `epoch` (streamed data)."""
     where = ("" if checkpoint is None else
+             f"; the start of epoch {epoch} is in {checkpoint!r} (streamed data resumes at an "
+             "epoch's start), and fit(..., resume=True) runs that epoch again"
+             if resumes_at_epoch else
              f"; the same state and its position are in {checkpoint!r}, and fit(..., "
              "resume=True) continues from that step")
     error = FloatingPointError(

@@ -44,7 +44,8 @@ from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_compute_dtype,
 from funcdl.train.sweep_configs import configurations
 from funcdl.train.sweep_rates import SweptRates
 
-NOT_SWEPT = ("mesh", "callbacks", "checkpoint", "checkpoint_every", "resume", "opt_state")
+NOT_SWEPT = ("mesh", "callbacks", "checkpoint", "checkpoint_every", "resume", "opt_state",
+             "steps_per_epoch", "prefetch")  # the last two: streamed data (arrays only here)
 NOT_YET_SWEPT = ("accumulate", "sample_weight", "class_weight")  # fit's; not in sweep's program
 _FIT_OPTIONS = {name: p.default for name, p in inspect.signature(_fit).parameters.items()
                 if p.kind is inspect.Parameter.KEYWORD_ONLY
@@ -55,8 +56,9 @@ def _options(fit_kwargs) -> dict:
     refused = [name for name in fit_kwargs if name in NOT_SWEPT]
     if refused:
         raise TypeError(f"sweep does not take {', '.join(f'`{n}`' for n in refused)} (fit's "
-                        "options for a mesh, callbacks, checkpoints and a given optimizer "
-                        "state): every configuration starts from `params` and a fresh state")
+                        "options for a mesh, callbacks, checkpoints, a given optimizer "
+                        "state and streamed data): every configuration starts from `params` "
+                        "and a fresh state, on arrays `x`, `y`")
     later = [name for name in fit_kwargs if name in NOT_YET_SWEPT]
     if later:
         raise TypeError(f"sweep does not take {', '.join(f'`{n}`' for n in later)} yet "
@@ -166,7 +168,7 @@ def sweep(model: ModelLike, params: PyTree, loss_fn: Callable, make_optimizer: C
     checks.check_fit_key(key)
     validation_batch_size = checks.check_batch_size(options["validation_batch_size"],
                                                     "validation_batch_size")
-    shuffle = options["shuffle"]
+    shuffle = True if options["shuffle"] is None else options["shuffle"]  # fit's default
     if not isinstance(shuffle, bool) or not isinstance(progress, bool):
         name, value = ("shuffle", shuffle) if not isinstance(shuffle, bool) else ("progress",
                                                                                progress)

@@ -1,0 +1,227 @@
+"""Streamed data for `fit`: what counts as a stream, its checks, and its batches epoch by epoch.
+
+Two kinds of data are streamed rather than put on the device whole:
+
+- `fit(model, params, loss_fn, optimizer, data, None, ...)`: `data` yields `(x_batch, y_batch)`
+  pairs (each an array or a pytree of arrays: NumPy, jax, torch tensors) and can be iterated
+  once per epoch: a re-iterable (a grain `DataLoader` or `MapDataset`, a
+  `torch.utils.data.DataLoader`, a list, any object whose `iter()` is a new iterator each
+  time) or a callable returning an iterator (called once per epoch). An iterator or
+  generator object (`iter(data) is data`) cannot start a second epoch: a ValueError. `fit`
+  does not shuffle it (the loader does). With `steps_per_epoch`, an epoch is that many
+  batches, taken from one iterator that carries on into the next epoch (Keras's rule); a new
+  iterator is started when it ends, and an epoch during which it ends is shorter (a
+  UserWarning). Without it, an epoch is one whole iterator.
+- `fit(..., x, y)` with a NumPy memory map among the leaves of `x` or `y` (`np.memmap`,
+  `np.load(..., mmap_mode="r")`, or any array viewing one), in minibatches: the rows are read
+  chunk by chunk in the order in-memory `fit` visits them (`feed.epoch_order` when
+  shuffled), so the memory map is never copied whole and the steps are in-memory `fit`'s.
+
+Both are cut into chunks of whole batches (`chunks.py`) that go to the device ahead of their
+use (`prefetch.py`) and train as one compiled scan each (`stream_run.py`).
+"""
+import collections.abc
+import itertools
+import mmap
+from typing import Iterator, NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from funcdl.train import checks
+from funcdl.train.batches import batch_layout
+from funcdl.train.feed import epoch_order
+
+
+def is_memory_map(array) -> bool:
+    """Whether `array` is a NumPy memory map or an array viewing one (through `.base`)."""
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None) if isinstance(array, np.ndarray) else None
+    return False
+
+
+def _has_memory_map(tree) -> bool:
+    return any(is_memory_map(leaf) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def is_iterable_stream(x, y) -> bool:
+    """Whether `fit(..., x, y)` is the streamed form `fit(..., data, None)`."""
+    return y is None and getattr(x, "shape", None) is None and not isinstance(
+        x, collections.abc.Mapping) and (callable(x) or hasattr(x, "__iter__"))
+
+
+def _new_iterator(data) -> Iterator:
+    if hasattr(data, "__iter__"):
+        return iter(data)
+    iterator = data()
+    if not hasattr(iterator, "__next__"):
+        raise TypeError(f"`data`: a callable must return an iterator of (x_batch, y_batch) "
+                        f"(one per epoch), got {type(iterator).__name__}")
+    return iterator
+
+
+def _known_length(data) -> Optional[int]:
+    try:
+        length = len(data)
+    except (TypeError, NotImplementedError, AttributeError):
+        return None
+    return length if isinstance(length, int) and length > 0 else None
+
+
+def host_batch(batch, where: str):
+    """`(x_batch, y_batch)` with NumPy leaves; a TypeError/ValueError naming `where` for
+    anything else than a pair of arrays (or pytrees of them) with one number of rows."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise TypeError(f"`data` must yield pairs (x_batch, y_batch), got {where} a "
+                        f"{type(batch).__name__}" + (f" of length {len(batch)}"
+                                                     if isinstance(batch, (tuple, list)) else ""))
+    pair = jax.tree_util.tree_map(np.asarray, tuple(batch))
+    for leaf in jax.tree_util.tree_leaves(pair):
+        if leaf.ndim == 0:
+            raise ValueError(f"`data`: every array of a batch needs a leading axis of rows, got "
+                             f"{where} a 0-d array")
+    checks.check_pair(*pair, f"data ({where}) x_batch", f"data ({where}) y_batch")
+    return pair
+
+
+class IterableSource:
+    """The batches of `data` (the streamed form), epoch by epoch, on the host (`batches` may
+    run in the prefetch thread).
+
+    `first` is the first batch (read before anything compiles: it fixes the batch shapes);
+    `steps` the number of batches of an epoch when known ahead (`steps_per_epoch`, else
+    `len(data)`), else None."""
+
+    resumes_mid_epoch = False  # a NaN stop's checkpoint holds the start of its epoch
+
+    def __init__(self, data, steps_per_epoch: Optional[int]):
+        if isinstance(data, collections.abc.Iterator):  # iter(data) is data
+            raise ValueError(
+                f"`data` is an iterator ({type(data).__name__}), which cannot be iterated again "
+                "for a second epoch; pass a re-iterable (a list, a DataLoader, a grain dataset) "
+                "or a callable returning a new iterator per epoch (e.g. `lambda: "
+                "make_batches()` instead of the generator `make_batches()`)")
+        if not hasattr(data, "__iter__") and not callable(data):
+            raise TypeError(f"`data` must be a re-iterable of (x_batch, y_batch) or a callable "
+                            f"returning an iterator of them, got {type(data).__name__}")
+        self.data, self.steps_per_epoch = data, steps_per_epoch
+        self.steps = steps_per_epoch if steps_per_epoch is not None else _known_length(data)
+        iterator = _new_iterator(data)
+        try:
+            first = next(iterator)
+        except StopIteration:
+            raise ValueError("`data` yielded no batches (its first epoch is empty)") from None
+        self.first = host_batch(first, "its first batch")
+        self.rows = len(jax.tree_util.tree_leaves(self.first)[0])
+        self._iterator = itertools.chain([first], iterator)  # the next batch is the first
+        self.ran_out = None  # (epoch, batches) of the last epoch cut short by the iterator
+
+    def batches(self, epoch: int) -> Iterator:
+        """The raw batches of epoch `epoch` (the one after the last one asked for)."""
+        iterator, self._iterator = self._iterator, None
+        if iterator is None:
+            iterator = _new_iterator(self.data)
+        if self.steps_per_epoch is None:
+            yield from iterator
+            return
+        taken = 0
+        for batch in iterator:
+            yield batch
+            taken += 1
+            if taken == self.steps_per_epoch:
+                self._iterator = iterator  # the next epoch carries on from here
+                return
+        if taken == 0:  # the carried iterator ended at the epoch boundary: a new one
+            for batch in itertools.islice(_new_iterator(self.data), self.steps_per_epoch):
+                yield batch
+                taken += 1
+        if taken < self.steps_per_epoch:  # warned about by the caller's thread (stream_run)
+            self.ran_out = (epoch, taken)
+
+
+class MemmapSource:
+    """`x`, `y` (with memory-mapped leaves) read chunk by chunk in in-memory `fit`'s order:
+    `order(epoch)` is the epoch's rows (`feed.epoch_order` when shuffled, else all in order),
+    batch b its rows `order[b * batch : (b + 1) * batch]`."""
+
+    resumes_mid_epoch = True  # the rows of every step are known: a NaN stop resumes at it
+
+    def __init__(self, x, y, n_rows: int, batch_size: int, shuffle: bool):
+        self.tree = (x, y)
+        self.n_rows, self.shuffle = n_rows, shuffle
+        self.rows, self.n_full, self.remainder = batch_layout(n_rows, batch_size)
+        self.steps = self.n_full + bool(self.remainder)
+        self.first = (x, y)  # shapes only (fit's checks trace one batch of them)
+
+    def order(self, key, epoch: int) -> np.ndarray:
+        if self.shuffle:
+            return epoch_order(key, epoch, self.n_rows)
+        return np.arange(self.n_rows)
+
+
+def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None):
+    """`(source, shuffle)`: the stream of `fit(..., x, y)` (`IterableSource`, `MemmapSource`, or
+    None for in-memory arrays, trained as before) and `shuffle` resolved (None: True for
+    arrays, False for a stream). Raises fit's errors about `data`, `batch_size`, `shuffle`
+    and `steps_per_epoch` before anything compiles."""
+    if steps_per_epoch is not None:
+        steps_per_epoch = checks.check_int(steps_per_epoch, "steps_per_epoch", 1)
+    if shuffle is not None and not isinstance(shuffle, bool):
+        raise TypeError(f"`shuffle` must be a bool, got {type(shuffle).__name__}")
+    if is_iterable_stream(x, y):
+        if shuffle:
+            raise ValueError("`shuffle=True` with streamed `data`: fit does not shuffle a stream "
+                             "(its batches arrive in the loader's order); shuffle in the loader "
+                             "(e.g. DataLoader(shuffle=True)) and leave `shuffle` unset")
+        if batch_size is not None:
+            raise ValueError(f"`batch_size` must be None with streamed `data` (its batches "
+                             f"come from the loader), got {batch_size!r}")
+        if mesh is not None and jax.process_count() > 1:
+            raise NotImplementedError("fit with streamed `data` on a mesh spanning several "
+                                      "processes is not supported yet; pass arrays (each "
+                                      "process reads its own rows of them) or run one process")
+        return IterableSource(x, steps_per_epoch), False
+    shuffle = True if shuffle is None else shuffle
+    if steps_per_epoch is not None:
+        raise ValueError(f"`steps_per_epoch` is for streamed `data` (an iterable of batches); "
+                         f"with arrays every epoch is all rows of `x`, got "
+                         f"steps_per_epoch={steps_per_epoch}")
+    if y is None or not (_has_memory_map(x) or _has_memory_map(y)):
+        return None, shuffle
+    n_rows = checks.check_pair(x, y, "x", "y")
+    batch, n_full, remainder = batch_layout(n_rows, batch_size)
+    if n_full + bool(remainder) == 1:
+        return None, shuffle  # one full batch: the whole data is that batch
+    return MemmapSource(x, y, n_rows, batch_size, shuffle), shuffle
+
+
+def check_stream_options(accumulate: int, sample_weight, class_weight) -> None:
+    """NotImplementedError for fit's options that streamed data do not take yet."""
+    given = [name for name, value in (("accumulate", accumulate > 1 or None),
+                                      ("sample_weight", sample_weight),
+                                      ("class_weight", class_weight)) if value is not None]
+    if given:
+        raise NotImplementedError(
+            f"fit with streamed data (an iterable of batches or a memory map) does not take "
+            f"{', '.join(f'`{n}`' for n in given)} yet; train on arrays for those (or weight "
+            "the rows in `loss_fn`)")
+
+
+class Layout(NamedTuple):
+    """How `fit` lays out a streamed epoch: `n_rows` (0: unknown ahead), rows per full batch,
+    batches per epoch (1 when unknown ahead) and the progress unit."""
+    n_rows: int
+    batch: int
+    n_full: int
+    remainder: int
+    unit: str
+
+
+def layout(source) -> Layout:
+    if isinstance(source, MemmapSource):
+        return Layout(source.n_rows, source.rows, source.n_full, source.remainder, "step")
+    if source.steps is None:
+        return Layout(0, source.rows, 1, 0, "epoch")
+    return Layout(0, source.rows, source.steps, 0, "step")

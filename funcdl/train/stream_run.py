@@ -1,0 +1,191 @@
+"""One streamed epoch of `fit`: its chunks through the compiled epoch program, then its row.
+
+`loop.train` runs a streamed `fit` epoch by epoch; `StreamRun.epoch` is one epoch. The
+epoch's chunks (`chunks.py`) are read and put on the device `prefetch` chunks ahead by a
+thread (`prefetch.py`), each as `batches.Fed` leaves `(steps, batch, ...)`, and each trains
+as ONE call of `epochs.run_epochs` with the chunk's plan (`steps` full batches of `batch`
+rows, not shuffled, one epoch, no validation) and `step0` = the epoch's index of its first
+batch, so batch j of the chunk is step `step0 + j`: its dropout key
+`fold_in(step_key, step0 + j)` and its place in the guard are in-memory `fit`'s. The totals
+(`accumulate.Totals`) go from one chunk to the next, so after the last one they are the
+epoch's: the history row is `result_row(totals, rows of the epoch)` and the validation, in
+one small program of their own (`epoch_row`, compiled once per number of rows), with the same functions as in-memory `fit`'s
+program. The same batches therefore give in-memory `fit`'s params and history.
+
+NaN guard, per chunk: each call is the fast program; the host reads its one flag while the
+device runs the next chunk (already queued), and a chunk whose flag is False is run again
+from its own inputs with the guarded program (`epochs.py`), whose state and guard end the
+epoch (`loop._stop` raises the FloatingPointError). So the device is never idle for the check,
+and at most the chunk after a bad one is computed for nothing.
+
+Memory: the chunks on their way (`prefetch` waiting, one being made, one training and one
+waiting for its check), never the data set: a memory map is read by rows, chunk by chunk.
+On a mesh, a chunk's leaves are sharded `P(None, "data")` as in `feed.py` (a memory map's
+rows read shard by shard, only this process's); a streamed batch whose rows the "data" size
+does not divide is replicated.
+"""
+import functools
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from funcdl.train.accumulate import result_row
+from funcdl.train.batches import Fed
+from funcdl.train.chunks import BatchShapes, chunk_steps, iterable_chunks, memmap_chunks
+from funcdl.train.epochs import (EpochPlan, evaluation_totals, row_width, run_epochs,
+                                 run_epochs_guarded)
+from funcdl.train.feed import _rows_array, fed_rows, read_rows
+from funcdl.train.prefetch import Prefetch
+from funcdl.train.sharding import place_data, to_host
+from funcdl.train.stream import MemmapSource
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def epoch_row(params, totals, validation, *, plan: EpochPlan):
+    """`(1, row_width)`: an epoch's history row from its training `totals` over `plan.n_rows`
+    rows and, when `plan.val_batch`, the validation rows' (`epochs._one_epoch`'s row). The
+    rows are static, as in `_one_epoch` (XLA divides by a constant as a product with its
+    reciprocal: a traced count would round differently)."""
+    spec = plan.spec
+    means = result_row(spec.metrics, totals, plan.n_rows)
+    if plan.val_batch is not None:
+        val = evaluation_totals(spec, params, validation, plan.n_val_rows, plan.val_batch,
+                                plan.mesh)
+        means = jnp.concatenate([means, result_row(spec.metrics, val, plan.n_val_rows)])
+    return means[None]
+
+
+class _Placed(NamedTuple):
+    step0: int
+    steps: int
+    rows: int  # rows of the chunk
+    data: tuple  # (x, y, None, None): run_epochs' data, x and y of Fed leaves
+    plan: EpochPlan
+
+
+def _shard(mesh, host: np.ndarray):
+    """A chunk leaf `(steps, batch, ...)` on `mesh`: batches split along "data" when its size
+    divides them, else replicated."""
+    spec = PartitionSpec(None, "data") if host.shape[1] % mesh.shape["data"] == 0 \
+        else PartitionSpec()
+    return jax.device_put(host, NamedSharding(mesh, spec))
+
+
+class StreamRun:
+    """The streamed data of one `fit` call and how its epochs run (`loop.Run.stream`)."""
+
+    def __init__(self, source, plan: EpochPlan, validation, key, numbers, prefetch: int):
+        self.source, self.plan, self.key = source, plan, key
+        self.numbers, self.prefetch = numbers, prefetch
+        self.mesh = plan.mesh
+        self.memmap = isinstance(source, MemmapSource)
+        self.resumes_mid_epoch = source.resumes_mid_epoch
+        if self.memmap:
+            self.host = jax.tree_util.tree_map(
+                lambda a: a if isinstance(a, np.ndarray) else np.asarray(a), source.tree)
+            batch_bytes = sum(np.dtype(a.dtype).itemsize * int(np.prod(a.shape[1:]))
+                              for a in jax.tree_util.tree_leaves(self.host)) * source.rows
+            self.steps = chunk_steps(batch_bytes, source.n_full)
+        else:
+            self.shapes = BatchShapes(source.first)
+            self.steps = chunk_steps(self.shapes.bytes, source.steps)
+        self.validation = (None, None)
+        if validation is not None:
+            self.validation = (place_data(tuple(validation)) if self.mesh is None else fed_rows(
+                self.mesh, tuple(validation), np.arange(plan.n_val_rows), plan.val_batch))
+
+    def _chunk_plan(self, steps: int, batch: int) -> EpochPlan:
+        return self.plan._replace(n_rows=steps * batch, batch=batch, n_full=steps, remainder=0,
+                                  shuffle=False, n_epochs=1, val_batch=None, n_val_rows=0,
+                                  progress=None, guarded=False, first_step=0)
+
+    def _place(self, chunk) -> _Placed:
+        """A host chunk on the device (run in the prefetch thread): Fed leaves."""
+        if self.memmap:
+            rows = chunk.data
+            if self.mesh is None:
+                def leaf(host):
+                    return Fed(jax.device_put(read_rows(host, rows)), None)
+            else:
+                spec = PartitionSpec(None, "data") if chunk.batch % self.mesh.shape["data"] \
+                    == 0 else PartitionSpec()
+
+                def leaf(host):
+                    return Fed(_rows_array(self.mesh, host, rows, spec), None)
+            x, y = jax.tree_util.tree_map(leaf, self.host)
+        else:
+            put = jax.device_put if self.mesh is None else functools.partial(_shard, self.mesh)
+            x, y = jax.tree_util.tree_map(lambda host: Fed(put(host), None), chunk.data)
+        return _Placed(chunk.step0, chunk.steps, chunk.steps * chunk.batch, (x, y, None, None),
+                       self._chunk_plan(chunk.steps, chunk.batch))
+
+    def _host_chunks(self, epoch: int, first_step: int):
+        if self.memmap:
+            source = self.source
+            return memmap_chunks(source.order(self.key, epoch), source.rows, source.n_full,
+                                 source.remainder, self.steps, first_step)
+        return iterable_chunks(self.source.batches(epoch), self.shapes, self.steps, epoch)
+
+    def _call(self, state, chunk: _Placed, epoch: int, guarded: bool):
+        program = run_epochs_guarded if guarded else run_epochs
+        plan = chunk.plan._replace(guarded=True) if guarded else chunk.plan
+        return program(*state, chunk.data, self.key, np.int32(epoch), np.int32(1), np.int32(1),
+                       np.int32(0), self.numbers, np.int32(chunk.step0), plan=plan)
+
+    def epoch(self, pos, bar, progress_per_epoch: int):
+        """Train epoch `pos.done` from `pos` (its step `pos.step`, a memory map's resumed NaN
+        stop): `(out, means, guard)` as `loop.train` reads them from a compiled call, `out` =
+        `(params, opt_state, guard, totals, means)`; means `(1, k)` (host), or `(0, k)` and a
+        failed guard at a NaN stop."""
+        epoch = pos.done
+        state = (pos.params, pos.opt_state, pos.guard, pos.totals)
+        rows_done = pos.step * self.source.rows  # only a memory map resumes mid-epoch
+        steps_done = pos.step
+        pending = None  # (state before, chunk, out) of the last call, not yet checked
+
+        def check(pending):
+            before, chunk, out = pending
+            ok, loss_sum = to_host((out[2].ok, out[3].sums[0]))
+            if bool(ok):
+                return None, loss_sum
+            return self._call(before, chunk, epoch, guarded=True), None
+
+        moving = bar.terminal and progress_per_epoch > 1
+        with Prefetch(self._host_chunks(epoch, pos.step), self._place, self.prefetch) as chunks:
+            for chunk in chunks:
+                out = self._call(state, chunk, epoch, guarded=False)
+                if pending is not None:  # the device already has this chunk queued
+                    failed, loss_sum = check(pending)
+                    if failed is not None:
+                        return self._stopped(failed)
+                    if moving:
+                        bar.move(epoch * progress_per_epoch + steps_done,
+                                 float(loss_sum) / rows_done)
+                pending = (state, chunk, out)
+                state = out[:4]
+                rows_done += chunk.rows
+                steps_done += chunk.steps
+            failed, _ = check(pending)
+            if failed is not None:
+                return self._stopped(failed)
+        self._warn_if_short(epoch)
+        params, opt_state, guard, totals = state
+        row_plan = self.plan._replace(n_rows=rows_done, batch=0, n_full=0, remainder=0,
+                                      shuffle=False, n_epochs=1, progress=None)  # shared
+        means = to_host(epoch_row(params, totals, self.validation, plan=row_plan))
+        return (params, opt_state, guard, totals, means), means, to_host(guard)
+
+    def _warn_if_short(self, epoch: int):
+        ran_out, self.source.ran_out = getattr(self.source, "ran_out", None), None
+        if ran_out is not None:
+            warnings.warn(f"fit: `data` ran out after {ran_out[1]} of steps_per_epoch="
+                          f"{self.source.steps_per_epoch} batches in epoch {epoch}; that epoch "
+                          "is shorter and the next one starts a new iterator", UserWarning,
+                          stacklevel=5)
+
+    def _stopped(self, out):
+        return out, np.zeros((0, row_width(self.plan))), to_host(out[2])
