@@ -286,6 +286,41 @@ def test_bad_options_name_the_argument(build, error, message):
         build()
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_an_input_in_the_other_layout_suggests_batch_first(batch_first):
+    """(N, L, E) given to a batch_first=False attention (or (L, N, E) to a batch_first=True
+    one) passes the feature check; the key's batch size or a mask's shape catches it, and the
+    message says which batch_first would read it. A channels-first input fails the feature
+    check, which names the axis holding the features."""
+    attention = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+    N, L, S = 3, 5, 4
+    layout = lambda n, length: (n, length, 8) if batch_first else (length, n, 8)  # noqa: E731
+    other = lambda n, length: layout(n, length)[1::-1] + (8,)  # noqa: E731
+    params = attention.init(jax.random.key(0), jnp.zeros(layout(N, L)))
+    hint = (rf"; these shapes fit if the input is \({'L, N' if batch_first else 'N, L'}, "
+            rf"\.\.\.\) rather than the layer's .* build the layer with "
+            rf"batch_first={not batch_first}, or transpose the input")
+    query, key = jnp.zeros(other(N, L)), jnp.zeros(other(N, S))
+    with pytest.raises(ValueError, match=rf"the query and the key must have one batch size, got "
+                                         rf"{L} and {S}{hint}"):
+        attention.apply(params, (query, key, key))
+    with pytest.raises(ValueError, match=rf"`key_padding_mask` must have shape \(N, S\) = "
+                                         rf"\({L}, {N}\), got \({N}, {L}\){hint}"):
+        attention.apply(params, query, key_padding_mask=jnp.zeros((N, L), bool))
+    with pytest.raises(ValueError, match=rf"`attn_mask` must have shape \(L, S\) = \({N}, {N}\).*"
+                                         rf"got \({L}, {L}\){hint}"):
+        attention.apply(params, query, attn_mask=jnp.zeros((L, L), bool))
+    # the layer's own layout with the same masks is fine; a mask wrong either way gets no hint
+    attention.apply(params, jnp.zeros(layout(N, L)), key_padding_mask=jnp.zeros((N, L), bool),
+                    attn_mask=jnp.zeros((L, L), bool))
+    with pytest.raises(ValueError, match=r"`key_padding_mask` must have shape \(N, S\) = "
+                                         rf"\({N}, {L}\), got \(2, 2\)$"):
+        attention.apply(params, jnp.zeros(layout(N, L)), key_padding_mask=jnp.zeros((2, 2), bool))
+    with pytest.raises(ValueError, match=r"`x` has 5 features \(its last axis\), but the params "
+                                         r"were made for embed_dim 8; axis 1 of the input has 8"):
+        attention.apply(params, jnp.zeros((N, 8, 5)))
+
+
 def test_bad_input_names_the_argument():
     attention = nn.MultiheadAttention(8, 2)
     x = jnp.zeros((5, 3, 8))  # (L, N, E)

@@ -116,6 +116,13 @@ def test_stateful_models_refuse_params_alone_and_other_channel_counts():
     seq_variables = model.init(jax.random.key(0), jnp.ones((4, 2)))
     with pytest.raises(TypeError, match=r"Sequential\(Linear\(3\), BatchNorm1d\(\)\): a stateful"):
         model.apply(seq_variables.params, jnp.ones((4, 2)))
+    # a Variables without its state: None (it would silently normalise with batch statistics)
+    with pytest.raises(TypeError, match=r"BatchNorm2d\(\): `variables.state` must be the running "
+                                        r"statistics .* got NoneType: pass the `Variables` from"):
+        layer.apply(nn.Variables(variables.params, None), x, train=True)
+    with pytest.raises(ValueError, match=r"`variables.state` must have keys \['count', 'mean', "
+                                         r"'var'\] .* got \[\]"):
+        layer.apply(nn.Variables(variables.params, {}), x)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -17,6 +17,7 @@ gain, sqrt(3) lost between std and bound) are off by 20 or more standard errors:
 import json
 import math
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -346,3 +347,23 @@ def test_linear_initializers_are_keyword_arguments():
 def test_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("initializer, kind", [
+    (init.uniform(-0.5, 0.5), "uniform"), (init.normal(2.0, mean=0.3), "normal"),
+    (init.kaiming_uniform(), "uniform"), (init.xavier_normal(), "normal")])
+def test_draws_are_one_flat_vector_with_the_numbers_of_a_shaped_draw(initializer, kind):
+    """A weight is drawn as one rank-1 vector (its generator compiles several times faster
+    than a rank-4 one's) and reshaped: the numbers are those of jax.random's draw of the shape."""
+    shape = (16, 8, 3, 3)
+    w = initializer(KEY, shape, jnp.float32, fan_in=72, fan_out=144)
+    program = str(jax.make_jaxpr(lambda k: initializer(k, shape, jnp.float32, fan_in=72,
+                                                       fan_out=144))(KEY))
+    draws = re.findall(r"random_bits\[[^\]]*shape=(\([0-9, ]*\))", program)
+    assert w.shape == shape and draws and set(draws) == {f"({math.prod(shape)},)"}, draws
+    unit = (jax.random.uniform(KEY, shape, jnp.float32, -1.0, 1.0) if kind == "uniform"
+            else jax.random.normal(KEY, shape, jnp.float32))
+    # the same draw up to the initializer's affine map a * unit + b (fitted on two entries)
+    flat_w, flat_unit = np.asarray(w, np.float64).ravel(), np.asarray(unit, np.float64).ravel()
+    scale = (flat_w[1] - flat_w[0]) / (flat_unit[1] - flat_unit[0])
+    np.testing.assert_allclose(flat_w, flat_w[0] + scale * (flat_unit - flat_unit[0]), atol=1e-5)

@@ -1,7 +1,8 @@
 """fdl.ops layer ops (funcdl/ops_layers.py, primitives in funcdl/autodiff/vjps_layers.py):
 values and gradients of both autodiffs against PyTorch float64 (tests/golden/layers.json,
-written by tests/golden/generate_layers.py), random conv/pool configurations against jax.grad
-and finite differences (hypothesis), pooling ties, take's accumulation, and every error.
+written by tests/golden/generate_layers.py; max pooling of -inf and NaN too), random
+conv/pool configurations against jax.grad and finite differences (hypothesis), pooling ties,
+take's accumulation, and every error.
 """
 import json
 import pathlib
@@ -67,6 +68,18 @@ def test_pool_against_torch(x64, op_name):
     for case in GOLDEN[op_name]:
         options = [_option(case[k]) for k in ("kernel_size", "stride", "padding")]
         check_against_torch(case, lambda x, options=options: op(x, *options), ["x"])
+
+
+def test_max_pool_never_selects_padding_and_picks_pytorchs_nan(x64):
+    """All -inf inputs with padding (the gradient goes to each window's first element inside
+    the input, never to a padded one) and NaN in overlapping windows (a window's last NaN):
+    both autodiffs give PyTorch's values and gradients."""
+    cases = GOLDEN["max_pool2d_non_finite"]
+    assert {case["kind"] for case in cases} == {"neg_inf", "nan", "mixed"}
+    for case in cases:
+        assert np.sum(case["grad_x"]) != 0  # the gradient lands inside the input
+        options = [_option(case[k]) for k in ("kernel_size", "stride", "padding")]
+        check_against_torch(case, lambda x, options=options: ops.max_pool2d(x, *options), ["x"])
 
 
 @pytest.mark.parametrize("name", ["erf", "gelu", "gelu_tanh", "silu"])

@@ -108,6 +108,38 @@ def test_bad_input_names_the_argument():
         lstm = nn.LSTM(4)
         lstm.apply(lstm.init(jax.random.key(0), jnp.zeros((5, 2, 3))),
                    (jnp.zeros((5, 2, 3)), jnp.zeros((1, 2, 4))))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_an_input_in_the_other_layout_suggests_batch_first(kind, batch_first):
+    """(N, L, C) given to a batch_first=False layer (or (L, N, C) to a batch_first=True one)
+    passes the feature check; the initial state's shape catches it, and the message says
+    which batch_first would read it. A channels-first (N, C, L) input fails the feature check,
+    which names the axis holding the features."""
+    layer = getattr(nn, kind)(4, batch_first=batch_first)
+    N, L, C = 2, 7, 3
+    ours = (N, L, C) if batch_first else (L, N, C)
+    params = layer.init(jax.random.key(0), jnp.zeros(ours))
+    other = jnp.zeros((ours[1], ours[0], C))  # the other layout
+    h_0 = jnp.zeros((1, N, 4))
+    initial = (h_0, h_0) if kind == "LSTM" else h_0
+    with pytest.raises(ValueError, match=(
+            rf"{kind}\(4.*\): `h_0` must have shape \(1, {L}, 4\), got \(1, {N}, 4\); these "
+            rf"shapes fit if the input is \({'L, N' if batch_first else 'N, L'}, \.\.\.\) rather "
+            rf"than the layer's .* build the layer with batch_first={not batch_first}")):
+        layer.apply(params, (other, initial))
+    layer.apply(params, (jnp.zeros(ours), initial))  # the layer's own layout is fine
+    with pytest.raises(ValueError, match=rf"the input has {L} features \(its last axis\), but "
+                                         rf"the params were made for {C}; axis 1 of the input "
+                                         rf"has {C}: the features go on the last axis"):
+        layer.apply(params, jnp.zeros((N, C, L)))
+    with pytest.raises(ValueError, match=r"the input has 5 features \(its last axis\), but the "
+                                         r"params were made for 3$"):
+        layer.apply(params, jnp.zeros((N, L, 5)))  # no axis of size 3: no hint
+
+
+def test_bad_options_name_their_argument():
     with pytest.raises(ValueError, match=r"`nonlinearity` must be 'tanh' or 'relu'"):
         nn.RNN(4, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match=r"`hidden_size` must be an int >= 1"):

@@ -13,8 +13,6 @@ import pytest
 
 import funcdl as fdl
 from funcdl import checkpoint, losses, nn, optim, train
-from funcdl.nn.model import Model
-from funcdl.nn.state import mark_stateful
 
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "golden" /
                      "train_stateful.json").read_text())
@@ -212,7 +210,7 @@ def exploding_state_model():
         y = x @ params["w"]
         return y, ({"s": state["s"] * 1e20} if train else state)
 
-    return mark_stateful(Model(init, apply))
+    return nn.named_model("exploding_state", init, apply, stateful=True)
 
 
 def test_a_non_finite_new_state_is_a_nan_stop_that_keeps_the_old_state():

@@ -9,9 +9,11 @@ linear map of a rule is a primitive of its own whose rules are again such maps. 
 y = B(x, w) is bilinear: its rules are `conv_dx(g, w)` = B_xᵀ g and `conv_dw(x, g)` = B_wᵀ g,
 and since <c, B_xᵀ(g, w)> = <g, B(c, w)> the rules of those are B, conv_dx and conv_dw again.
 Average pooling A and its transpose `avg_pool_dx` are each other's rules. Max pooling's rule
-`max_pool_dx` routes g to each window's winner (a selection read off x's values, constant:
+`max_pool_dx` routes g to each window's winner (PyTorch's choice: the last NaN, else the
+first maximum, never a padded position; a selection read off x's values, constant:
 derivative 0 in x, as PyTorch's double backward); its transpose `max_pool_gather` reads each
-window's winner. `take`'s scatter-add `take_dx` and the zero-filling `take_zeros` likewise.
+window's winner, and is also the forward's JVP under `jax.grad`. `take`'s scatter-add
+`take_dx` and the zero-filling `take_zeros` likewise.
 
 Layouts are PyTorch's: x `(N, C, *spatial)`, kernels `(C_out, C_in // groups, *k)`. Parameters
 arrive resolved by `fdl.ops` (`funcdl/ops_layers.py`): `stride`, `dilation`, `window` are
@@ -100,25 +102,64 @@ def _pool_config(window, stride, padding):
     return (1, 1, *window), (1, 1, *stride), ((0, 0), (0, 0), *padding)
 
 
-def _max_pool(x, *, window, stride, padding):
+def _max_pool_reduce(x, window, stride, padding):
     dims, strides, pads = _pool_config(window, stride, padding)
     return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, dims, strides, pads)
 
 
+# jax.grad of reduce_window's max may pick a padded position (an all -inf window) or another
+# NaN than PyTorch; its JVP here reads each window's winner (`_max_pool_gather`), so jax
+# derives the gradient by transposing that gather (independent of the tape's own scatter,
+# `_max_pool_dx`) and both autodiffs give PyTorch's.
+_max_pool_jvp = jax.custom_jvp(_max_pool_reduce, nondiff_argnums=(1, 2, 3))
+
+
+@_max_pool_jvp.defjvp
+def _(window, stride, padding, primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = _max_pool_jvp(x, window, stride, padding)
+    return y, _max_pool_gather(t, lax.stop_gradient(x), window=window, stride=stride, padding=padding)
+
+
+def _max_pool(x, *, window, stride, padding):
+    return _max_pool_jvp(x, window, stride, padding)
+
+
+def _window_views(a, window, stride, out_shape):
+    """The kh·kw strided views of a padded `(N, C, Hp, Wp)` array, one per window offset in
+    row-major order, stacked: `(kh·kw, N, C, H_out, W_out)`."""
+    (sh, sw), (oh, ow) = stride, out_shape
+    return jnp.stack([a[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+                      for i in range(window[0]) for j in range(window[1])])
+
+
+def _winners(x, window, stride, padding):
+    """Per window, the offset (row-major in the window) of the element max pooling selects,
+    `(N, C, H_out, W_out)` int: PyTorch's rule, which never selects a padded position: the
+    last NaN if the window holds one, else the first maximal element (an all -inf window: its
+    first element inside the input)."""
+    xpad = jnp.pad(x, ((0, 0), (0, 0), padding[0], padding[1]), constant_values=-jnp.inf)
+    out_shape = tuple((p - k) // s + 1 for p, k, s in zip(xpad.shape[2:], window, stride))
+    inside = np.pad(np.ones(x.shape[2:], bool), padding)[None, None]
+    views = _window_views(xpad, window, stride, out_shape)
+    valid = _window_views(inside, window, stride, out_shape)
+    nan = jnp.isnan(views)
+    last_nan = nan.shape[0] - 1 - jnp.argmax(nan[::-1], axis=0)
+    best = jnp.max(jnp.where(valid, views, -jnp.inf), axis=0, keepdims=True)
+    first_best = jnp.argmax(valid & (views == best), axis=0)
+    return jnp.where(jnp.any(nan, axis=0), last_nan, first_best)
+
+
 def _max_pool_dx(g, x, *, window, stride, padding):
     """The cotangent of x of max pooling with cotangent g (x's values pick the winners)."""
-    # Each window sends its cotangent to its first maximal element in window (row-major)
-    # order, as PyTorch: gather the kh·kw strided views of the padded input, take the argmax
-    # over them, and put each view's share back where the view came from.
+    # Each window sends its cotangent to its winner (`_winners`, PyTorch's choice): put each
+    # offset's share back where that strided view of the padded input came from.
     (ph, pw), (sh, sw) = [lo for lo, _ in padding], stride
-    xpad = jnp.pad(x, ((0, 0), (0, 0), padding[0], padding[1]), constant_values=-jnp.inf)
+    winner = _winners(x, window, stride, padding)
     oh, ow = g.shape[2:]
+    hp, wp = x.shape[2] + sum(padding[0]), x.shape[3] + sum(padding[1])
     offsets = [(i, j) for i in range(window[0]) for j in range(window[1])]
-    views = jnp.stack([xpad[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
-                       for i, j in offsets])
-    winner = jnp.argmax(views, axis=0)
-    hp, wp = xpad.shape[2:]
-    dx = jnp.zeros(xpad.shape, g.dtype)
+    dx = jnp.zeros((*x.shape[:2], hp, wp), g.dtype)
     for index, (i, j) in enumerate(offsets):
         share = jnp.where(winner == index, g, 0)
         dx = dx + lax.pad(share, np.zeros((), g.dtype),
@@ -128,18 +169,12 @@ def _max_pool_dx(g, x, *, window, stride, padding):
 
 
 def _max_pool_gather(c, x, *, window, stride, padding):
-    """`_max_pool_dx`'s transpose: per window of x, c at its first maximal element."""
-    (sh, sw) = stride
-    xpad = jnp.pad(x, ((0, 0), (0, 0), padding[0], padding[1]), constant_values=-jnp.inf)
+    """`_max_pool_dx`'s transpose: per window of x, c at its winner (`_winners`)."""
+    winner = _winners(x, window, stride, padding)
     cpad = jnp.pad(c, ((0, 0), (0, 0), padding[0], padding[1]))
-    oh = (xpad.shape[2] - window[0]) // sh + 1
-    ow = (xpad.shape[3] - window[1]) // sw + 1
-    offsets = [(i, j) for i in range(window[0]) for j in range(window[1])]
-    def views(a):
-        return jnp.stack([a[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw] for i, j in offsets])
-    winner = jnp.argmax(views(xpad), axis=0)
-    return jnp.sum(jnp.where(winner[None] == jnp.arange(len(offsets)).reshape(-1, 1, 1, 1, 1),
-                             views(cpad), 0), axis=0)
+    views = _window_views(cpad, window, stride, winner.shape[2:])
+    offsets = jnp.arange(views.shape[0]).reshape(-1, 1, 1, 1, 1)
+    return jnp.sum(jnp.where(winner[None] == offsets, views, 0), axis=0)
 
 
 def _avg_pool(x, *, window, stride, padding):

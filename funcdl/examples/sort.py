@@ -5,17 +5,22 @@ digits sorted, one class per position. 10,000 rows train, 2,000 fresh rows test.
 embeds each digit (`fdl.nn.Embedding(10, 64)`), adds a learned embedding of its position,
 runs `fdl.nn.TransformerEncoder` (2 layers of `TransformerEncoderLayer(64, 4,
 dim_feedforward=128, dropout=0.0, batch_first=True)`) and classifies every position with
-`fdl.nn.Linear(10)`; trained with Adam (lr 3e-3, batches of 128, 6 epochs) on the mean
-cross-entropy over the positions.
+`fdl.nn.Linear(10)`; trained with Adam (lr 3e-3, batches of 125, 6 epochs) on the mean
+cross-entropy over the positions. 125 divides 10,000 and the quick run's 2,000 rows, so every
+batch is whole (one compiled training step, no second one for a last partial batch), and the
+test rows are evaluated as one batch after each epoch.
 
 No position can be sorted by looking at its own digit: output i is the i-th smallest of all
 eight, so the model must compare every digit with every other (the attention). Two baselines
 stand beside it: copying the input (right where a digit is already in place, ~21%) and
 predicting each position's most frequent digit in the training targets. The picture: the
 attention of both layers (averaged over the heads) for one test row, and the test accuracy
-per epoch. Target: >= 99% per-token test accuracy. Measured (`funcdl run sort`): 99.98%
-after 6 epochs; `--backend funcdl` gives the same.
+per epoch. Target: >= 99% per-token test accuracy. Measured (`funcdl run sort`): 99.96%
+after 6 epochs (99.70% of the test rows entirely sorted); `--backend funcdl` 99.98% (float32
+rounding differs between the two autodiffs, and 6 epochs of Adam amplify it).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,13 +32,14 @@ SEED = "-"
 SHOWS = "a 2-layer transformer encoder learning to sort 8 digits, and its attention, through fit"
 OPTIONS = ("epochs", "lr", "optimizer", "backend")
 LENGTH, DIGITS, TRAIN_ROWS, TEST_ROWS, QUICK_ROWS, DATA_SEED = 8, 10, 10_000, 2_000, 2_000, 1
-D_MODEL, HEADS, FEEDFORWARD, LAYERS, BATCH_SIZE = 64, 4, 128, 2, 128
+D_MODEL, HEADS, FEEDFORWARD, LAYERS, BATCH_SIZE = 64, 4, 128, 2, 125
 
 
 def sequences(key, rows):
     """(digits, sorted digits): int32 arrays `(rows, LENGTH)` drawn from `key`."""
-    digits = jax.random.randint(key, (rows, LENGTH), 0, DIGITS)
-    return np.asarray(digits), np.asarray(jnp.sort(digits, axis=1))
+    # drawn flat (the same digits as a (rows, LENGTH) draw; a rank-1 draw compiles faster)
+    digits = np.asarray(jax.random.randint(key, (rows * LENGTH,), 0, DIGITS)).reshape(rows, LENGTH)
+    return digits, np.sort(digits, axis=1)
 
 
 def build():
@@ -48,7 +54,7 @@ def build():
         keys = jax.random.split(key, 4)
         hidden = jax.ShapeDtypeStruct(tuple(x.shape) + (D_MODEL,), jnp.float32)
         return {"embed": embed.init(keys[0], x),
-                "position": 0.02 * jax.random.normal(keys[1], (LENGTH, D_MODEL)),
+                "position": fdl.nn.init.normal(0.02)(keys[1], (LENGTH, D_MODEL)),
                 "encoder": encoder.init(keys[2], hidden), "head": head.init(keys[3], hidden)}
 
     def apply(params, x, *, key=None, train=False):
@@ -69,12 +75,19 @@ def token_accuracy(logits, digits):
     return jnp.mean(jnp.argmax(logits, axis=-1) == digits)
 
 
-def attention_maps(model_params, layer, row):
-    """Each layer's attention weights for one row, averaged over the heads: `(LAYERS, 8, 8)`.
+def row_accuracy(logits, digits):
+    """The fraction of rows sorted entirely right: logits `(n, 8, 10)`, digits `(n, 8)`."""
+    return jnp.mean(jnp.all(jnp.argmax(logits, axis=-1) == digits, axis=-1))
+
+
+@functools.partial(jax.jit, static_argnames="layer")
+def attention_maps(model_params, row, *, layer):
+    """Each layer's attention weights for one row, averaged over the heads, `(LAYERS, 8, 8)`,
+    and the digits the model predicts for the row, `(8,)`.
 
     The self-attention's softmax(q kᵀ / √d) recomputed from the layer's params (its
     in-projection, PyTorch's packed (3E, E)) on the layer's input, as the layer computes it
-    (post-norm: the attention sees the layer's input itself).
+    (post-norm: the attention sees the layer's input itself). One compiled program.
     """
     h = model_params["embed"]["w"][row] + model_params["position"]  # (8, E)
     maps = []
@@ -84,9 +97,10 @@ def attention_maps(model_params, layer, row):
         q, k = (qkv[:, i * D_MODEL:(i + 1) * D_MODEL].reshape(LENGTH, HEADS, -1).transpose(1, 0, 2)
                 for i in (0, 1))
         scores = q @ k.transpose(0, 2, 1) / np.sqrt(D_MODEL // HEADS)
-        maps.append(np.asarray(jax.nn.softmax(scores, axis=-1).mean(axis=0)))
+        maps.append(jax.nn.softmax(scores, axis=-1).mean(axis=0))
         h = layer.apply(params, h)
-    return np.stack(maps)
+    logits = h @ model_params["head"]["w"] + model_params["head"]["b"][None, :]
+    return jnp.stack(maps), jnp.argmax(logits, axis=-1)
 
 
 def run(quick=False, out_dir="runs/sort", *, epochs=None, lr=3e-3, optimizer="adam",
@@ -99,23 +113,25 @@ def run(quick=False, out_dir="runs/sort", *, epochs=None, lr=3e-3, optimizer="ad
     x_test, y_test = sequences(test_key, TEST_ROWS)
     model, layer = build()
     params = model.init(key, x_train[:BATCH_SIZE])
+    # the test rows as one batch after each epoch: the last epoch's values are the test results
     params, _, history = fdl.train.fit(
         model, params, loss_fn, getattr(fdl.optim, optimizer)(lr), x_train, y_train,
         epochs=epochs, batch_size=BATCH_SIZE, validation=(x_test, y_test),
-        metrics={"accuracy": token_accuracy}, key=key, grad_backend=backend, progress=False)
-    predicted = np.asarray(jnp.argmax(fdl.train.predict(model, params, x_test), axis=-1))
+        validation_batch_size=TEST_ROWS,
+        metrics={"accuracy": token_accuracy, "rows_sorted": row_accuracy}, key=key,
+        grad_backend=backend, progress=False)
     mode = np.array([np.bincount(y_train[:, i], minlength=DIGITS).argmax() for i in range(LENGTH)])
     results = {"quick": quick, "epochs": epochs, "history": history,
-               "test_accuracy": float(np.mean(predicted == y_test)),
-               "rows_sorted": float(np.mean(np.all(predicted == y_test, axis=1))),
+               "test_accuracy": history["val_accuracy"][-1],
+               "rows_sorted": history["val_rows_sorted"][-1],
                "copy_accuracy": float(np.mean(x_test == y_test)),
                "mode_accuracy": float(np.mean(mode[None, :] == y_test))}
     print(f"per-token test accuracy {results['test_accuracy']:.2%} (rows entirely sorted "
           f"{results['rows_sorted']:.2%}; copying the input {results['copy_accuracy']:.2%}, "
           f"each position's most frequent digit {results['mode_accuracy']:.2%})")
     row = x_test[0]
-    maps = attention_maps(params, layer, row)
-    results["pictures"] = [plot(row, predicted[0], maps, history, out_dir)]
+    maps, predicted = map(np.asarray, attention_maps(params, row, layer=layer))
+    results["pictures"] = [plot(row, predicted, maps, history, out_dir)]
     return results
 
 

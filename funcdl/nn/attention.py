@@ -25,6 +25,7 @@ from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.init import compute_fans
 from funcdl.nn.layers import _param_dtype
+from funcdl.nn.layout_hints import batch_first_hint, features_hint
 from funcdl.nn.model import Model, check_key, check_params, named_model, sample_struct
 
 
@@ -36,7 +37,8 @@ def check_sequence(name, shape, what, layout, features, features_name):
                          f"{tuple(shape)}")
     if shape[-1] != features:
         raise ValueError(f"{name}: {what} has {shape[-1]} features (its last axis), but the "
-                         f"params were made for {features_name} {features}")
+                         f"params were made for {features_name} {features}"
+                         f"{features_hint(shape, features)}")
 
 
 def _as_additive(mask, dtype):
@@ -44,8 +46,9 @@ def _as_additive(mask, dtype):
     return jnp.where(mask, -jnp.inf, 0.0).astype(dtype) if mask.dtype == jnp.bool_ else mask
 
 
-def _check_mask(mask, argument, shapes, dtype, name):
-    """`mask` (None, or a bool / `dtype` array of one of `shapes`) as an array or Tensor."""
+def _check_mask(mask, argument, shapes, dtype, name, hint=lambda shape: ""):
+    """`mask` (None, or a bool / `dtype` array of one of `shapes`) as an array or Tensor;
+    `hint(shape)` is added to the message of a mask of another shape."""
     if mask is None:
         return None
     if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
@@ -60,7 +63,7 @@ def _check_mask(mask, argument, shapes, dtype, name):
     if tuple(mask.shape) not in shapes.values():
         expected = " or ".join(f"{label} = {shape}" for label, shape in shapes.items())
         raise ValueError(f"{name}: `{argument}` must have shape {expected}, got "
-                         f"{tuple(mask.shape)}")
+                         f"{tuple(mask.shape)}{hint(tuple(mask.shape))}")
     return mask
 
 
@@ -188,15 +191,24 @@ def MultiheadAttention(embed_dim: int, num_heads: int, *, bias: bool = True,
         elif not batch_first:
             query, key_, value = (ops.transpose(a, (1, 0, 2)) for a in (query, key_, value))
         N, L, S = query.shape[0], query.shape[1], key_.shape[1]
+        # the sizes N, L, S would have with the input's first two axes the other way round
+        swapped = None if unbatched else (L, N, key_.shape[0])
         if key_.shape[0] != N:
             raise ValueError(f"{name}: the query and the key must have one batch size, got "
-                             f"{N} and {key_.shape[0]}")
+                             f"{N} and {key_.shape[0]}"
+                             f"{batch_first_hint(batch_first, L == S)}")
+
+        def layout_hint(shape_of, shape):
+            fits = swapped is not None and shape == shape_of(*swapped)
+            return batch_first_hint(batch_first, fits)
+
         attn_mask = _check_mask(attn_mask, "attn_mask", {"(L, S)": (L, S), (
             "(num_heads, L, S)" if unbatched else "(N·num_heads, L, S)"): (N * H, L, S)},
-            query.dtype, name)
+            query.dtype, name, lambda shape: layout_hint(lambda n, l, s: (l, s), shape))
         key_padding_mask = _check_mask(key_padding_mask, "key_padding_mask",
                                        {"(S,)" if unbatched else "(N, S)": (S,) if unbatched
-                                        else (N, S)}, query.dtype, name)
+                                        else (N, S)}, query.dtype, name,
+                                       lambda shape: layout_hint(lambda n, l, s: (n, s), shape))
         rate = dropout if train else 0.0
         if rate > 0 and key is None:
             raise ValueError(f"{name}: `key` is required when train=True and dropout > 0 "

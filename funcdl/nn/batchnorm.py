@@ -9,6 +9,8 @@ UNBIASED variance, n values per channel), count <- count + 1, where m = momentum
 running statistics normalise and stay as they are. Composed from `fdl.ops`, so both autodiffs
 differentiate it; the new state is computed with `stop_gradient` (a constant to both).
 """
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
@@ -16,8 +18,13 @@ from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _param_dtype
+<<<<<<< HEAD
 from funcdl.nn.model import Model, check_input, check_key, check_params, named_model, sample_struct
 from funcdl.nn.state import Variables, check_variables, mark_stateful
+=======
+from funcdl.nn.model import check_input, check_key, check_params, named_model, sample_struct
+from funcdl.nn.state import Variables
+>>>>>>> seqmisc
 
 
 def _check_options(name, momentum, eps, affine, track_running_stats):
@@ -111,11 +118,18 @@ def _batch_norm(kind, ranks, momentum, eps, affine, track_running_stats, dtype):
 
         return named_model(name, init, apply)
 
-    def apply(variables, x, *, key=None, train=False):
-        variables = check_variables(variables, name)
-        return normalise(variables.params, x, train, variables.state)
+    def apply(variables, x, *, key=None, train=False):  # a Variables: checked by named_model
+        state = variables.state
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{name}: `variables.state` must be the running statistics "
+                            f"{{'count', 'mean', 'var'}} that `init` returns, got "
+                            f"{type(state).__name__}: pass the `Variables` from `init` whole")
+        if sorted(state) != ["count", "mean", "var"]:
+            raise ValueError(f"{name}: `variables.state` must have keys ['count', 'mean', "
+                             f"'var'] (the running statistics `init` returns), got {sorted(state)}")
+        return normalise(variables.params, x, train, state)
 
-    return mark_stateful(named_model(name, init, apply))
+    return named_model(name, init, apply, stateful=True)
 
 
 @recorded

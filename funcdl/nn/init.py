@@ -272,12 +272,21 @@ def constant(value: ArrayLike) -> Initializer:
 
 # ---------------------------------------------------------------- plain distributions
 
+# Drawn as one flat vector, then reshaped: the same numbers as a draw of `shape` (the random
+# bits come from each element's index in row-major order), but XLA compiles the generator of a
+# rank-1 draw several times faster than that of a rank-2 or rank-4 one (~0.2 s against ~0.9 s
+# per weight shape on a CPU), and an eager `init` compiles one such program per weight shape.
 def _uniform(key, shape, dtype, low, high, where):
-    return jax.random.uniform(key, tuple(shape), _check_dtype(dtype, where), minval=low, maxval=high)
+    shape = tuple(shape)
+    flat = jax.random.uniform(key, (math.prod(shape),), _check_dtype(dtype, where),
+                              minval=low, maxval=high)
+    return flat.reshape(shape)
 
 
 def _normal(key, shape, dtype, std, mean, where):
-    return mean + std * jax.random.normal(key, tuple(shape), _check_dtype(dtype, where))
+    shape = tuple(shape)
+    flat = jax.random.normal(key, (math.prod(shape),), _check_dtype(dtype, where))
+    return mean + std * flat.reshape(shape)
 
 
 @recorded

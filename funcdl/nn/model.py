@@ -104,6 +104,7 @@ def _is_array(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (Mapping, list, tuple))
 
 
+<<<<<<< HEAD
 # The types of the arguments that every layer's init and apply share ("return": the result's),
 # written into the signatures `help(Linear(4).apply)` shows where a layer's functions leave them
 # out. params (or a stateful layer's variables) and the result are pytrees.
@@ -129,6 +130,9 @@ def _typed_signature(function: Callable, types: dict) -> inspect.Signature | Non
 
 
 def named_model(name: str, init: Callable, apply: Callable) -> Model:
+=======
+def named_model(name: str, init: Callable, apply: Callable, *, stateful: bool = False) -> Model:
+>>>>>>> seqmisc
     """`Model(init, apply)` that reads as `name` (its `repr`, `"Linear(4)"`) and checks its calls.
 
     Every layer constructor returns through this helper (see ``help(Model)``, "Writing a
@@ -136,6 +140,31 @@ def named_model(name: str, init: Callable, apply: Callable) -> Model:
     ``name.init`` and ``name.apply``) so that a wrong call says what was expected and what was
     received: ``apply(x)`` (the params forgotten), ``apply(x, params)`` (swapped; under
     ``jax.jit`` too, where x is a tracer), ``init(x)`` (the key forgotten).
+
+    stateful: the layer keeps state beside its params (running statistics, as BatchNorm):
+    ``init(key, x)`` returns ``fdl.nn.Variables(params, state)`` and ``apply(variables, x, *,
+    key=None, train=False)`` returns ``(y, new_state)``, computing the new state from the old
+    (by convention it moves only with ``train=True``). ``fdl.nn.is_stateful`` then says True,
+    and ``Sequential``, ``fit``, ``evaluate``, ``predict``, ``make_train_step`` and
+    ``fdl.checkpoint`` carry the state as they do BatchNorm's: the optimizer and both
+    autodiffs see ``variables.params`` only. The wrappers check the contract: ``apply`` given
+    anything but a ``Variables`` (e.g. ``variables.params``), an ``init`` that returns
+    something else, or an ``apply`` that returns something other than a pair, is a
+    ``TypeError`` naming the layer.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from funcdl import nn
+      >>> def Count():  # counts the training batches it has seen
+      ...     def init(key, x):
+      ...         return nn.Variables({}, {"batches": jnp.zeros((), jnp.int32)})
+      ...     def apply(variables, x, *, key=None, train=False):
+      ...         return x, {"batches": variables.state["batches"] + int(train)}
+      ...     return nn.named_model("Count()", init, apply, stateful=True)
+      >>> layer = Count()
+      >>> variables = layer.init(jax.random.key(0), jnp.zeros((2, 3)))
+      >>> nn.is_stateful(layer), int(layer.apply(variables, jnp.ones((2, 3)), train=True)[1]["batches"])
+      (True, 1)
     """
     def positional(args, kwargs, names):
         """The call's `names` arguments as a tuple, whether passed by position or by keyword."""
@@ -169,7 +198,14 @@ def named_model(name: str, init: Callable, apply: Callable) -> Model:
             raise TypeError(f"{name}.apply: expected apply(params, x), the params pytree first, "
                             f"got `params` {_describe(params)} and `x` {_describe(x)}: the "
                             f"arguments look swapped, call `model.apply(params, x)`")
-        return apply(*args, **kwargs)
+        if not stateful:
+            return apply(*args, **kwargs)
+        check_variables(params, name)
+        out = apply(*args, **kwargs)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"{name}.apply: a stateful model's apply must return the pair (y, "
+                            f"new_state), got {_describe(out)}")
+        return out
 
     checked_init.__qualname__, checked_apply.__qualname__ = f"{name}.init", f"{name}.apply"
     for checked, function, types in ((checked_init, init, _INIT_TYPES),
@@ -178,6 +214,19 @@ def named_model(name: str, init: Callable, apply: Callable) -> Model:
         if signature is not None:
             checked.__signature__ = signature
     checked_apply.__funcdl_name__ = name
+    if stateful:
+        stateful_init = checked_init
+
+        @functools.wraps(init)
+        def checked_init(*args, **kwargs):
+            made = stateful_init(*args, **kwargs)
+            if not isinstance(made, Variables):
+                raise TypeError(f"{name}.init: a stateful model's init must return "
+                                f"fdl.nn.Variables(params, state), got {_describe(made)}")
+            return made
+
+        checked_init.__qualname__ = f"{name}.init"
+        return mark_stateful(Model(checked_init, checked_apply))
     return Model(checked_init, checked_apply)
 
 
@@ -374,7 +423,7 @@ def Sequential(*layers: Model | Callable) -> Model:
 
     def apply(params, x, *, key=None, train=False):
         if any(stateful):
-            params, states = check_variables(params, name)
+            params, states = params  # a Variables: checked by named_model
             check_entries(states, "variables.state")
         check_entries(params, "params")
         if key is not None:
@@ -393,5 +442,4 @@ def Sequential(*layers: Model | Callable) -> Model:
                     new_states.append({})
         return (x, new_states) if any(stateful) else x
 
-    model = named_model(name, init, apply)
-    return mark_stateful(model) if any(stateful) else model
+    return named_model(name, init, apply, stateful=any(stateful))

@@ -25,6 +25,7 @@ from funcdl import ops
 from funcdl.autodiff import Tensor
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
+from funcdl.nn.layout_hints import batch_first_hint, features_hint
 from funcdl.nn.model import Model, check_key, named_model, sample_struct
 
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
@@ -151,7 +152,8 @@ def _recurrent(kind, hidden_size, num_layers, nonlinearity, bias, batch_first, b
         expected = params[0]["w_ih"].shape[1]
         if size != expected:
             raise ValueError(f"{name}: the input has {size} features (its last axis), but the "
-                             f"params were made for {expected}")
+                             f"params were made for {expected}"
+                             f"{features_hint(data.shape, expected)}")
         unbatched = len(data.shape) == 2
         if unbatched:
             data = ops.expand_dims(data, 1)
@@ -166,9 +168,11 @@ def _recurrent(kind, hidden_size, num_layers, nonlinearity, bias, batch_first, b
             if unbatched:
                 state = ops.expand_dims(state, 1)
             if tuple(state.shape) != state_shape:
+                swapped = not unbatched and tuple(state.shape) == (state_shape[0], length, H)
                 raise ValueError(f"{name}: `{what}` must have shape "
                                  f"{(state_shape[0],) + state_shape[2:] if unbatched else state_shape}"
-                                 f", got {tuple(state.shape)}")
+                                 f", got {tuple(state.shape)}"
+                                 f"{batch_first_hint(batch_first, swapped)}")
             return state
 
         h0 = initial(h0, "h_0")

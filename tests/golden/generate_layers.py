@@ -104,6 +104,34 @@ def pool_cases(op, **options):
     return cases
 
 
+def max_pool_non_finite():
+    """Max pooling where the choice of element is the question: all -inf inputs with padding
+    (PyTorch never selects a padded position: an all -inf window's gradient goes to its first
+    element inside the input) and NaN in overlapping windows (PyTorch selects a window's last
+    NaN). Its own generator, so that the other cases keep their numbers."""
+    local = np.random.default_rng(20261203)
+    cases = []
+    for shape, kernel, stride, padding, kind in [
+            ((1, 1, 4, 4), 3, 1, 1, "neg_inf"), ((2, 2, 5, 6), (3, 2), (2, 1), (1, 1), "neg_inf"),
+            ((2, 2, 6, 6), 3, 1, 1, "nan"), ((1, 3, 5, 5), (2, 3), (1, 2), (1, 1), "nan"),
+            ((2, 2, 5, 5), 3, 2, 1, "mixed")]:
+        if kind == "neg_inf":
+            values = np.full(shape, -np.inf)
+        else:
+            values = local.normal(size=shape)
+            values[local.random(shape) < 0.25] = np.nan
+            if kind == "mixed":  # -inf rows along the padded border, NaN and finite values
+                values[..., 0, :] = -np.inf
+                values[..., :, -1] = -np.inf
+        x = torch.tensor(values, requires_grad=True)
+        y = F.max_pool2d(x, kernel, stride, padding)
+        gy = torch.tensor(local.normal(size=tuple(y.shape)))
+        (grad,) = torch.autograd.grad(y, x, gy)
+        cases.append({"x": listed(x), "y": listed(y), "gy": listed(gy), "grad_x": listed(grad),
+                      "kernel_size": kernel, "stride": stride, "padding": padding, "kind": kind})
+    return cases
+
+
 def elementwise():
     x = torch.cat([torch.linspace(-6, 6, 25), torch.tensor([0.0, -0.0, 1e-8, 30.0, -30.0])])
     cases = {}
@@ -166,6 +194,7 @@ def main():
         "conv1d": conv_cases(F.conv1d, CONV1D, 1),
         "max_pool2d": pool_cases(F.max_pool2d),
         "avg_pool2d": pool_cases(F.avg_pool2d, count_include_pad=True),
+        "max_pool2d_non_finite": max_pool_non_finite(),
         "elementwise": elementwise(),
         "take": take_cases(),
         "embedding": embedding(),
