@@ -18,13 +18,15 @@ from funcdl import ops
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.layers import _param_dtype
-<<<<<<< HEAD
-from funcdl.nn.model import Model, check_input, check_key, check_params, named_model, sample_struct
-from funcdl.nn.state import Variables, check_variables, mark_stateful
-=======
-from funcdl.nn.model import check_input, check_key, check_params, named_model, sample_struct
+from funcdl.nn.model import (
+    Model,
+    check_input,
+    check_key,
+    check_params,
+    named_model,
+    sample_struct,
+)
 from funcdl.nn.state import Variables
->>>>>>> seqmisc
 
 
 def _check_options(name, momentum, eps, affine, track_running_stats):

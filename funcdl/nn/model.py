@@ -104,7 +104,6 @@ def _is_array(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, (Mapping, list, tuple))
 
 
-<<<<<<< HEAD
 # The types of the arguments that every layer's init and apply share ("return": the result's),
 # written into the signatures `help(Linear(4).apply)` shows where a layer's functions leave them
 # out. params (or a stateful layer's variables) and the result are pytrees.
@@ -129,10 +128,7 @@ def _typed_signature(function: Callable, types: dict) -> inspect.Signature | Non
                              else returns)
 
 
-def named_model(name: str, init: Callable, apply: Callable) -> Model:
-=======
 def named_model(name: str, init: Callable, apply: Callable, *, stateful: bool = False) -> Model:
->>>>>>> seqmisc
     """`Model(init, apply)` that reads as `name` (its `repr`, `"Linear(4)"`) and checks its calls.
 
     Every layer constructor returns through this helper (see ``help(Model)``, "Writing a
@@ -207,13 +203,6 @@ def named_model(name: str, init: Callable, apply: Callable, *, stateful: bool = 
                             f"new_state), got {_describe(out)}")
         return out
 
-    checked_init.__qualname__, checked_apply.__qualname__ = f"{name}.init", f"{name}.apply"
-    for checked, function, types in ((checked_init, init, _INIT_TYPES),
-                                     (checked_apply, apply, _APPLY_TYPES)):
-        signature = _typed_signature(function, types)
-        if signature is not None:
-            checked.__signature__ = signature
-    checked_apply.__funcdl_name__ = name
     if stateful:
         stateful_init = checked_init
 
@@ -225,9 +214,15 @@ def named_model(name: str, init: Callable, apply: Callable, *, stateful: bool = 
                                 f"fdl.nn.Variables(params, state), got {_describe(made)}")
             return made
 
-        checked_init.__qualname__ = f"{name}.init"
-        return mark_stateful(Model(checked_init, checked_apply))
-    return Model(checked_init, checked_apply)
+    checked_init.__qualname__, checked_apply.__qualname__ = f"{name}.init", f"{name}.apply"
+    for checked, function, types in ((checked_init, init, _INIT_TYPES),
+                                     (checked_apply, apply, _APPLY_TYPES)):
+        signature = _typed_signature(function, types)
+        if signature is not None:
+            checked.__signature__ = signature
+    checked_apply.__funcdl_name__ = name
+    model = Model(checked_init, checked_apply)
+    return mark_stateful(model) if stateful else model
 
 
 # apply function -> the keywords of ("key", "train") it accepts; weak, so that it never keeps a
