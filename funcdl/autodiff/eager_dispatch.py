@@ -23,13 +23,14 @@ _NUMBERS = (float, int)  # exactly: bool stays a Python bool
 
 
 def device_constant(value):
-    """A weakly typed device array equal to Python float/int `value` (cached), or `value`."""
+    """A weakly typed device array equal to Python number `value` (made once), or `value`
+    itself when it is not kept (0, NaN, or the cache is full)."""
     key = (type(value), value, _x64.value)
     constant = _constants.get(key)
     if constant is None:
-        constant = jnp.asarray(value)
-        if value and value == value and len(_constants) < MAX_CONSTANTS:
-            _constants[key] = constant
+        if not (value and value == value) or len(_constants) >= MAX_CONSTANTS:
+            return value
+        constant = _constants[key] = jnp.asarray(value)
     return constant
 
 

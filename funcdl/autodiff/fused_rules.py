@@ -11,6 +11,7 @@ chain of rules (`backward.py`): one compiled call for the whole chain once it re
 import jax
 import numpy as np
 
+from funcdl.autodiff.eager_dispatch import device_constant
 from funcdl.autodiff.vjps import Shape, same_cotangent, unbroadcast
 
 JIT_AFTER = 3
@@ -53,7 +54,7 @@ def _signature(args):
             dynamic.append(a)
         elif kind is _FLOAT:
             signature.append(float)
-            dynamic.append(a)
+            dynamic.append(device_constant(a))
         elif kind is _STATIC:
             signature.append((cls, a))
         else:

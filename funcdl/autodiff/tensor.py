@@ -223,17 +223,27 @@ def _record(name, primitive, values, params, parents, mask, ans, level):
     plan = _PLANS.get((name, mask))
     if plan is None or plan.primitive is not primitive:
         plan = _plan(name, primitive, mask, len(values))
-    node = _new_node()
-    node.seq = _next_seq()
-    node.primitive, node.params, node.parents, node.leaf = name, params, tuple(parents), None
-    node.spec = spec = _spec_of(ans)
-    node.shape = spec.shape
+    try:
+        spec = _SPECS[ans.aval]
+    except (AttributeError, KeyError):
+        spec = _spec_of(ans)
     for i in plan.dropped:
         values[i] = parents[i].spec
+    node = _new_node()
+    node.seq = _next_seq()
+    node.primitive = name
+    node.params = params
+    node.parents = tuple(parents)
     node.inputs = tuple(values)
     node.ans = ans if plan.keep_ans else None
+    node.shape = spec.shape
+    node.spec = spec
+    node.leaf = None
     tensor = _new_tensor(Tensor)
-    tensor._value, tensor.grad, tensor._node, tensor._level = ans, None, node, level
+    tensor._value = ans
+    tensor.grad = None
+    tensor._node = node
+    tensor._level = level
     return tensor
 
 
