@@ -34,20 +34,16 @@ def device_constant(value):
     return constant
 
 
-def jitted_forward(name, forward):
-    """The jitted copy of primitive `name`'s `forward` (remade if the table's entry changed)."""
+def call_jitted(name, forward, values):
+    """`forward(x, y)` (`values`: the two operands) through the jitted copy of primitive
+    `name`'s forward (remade if the table's entry changed), Python numbers as cached device
+    constants."""
     entry = _jitted.get(name)
     if entry is None or entry[0] is not forward:
         entry = _jitted[name] = (forward, jax.jit(forward))
-    return entry[1]
-
-
-def call_jitted(name, forward, values):
-    """`forward(x, y)` (`values`: the two operands) through its jitted copy, Python numbers as
-    cached device constants."""
     x, y = values
     if type(x) in _NUMBERS:
         x = device_constant(x)
     if type(y) in _NUMBERS:
         y = device_constant(y)
-    return jitted_forward(name, forward)(x, y)
+    return entry[1](x, y)
