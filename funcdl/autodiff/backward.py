@@ -98,8 +98,9 @@ def _backward(cotangents):
         if g is None:  # reached only through a non-differentiable input (a `where` condition),
             continue  # or inside a chain already pushed through
         if node.primitive is None:
-            leaf_grads[node] = g if getattr(g, "dtype", None) == node.dtype else rule_ops.astype(
-                g if rule_ops.is_tensor(g) else jnp.asarray(g), node.dtype)
+            dtype = node.spec.dtype
+            leaf_grads[node] = g if getattr(g, "dtype", None) == dtype else rule_ops.astype(
+                g if rule_ops.is_tensor(g) else jnp.asarray(g), dtype)
             continue
         links = _chain(node, consumers)
         if len(links) > 1:

@@ -11,6 +11,7 @@ chain of rules (`backward.py`): one compiled call for the whole chain once it re
 import jax
 import numpy as np
 
+from funcdl.autodiff.eager_dispatch import device_constant
 from funcdl.autodiff.vjps import Shape, same_cotangent, unbroadcast
 
 JIT_AFTER = 3
@@ -21,48 +22,61 @@ _compiled_rules = {}
 
 # How each argument type enters a rule's signature, decided once per type (`call_rule` runs
 # once per edge of the backward pass, so it avoids per-argument isinstance checks on ABCs).
-_ARRAY, _FLOAT, _STATIC, _UNCOMPILABLE = "array", "float", "static", "uncompilable"
+# A jax array enters as its aval (jax interns them: hashed by identity), a NumPy array as its
+# shape and dtype; None and a `Shape` as themselves, an int or a bool with its type beside it
+# (True == 1; no plain tuple reaches a signature, so a Shape cannot meet an equal tuple).
+_ARRAY, _NUMPY, _FLOAT, _ITSELF, _STATIC, _UNCOMPILABLE = (
+    "array", "numpy", "float", "itself", "static", "uncompilable")
+_DYNAMIC_KINDS = (_ARRAY, _NUMPY, _FLOAT)
 _kinds = {}
 
 
 def _kind_of(cls):
     if issubclass(cls, jax.core.Tracer):
         kind = _UNCOMPILABLE  # under a jax transform: the rule runs as it is
-    elif issubclass(cls, (jax.Array, np.ndarray)):
+    elif issubclass(cls, jax.Array):
         kind = _ARRAY
+    elif issubclass(cls, np.ndarray):
+        kind = _NUMPY
     elif issubclass(cls, float):
         kind = _FLOAT
-    elif cls is type(None) or issubclass(cls, (int, Shape)):  # Shape((), f32) == ((), f32) and
-        kind = _STATIC  # True == 1: the signature holds the type beside the value
+    elif cls is type(None) or issubclass(cls, Shape):
+        kind = _ITSELF
+    elif issubclass(cls, int):
+        kind = _STATIC
     else:
         kind = _UNCOMPILABLE
     _kinds[cls] = kind
     return kind
 
 
-def _signature(args):
-    """`(signature, dynamic)` of a rule's arguments (the hashable description of everything
-    that is baked in, and the arrays and floats passed at each call), or None when they cannot
-    be compiled (a tracer, or an argument of another kind)."""
-    signature, dynamic = [], []
+def _describe(args, signature, dynamic):
+    """Append to `signature` the hashable description of what in `args` is baked in, and to
+    `dynamic` the arrays and floats passed at each call (floats as cached device constants).
+    False when they cannot be compiled (a tracer, or an argument of another kind)."""
     for a in args:
         cls = type(a)
         kind = _kinds.get(cls) or _kind_of(cls)
         if kind is _ARRAY:
-            signature.append((a.shape, a.dtype))
+            signature.append(a.aval)
             dynamic.append(a)
+        elif kind is _ITSELF:
+            signature.append(a)
         elif kind is _FLOAT:
             signature.append(float)
+            dynamic.append(device_constant(a))
+        elif kind is _NUMPY:
+            signature.append((a.shape, a.dtype))
             dynamic.append(a)
         elif kind is _STATIC:
             signature.append((cls, a))
         else:
-            return None
-    return tuple(signature), dynamic
+            return False
+    return True
 
 
 def _template(args):
-    return tuple(_DYNAMIC if _kinds[type(a)] in (_ARRAY, _FLOAT) else a for a in args)
+    return tuple(_DYNAMIC if _kinds[type(a)] in _DYNAMIC_KINDS else a for a in args)
 
 
 def _compiled(key, make):
@@ -91,13 +105,12 @@ def call_rule(rule, args, params):
     """`rule(*args, **params)`, compiled once it has run JIT_AFTER times on the same signature."""
     if rule is same_cotangent:  # nothing to compute: a compiled identity would still dispatch
         return args[0]
-    described = _signature(args)
-    if described is None:
+    signature, dynamic = [rule], []
+    if not _describe(args, signature, dynamic):
         return rule(*args, **params)
-    signature, dynamic = described
     eager = lambda: rule(*args, **params)  # noqa: E731
     try:
-        key = (rule, signature, tuple(params.items()) if params else ())
+        key = (tuple(signature), tuple(params.items()) if params else ())
         compiled = _compiled(key, lambda: _jit_rule(rule, _template(args), params))
     except TypeError:  # an unhashable param
         return eager()
@@ -122,17 +135,14 @@ def call_chain(g, steps):
             out = unbroadcast(call_rule(rule, (out,) + args, params), shape)
         return out
 
-    described = _signature((g,))
-    if described is None:
+    signature, dynamic = ["chain"], []
+    if not _describe((g,), signature, dynamic):
         return eager()
-    signature, dynamic = [described[0]], list(described[1])
     for rule, args, params, shape in steps:
-        step = _signature(args)
-        if step is None:
+        if not _describe(args, signature, dynamic):
             return eager()
-        signature.append((rule, step[0], tuple(params.items()) if params else (), shape))
-        dynamic.extend(step[1])
-    key = ("chain", tuple(signature))
+        signature.append((rule, len(args), tuple(params.items()) if params else (), shape))
+    key = tuple(signature)
     try:
         compiled = _compiled(key, lambda: _jit_chain(
             [(rule, _template(args), params, shape) for rule, args, params, shape in steps]))

@@ -32,6 +32,7 @@ import numpy as np
 
 from funcdl.autodiff import rule_ops
 from funcdl.autodiff.backward import backward_pass
+from funcdl.autodiff.eager_dispatch import JITTED_FORWARD_OPS, call_jitted
 from funcdl.autodiff.operand_errors import operand_error
 from funcdl.autodiff.vjps import ANS, PRIMITIVES, Shape
 
@@ -61,23 +62,11 @@ def check_float_array(value, name):
     return value
 
 
-# Binary elementwise primitives without params run eagerly through a jitted copy of their
-# forward: jax's C++ dispatch of a jitted call skips jax.numpy's Python argument handling
-# (~6 µs an op on the 2-core VM); same result and dtypes (Python scalars stay weakly typed).
-# Tracers (the tape under jax.jit or jax.grad) take the plain forward, so traced programs
-# are unchanged.
-_JITTED_FORWARD_OPS = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
-_jitted_forwards = {}
-
-
 def _forward(name, primitive, values, params, traced):
     """Run the forward; if jax rejects the operands, raise the clear error when there is one."""
     try:
-        if not traced and not params and name in _JITTED_FORWARD_OPS:
-            jitted = _jitted_forwards.get(name)
-            if jitted is None or jitted[0] is not primitive.forward:
-                jitted = _jitted_forwards[name] = (primitive.forward, jax.jit(primitive.forward))
-            return jitted[1](*values)
+        if not traced and not params and name in JITTED_FORWARD_OPS:
+            return call_jitted(name, primitive.forward, values)
         return primitive.forward(*values, **params)
     except Exception as jax_error:
         error = operand_error(name, values, params)
@@ -90,22 +79,47 @@ def _forward(name, primitive, values, params, traced):
 class _Node:
     """One recorded op: primitive name, params, parent nodes (None for constants), the inputs
     (values the rules read, `Shape`s for the others, constants as given), `ans` when a rule
-    reads it, and the output's shape. A leaf has `primitive` None and a weak reference to its
-    Tensor in `leaf`. `seq` counts nodes in the order they are made: a node's parents exist
-    before it, so a larger `seq` never feeds a smaller one."""
-    __slots__ = ("primitive", "params", "parents", "inputs", "ans", "shape", "dtype", "leaf",
+    reads it, and the output's shape and `spec` (its `Shape`, shared between the nodes of one
+    shape and dtype: the input of a later node that no rule reads is kept as it). A leaf has
+    `primitive` None and a weak reference to its Tensor in `leaf`. `seq` counts nodes in the
+    order they are made: a node's parents exist before it, so a larger `seq` never feeds a
+    smaller one."""
+    __slots__ = ("primitive", "params", "parents", "inputs", "ans", "shape", "spec", "leaf",
                  "seq")
 
 
 _next_seq = itertools.count().__next__
+_new_node = _Node
 
 
 def _leaf_node(tensor):
     node = _Node()
     node.seq = _next_seq()
     node.primitive, node.params, node.parents, node.inputs, node.ans = None, None, (), (), None
-    node.shape, node.dtype, node.leaf = jnp.shape(tensor._value), tensor._value.dtype, weakref.ref(tensor)
+    node.spec = _spec_of(tensor._value)
+    node.shape, node.leaf = node.spec.shape, weakref.ref(tensor)
     return node
+
+
+MAX_SPECS = 4096
+_SPECS = {}  # aval (jax interns them: one object per shape, dtype, ...) -> Shape
+
+
+def _spec_of(value):
+    """The `Shape` of `value`: one shared object per aval of a jax array or tracer."""
+    try:
+        aval = value.aval
+    except AttributeError:  # a Tensor of a lower level, a NumPy array, a Python number
+        try:
+            return Shape(value.shape, value.dtype)
+        except AttributeError:
+            return Shape(jnp.shape(value), jnp.result_type(value))
+    spec = _SPECS.get(aval)
+    if spec is None:
+        spec = Shape(aval.shape, aval.dtype)
+        if len(_SPECS) < MAX_SPECS:
+            _SPECS[aval] = spec
+    return spec
 
 
 _PLANS = {}  # (name, bit mask of the Tensor inputs) -> _Plan
@@ -115,7 +129,7 @@ class _Plan(NamedTuple):
     """What a node of primitive `name` keeps when the inputs in `mask` are Tensors."""
     primitive: object  # the table's entry this was made for (it may be replaced)
     keep: tuple  # per input: True to keep its value (a constant, or read by a rule), else Shape
-    keep_all: bool
+    dropped: tuple  # the positions whose keep is False
     keep_ans: bool
 
 
@@ -127,15 +141,9 @@ def _plan(name, primitive, mask: int, n_inputs: int) -> _Plan:
             if mask >> i & 1:
                 needed.update(primitive.reads[0] if primitive.variadic else primitive.reads[i])
     keep = tuple(not mask >> i & 1 or needed is None or i in needed for i in range(n_inputs))
-    plan = _PLANS[name, mask] = _Plan(primitive, keep, all(keep), needed is None or ANS in needed)
+    dropped = tuple(i for i, k in enumerate(keep) if not k)
+    plan = _PLANS[name, mask] = _Plan(primitive, keep, dropped, needed is None or ANS in needed)
     return plan
-
-
-def _shape_of(v):
-    try:
-        return Shape(v.shape, v.dtype)
-    except AttributeError:  # a leaf whose `.value` was set to a Python number
-        return Shape(jnp.shape(v), jnp.result_type(v))
 
 
 _next_level = itertools.count(1).__next__
@@ -178,23 +186,7 @@ def apply(name: str, *args: Any, **params: Any) -> Any:
     ans = _forward(name, primitive, values, params, traced)
     if not mask:
         return ans
-    plan = _PLANS.get((name, mask))
-    if plan is None or plan.primitive is not primitive:
-        plan = _plan(name, primitive, mask, len(args))
-    node = _Node()
-    node.seq = _next_seq()
-    node.primitive, node.params, node.parents = name, params, tuple(parents)
-    try:
-        node.shape = ans.shape
-    except AttributeError:
-        node.shape = jnp.shape(ans)
-    node.dtype = node.leaf = None
-    node.inputs = tuple(values) if plan.keep_all else tuple(
-        [v if keep else _shape_of(v) for v, keep in zip(values, plan.keep)])
-    node.ans = ans if plan.keep_ans else None
-    tensor = Tensor.__new__(Tensor)
-    tensor._value, tensor.grad, tensor._node, tensor._level = ans, None, node, level
-    return tensor
+    return _record(name, primitive, values, params, parents, mask, ans, level)
 
 
 def _holds_tensor(values):
@@ -223,27 +215,37 @@ def _apply_nested(name, args, params):
         ans = apply(name, *values, **params)
     else:
         ans = _forward(name, primitive, values, params, True)
-    return _record(name, primitive, values, params, parents, mask, ans, level, len(args))
+    return _record(name, primitive, values, params, parents, mask, ans, level)
 
 
-def _record(name, primitive, values, params, parents, mask, ans, level, n_args):
-    """The Tensor of level `level` holding `ans`, whose node records the op (as `apply`)."""
+def _record(name, primitive, values, params, parents, mask, ans, level):
+    """The Tensor of level `level` holding `ans`, whose node records the op: its name, params,
+    `parents` (the nodes of the inputs in bit mask `mask`, None elsewhere) and the `values` the
+    rules read (an input that no rule reads is kept as its parent's `spec`)."""
     plan = _PLANS.get((name, mask))
     if plan is None or plan.primitive is not primitive:
-        plan = _plan(name, primitive, mask, n_args)
-    node = _Node()
-    node.seq = _next_seq()
-    node.primitive, node.params, node.parents = name, params, tuple(parents)
+        plan = _plan(name, primitive, mask, len(values))
     try:
-        node.shape = ans.shape
-    except AttributeError:
-        node.shape = jnp.shape(ans)
-    node.dtype = node.leaf = None
-    node.inputs = tuple(values) if plan.keep_all else tuple(
-        [v if keep else _shape_of(v) for v, keep in zip(values, plan.keep)])
+        spec = _SPECS[ans.aval]
+    except (AttributeError, KeyError):
+        spec = _spec_of(ans)
+    for i in plan.dropped:
+        values[i] = parents[i].spec
+    node = _new_node()
+    node.seq = _next_seq()
+    node.primitive = name
+    node.params = params
+    node.parents = tuple(parents)
+    node.inputs = tuple(values)
     node.ans = ans if plan.keep_ans else None
-    tensor = Tensor.__new__(Tensor)
-    tensor._value, tensor.grad, tensor._node, tensor._level = ans, None, node, level
+    node.shape = spec.shape
+    node.spec = spec
+    node.leaf = None
+    tensor = _new_tensor(Tensor)
+    tensor._value = ans
+    tensor.grad = None
+    tensor._node = node
+    tensor._level = level
     return tensor
 
 
@@ -310,7 +312,8 @@ class Tensor:
     def value(self, value):
         self._value = value
         if self._node.primitive is None:
-            self._node.shape, self._node.dtype = jnp.shape(value), jnp.result_type(value)
+            self._node.spec = _spec_of(value)
+            self._node.shape = self._node.spec.shape
 
     # ---- array-like attributes -----------------------------------------------------------
     shape = property(lambda self: jnp.shape(self._value))
@@ -372,6 +375,7 @@ class Tensor:
 
 
 jax.tree_util.register_pytree_node(Tensor, _refuse_to_flatten, lambda aux, children: None)
+_new_tensor = Tensor.__new__
 _TRACER_OR_TENSOR = (jax.core.Tracer, Tensor)
 rule_ops.install(apply, Tensor)
 

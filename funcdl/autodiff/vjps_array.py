@@ -5,8 +5,8 @@ Same table style as `vjps.py`: `Primitive(forward, vjps, reads=...)`, rules
 `rule(g, ans, *inputs, **params)`. The rules are written with `apply` of table primitives
 and Python operators wherever the math allows, not with `jax.numpy` on `g` and the inputs, so
 that they are themselves expressions the tape can record; masks and permutations, which are
-constants of the derivative, are computed from the values (`_value`). The one rule in raw
-`jax.numpy` is prod's (exclusive cumulative products). Parameters arrive resolved by
+constants of the derivative, are computed from the plain values under every level of Tensor
+(`strip`). Parameters arrive resolved by
 `funcdl/ops_array.py`: axes as non-negative ints or tuples, `pad_width` as `(lo, hi)` per axis,
 einsum subscripts explicit (`"ij,jk->ik"`).
 """
@@ -15,14 +15,17 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from funcdl.autodiff.tensor import Tensor, apply
+from funcdl.autodiff import rule_ops as r
+from funcdl.autodiff.rule_ops import strip
+from funcdl.autodiff.tensor import apply
 from funcdl.autodiff.vjps import ANS, Primitive, same_cotangent
 
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 
 
 def _value(x):
-    return x.value if isinstance(x, Tensor) else x
+    """The plain array under every level of a (nested) Tensor: masks and permutations."""
+    return strip(x)
 
 
 def zero_vjp(g, ans, x, *others, **params):
@@ -67,19 +70,43 @@ def _prod(x, axis=None, keepdims=False):
     return jnp.prod(x, axis=axis, keepdims=keepdims)
 
 
+def _shifted_in(x, ones, shift):
+    """x along its last axis moved `shift` places on, the first `shift` entries taken from
+    `ones` (an array of ones whose last axis has at least `shift` entries)."""
+    n = x.shape[-1]
+    return apply("concatenate", ones[..., :shift], apply("getitem", x, index=(Ellipsis, slice(0, n - shift))),
+                 axis=-1)
+
+
+def _exclusive_cumprod(x):
+    """Π_{j<i} x_j along the last axis: a log-depth (Hillis-Steele) scan of tape products, exact
+    with zeros (no division) and differentiable by the tape to any order."""
+    n = x.shape[-1]
+    if n == 0:
+        return x
+    ones = jnp.ones(x.shape[:-1] + (n,), r.dtype(x))
+    x, shift = _shifted_in(x, ones, 1), 1
+    while shift < n:
+        x = x * _shifted_in(x, ones, shift)
+        shift *= 2
+    return x
+
+
 def _prod_vjp(g, ans, x, axis=None, keepdims=False):
-    """∂/∂x_i Π_j x_j = Π_{j≠i} x_j: the product of the exclusive cumulative products from
-    each side, over the reduced axes flattened into one (exact with zeros, as PyTorch)."""
+    """∂/∂x_i Π_j x_j = Π_{j≠i} x_j: the exclusive cumulative products from each side, over the
+    reduced axes flattened into one (exact with zeros, as PyTorch). Written with tape
+    primitives, so the second derivative, Π_{j≠i,k} x_j, is the tape's too."""
     ndim = x.ndim
     axes = tuple(range(ndim)) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
     kept = tuple(a for a in range(ndim) if a not in axes)
-    moved = jnp.transpose(x, kept + axes)
-    flat = jnp.reshape(moved, moved.shape[:len(kept)] + (-1,))
-    ones = jnp.ones(flat.shape[:-1] + (1,), flat.dtype)
-    before = jnp.cumprod(jnp.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
-    after = jnp.flip(jnp.cumprod(jnp.flip(jnp.concatenate([flat[..., 1:], ones], axis=-1), -1), axis=-1), -1)
-    others = jnp.transpose(jnp.reshape(before * after, moved.shape), tuple(np.argsort(kept + axes)))
-    g = g if keepdims else jnp.expand_dims(g, axes)
+    moved = apply("transpose", x, axes=kept + axes)
+    moved_shape = tuple(x.shape[a] for a in kept + axes)
+    flat = apply("reshape", moved, shape=moved_shape[:len(kept)] + (-1,))
+    before = _exclusive_cumprod(flat)
+    after = apply("flip", _exclusive_cumprod(apply("flip", flat, axis=(flat.ndim - 1,))), axis=(flat.ndim - 1,))
+    others = apply("transpose", apply("reshape", before * after, shape=moved_shape),
+                   axes=tuple(int(i) for i in np.argsort(kept + axes)))
+    g = g if keepdims else apply("expand_dims", g, axis=axes)
     return g * others
 
 
