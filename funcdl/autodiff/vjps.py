@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl.autodiff import kinks
+from funcdl.autodiff.slice_pads import slice_pads
 from funcdl.autodiff import rule_ops as r
 from funcdl.autodiff.rule_ops import strip, unbroadcast  # noqa: F401 -- the backward pass's
 
@@ -177,48 +178,13 @@ def _getitem_vjp(g, ans, x, index):
     return r.scatter_add(g, tuple(jnp.shape(x)), index, _is_basic_index(index))
 
 
-def _slice_pads(shape, index):
-    """`(axes to insert, lax.pad config)` placing g at a static index of ints, slices with a
-    positive step and `...` into zeros(shape) (a read of x[index] is then its transpose), or
-    None for any other index."""
-    entries = index if isinstance(index, tuple) else (index,)
-    if sum(e is Ellipsis for e in entries) > 1 or not all(
-            e is Ellipsis or isinstance(e, slice) or (isinstance(e, (int, np.integer))
-                                                       and not isinstance(e, bool))
-            for e in entries):
-        return None
-    if Ellipsis in entries:
-        at = entries.index(Ellipsis)
-        entries = entries[:at] + (slice(None),) * (len(shape) - len(entries) + 1) + entries[at + 1:]
-    if len(entries) > len(shape):
-        return None
-    entries = entries + (slice(None),) * (len(shape) - len(entries))
-    inserted, config = [], []
-    for axis, (e, n) in enumerate(zip(entries, shape)):
-        if isinstance(e, slice):
-            start, stop, step = e.indices(n)
-            if step < 1:
-                return None
-            count = max(0, -(-(stop - start) // step))
-            if count == 0:
-                return None
-            config.append((start, n - (start + (count - 1) * step + 1), step - 1))
-        else:
-            i = int(e) + n if e < 0 else int(e)
-            if not 0 <= i < n:
-                return None
-            inserted.append(axis)
-            config.append((i, n - i - 1, 0))
-    return tuple(inserted), config
-
-
 def _scatter_add(g, *, shape, index, clip):
     """zeros(shape) with g added at `index`: getitem's transpose (a basic index clamps, as
     the read does; an array index drops positions out of range, as jax's gather gradient).
     A static index of ints and slices is a `lax.pad` of g (as jax transposes a slice), which
     XLA runs far faster than a scatter; a full slice is g itself."""
     g = jnp.asarray(g)
-    pads = _slice_pads(tuple(shape), index) if clip else None
+    pads = slice_pads(tuple(shape), index) if clip else None
     if pads is not None:
         inserted, config = pads
         g = jnp.expand_dims(g, inserted) if inserted else g
