@@ -348,5 +348,6 @@ from funcdl.ops_array import (arccos, arcsin, arctan, arctan2, ceil, cosh, cumsu
                               remainder, round, sign, sinh, std, tan, tensordot)
 from funcdl.ops_shape import (diagonal, flip, pad, repeat, roll, sort, split, swapaxes, tile,  # noqa: E402
                               trace, tril, triu)
+from funcdl.ops_scan import scan  # noqa: E402 -- lax.scan's loop, one node of the tape
 from funcdl import ops_array as _ops_array, ops_shape as _ops_shape  # noqa: E402
-__all__ += _ops_array.__all__ + _ops_shape.__all__
+__all__ += _ops_array.__all__ + _ops_shape.__all__ + ["scan"]

@@ -8,7 +8,7 @@ drift from the code and the measurements:
   its public dotted path (`#funcdl.nn.Linear`).
 - `<!-- bench: FILE KIND [KEY] -->` becomes a Markdown table read from the committed JSON
   `benchmarks/results/FILE` (KIND: autodiff, chain-speed, chain-memory, cnn, train, sweep, devices,
-  sequence; KEY: the CNN or the training workload).
+  sequence; KEY: the CNN, the training workload or the sequence workload).
 """
 import importlib
 import importlib.util
@@ -141,9 +141,10 @@ def bench_table(file, kind, key=None):
                  _number(r["compile_s"], 2)) for r in data["devices"]]
         return _table(["devices", "rows/s", "epoch s", "compile s"], rows,
                       ["---:", "---:", "---:", "---:"])
-    if kind == "sequence":
+    if kind == "sequence":  # bench_sequence: KEY the workload (lstm, transformer)
+        entry = data["workloads"][key or "lstm"] if "workloads" in data else data
         rows = [(r["name"], _number(r["ms_per_step"], 1), _number(r["vs_hand_jax"], 2),
-                 _number(r["compile_s"], 2)) for r in data["rows"]]
+                 _number(r["compile_s"], 2)) for r in entry["rows"]]
         return _table(["implementation", "ms per step", "x hand-written JAX", "compile s"], rows,
                       ["---", "---:", "---:", "---:"])
     if kind == "date":

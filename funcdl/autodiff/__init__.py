@@ -12,6 +12,7 @@ from funcdl.autodiff.tensor import Tensor, apply
 __all__ = ["Tensor", "apply", "grad", "value_and_grad", "vjp", "jacobian", "hessian", "hvp"]
 
 # The layer primitives (conv, pooling, erf/gelu/silu, take) live in a table of their own.
-from funcdl.autodiff import vjps, vjps_array, vjps_layers  # noqa: E402
+from funcdl.autodiff import scan_rule, vjps, vjps_array, vjps_layers  # noqa: E402
 vjps.PRIMITIVES.update(vjps_layers.LAYER_PRIMITIVES)
 vjps.PRIMITIVES.update(vjps_array.ARRAY_PRIMITIVES)  # rounding, more elementwise, einsum, sort, ...
+vjps.PRIMITIVES.update(scan_rule.SCAN_PRIMITIVES)  # fdl.ops.scan: one node, the reverse scan as its rule

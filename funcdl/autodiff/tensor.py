@@ -156,6 +156,10 @@ def new_level():
 
 _TRACER_OR_TENSOR = (jax.core.Tracer,)  # completed below, once Tensor exists
 
+# While `fdl.ops.scan` traces its step function, the innermost entry re-binds the Tensors the
+# step closes over to the step's own leaves (`autodiff/scan_rule.py`); empty otherwise.
+REBINDINGS = []
+
 
 def apply(name: str, *args: Any, **params: Any) -> Any:
     """Run primitive `name` on the operands `args` (arrays or Tensors) with its keyword
@@ -165,6 +169,8 @@ def apply(name: str, *args: Any, **params: Any) -> Any:
     This is the one seam between `fdl.ops` and the tape. (Written for speed: it runs once per
     eager op; Tensors of several levels take `_apply_nested`.)
     """
+    if REBINDINGS:
+        args = REBINDINGS[-1](args)
     primitive = PRIMITIVES[name]
     values, parents, mask, bit, traced, level = [], [], 0, 1, False, None
     for a in args:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl.autodiff import kinks
+from funcdl.autodiff.slice_pads import slice_pads
 from funcdl.autodiff import rule_ops as r
 from funcdl.autodiff.rule_ops import strip, unbroadcast  # noqa: F401 -- the backward pass's
 
@@ -144,6 +145,11 @@ def _matmul_vjp_a(g, ans, a, b):
 
 
 def _matmul_vjp_b(g, ans, a, b):
+    if jnp.ndim(b) == 2 and jnp.ndim(a) > 2:
+        # one weight for every batch entry (a Linear on (N, L, in)): one matmul over the
+        # flattened batch, not a batched one whose (N, in, out) result is summed afterwards
+        a_rows = r.reshape(a, (-1, jnp.shape(a)[-1]))
+        return r.matmul(r.swapaxes(a_rows, 0, 1), r.reshape(g, (-1, jnp.shape(b)[-1])))
     g2, a2, b2 = _matmul_operands(g, ans, a, b)
     gb = r.matmul(r.swapaxes(a2, -1, -2), g2)
     return r.getitem(gb, (Ellipsis, 0)) if jnp.ndim(b) == 1 else gb
@@ -174,7 +180,19 @@ def _getitem_vjp(g, ans, x, index):
 
 def _scatter_add(g, *, shape, index, clip):
     """zeros(shape) with g added at `index`: getitem's transpose (a basic index clamps, as
-    the read does; an array index drops positions out of range, as jax's gather gradient)."""
+    the read does; an array index drops positions out of range, as jax's gather gradient).
+    A static index of ints and slices is a `lax.pad` of g (as jax transposes a slice), which
+    XLA runs far faster than a scatter; a full slice is g itself."""
+    g = jnp.asarray(g)
+    pads = slice_pads(tuple(shape), index) if clip else None
+    if pads is not None:
+        inserted, config = pads
+        g = jnp.expand_dims(g, inserted) if inserted else g
+        if tuple(g.shape) == tuple((n - lo - hi + interior) // (interior + 1)
+                                   for n, (lo, hi, interior) in zip(shape, config)):
+            if all(lo == hi == interior == 0 for lo, hi, interior in config):
+                return g
+            return jax.lax.pad(g, jnp.zeros((), g.dtype), config)
     return jnp.zeros(shape, jnp.result_type(g)).at[index].add(g, mode="clip" if clip else None)
 
 

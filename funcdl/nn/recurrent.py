@@ -13,8 +13,8 @@ Params: a flat list in PyTorch's order `[layer0, layer0_reverse, layer1, ...]`, 
 (no biases with `bias=False`), so PyTorch's `weight_ih_l0`, `weight_hh_l0_reverse`, ... copy
 across; every entry drawn uniform in ±1/sqrt(H) as PyTorch's `reset_parameters`.
 
-The time loop runs as a `lax.scan` for arrays (`jax.grad` differentiates it) and as a Python
-loop over the steps when a `fdl.autodiff.Tensor` is involved (the tape records each step).
+The time loop is `fdl.ops.scan`: `lax.scan` for arrays (`jax.grad` differentiates it), and one
+node of the tape when a `fdl.autodiff.Tensor` is involved (its rule is the reverse scan).
 """
 import math
 
@@ -22,29 +22,12 @@ import jax
 import jax.numpy as jnp
 
 from funcdl import ops
-from funcdl.autodiff import Tensor
 from funcdl.construction import recorded
 from funcdl.nn import init as initializers
 from funcdl.nn.layout_hints import batch_first_hint, features_hint
 from funcdl.nn.model import Model, check_key, named_model, sample_struct
 
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
-
-
-def _has_tensor(tree) -> bool:
-    return any(isinstance(leaf, Tensor) for leaf in jax.tree_util.tree_leaves(
-        tree, is_leaf=lambda node: isinstance(node, Tensor)))
-
-
-def time_loop(step, carry, xs, length: int, reverse: bool, weights):
-    """`lax.scan(step, carry, xs, reverse=reverse)`, or the same as a Python loop when a Tensor
-    is among `carry`, `xs` or `weights` (the arrays `step` closes over)."""
-    if not _has_tensor((carry, xs, weights)):
-        return jax.lax.scan(step, carry, xs, reverse=reverse)
-    ys = [None] * length
-    for t in (range(length - 1, -1, -1) if reverse else range(length)):
-        carry, ys[t] = step(carry, xs[t])
-    return carry, ops.stack(ys, axis=0)
 
 
 def _linear(x, w, b):
@@ -159,7 +142,7 @@ def _recurrent(kind, hidden_size, num_layers, nonlinearity, bias, batch_first, b
             data = ops.expand_dims(data, 1)
         elif batch_first:
             data = ops.transpose(data, (1, 0, 2))
-        length, batch = data.shape[0], data.shape[1]
+        batch = data.shape[1]
         state_shape = (num_layers * directions, batch, H)
 
         def initial(state, what):
@@ -184,8 +167,8 @@ def _recurrent(kind, hidden_size, num_layers, nonlinearity, bias, batch_first, b
                 index = layer * directions + direction
                 p = params[index]
                 carry = (h0[index], c0[index] if c0 is not None else jnp.zeros((), data.dtype))
-                (h, c), ys = time_loop(lambda carry, x_t, p=p: step(p, carry, x_t), carry,
-                                       inputs, length, direction == 1, p)
+                (h, c), ys = ops.scan(lambda carry, x_t, p=p: step(p, carry, x_t), carry,
+                                      inputs, reverse=direction == 1)
                 outputs.append(ys)
                 h_n.append(h)
                 c_n.append(c)
