@@ -142,7 +142,7 @@ def _recurrent(kind, hidden_size, num_layers, nonlinearity, bias, batch_first, b
             data = ops.expand_dims(data, 1)
         elif batch_first:
             data = ops.transpose(data, (1, 0, 2))
-        batch = data.shape[1]
+        length, batch = data.shape[0], data.shape[1]
         state_shape = (num_layers * directions, batch, H)
 
         def initial(state, what):
