@@ -44,12 +44,28 @@ def test_floor_constraints_pin_the_lower_bounds():
 
 def test_jax_floor_has_the_public_enable_x64():
     """jax.enable_x64 (used for every float64 path) is public from jax 0.8.0 on; 0.8.0 itself
-    needs Python >= 3.11 and numpy >= 2.0."""
+    needs Python >= 3.11 and numpy >= 2.0. (Python 3.10 would mean jax 0.6.x: no
+    jax.enable_x64, and jaxlib 0.6.2 miscompiles `take`'s second derivative under jit.)"""
     bounds = lower_bounds()
     assert normalised(bounds["jax"]) >= [0, 8]
     assert normalised(bounds["jaxlib"]) == normalised(bounds["jax"])
     assert normalised(bounds["numpy"]) >= [2]
     assert PYPROJECT["project"]["requires-python"] == ">=3.11"
+
+
+def test_the_floor_run_is_the_fast_tests_on_the_oldest_python_and_pins():
+    """`make test-floor` installs constraints/floor.txt into a venv made by FLOOR_PYTHON,
+    which defaults to, and is checked to be, the oldest Python that requires-python allows."""
+    oldest = re.fullmatch(r">=(\d+)\.(\d+)", PYPROJECT["project"]["requires-python"]).groups()
+    text = (ROOT / "Makefile").read_text()
+    default = re.search(r"^FLOOR_PYTHON \?= python(\d+)\.(\d+)$", text, re.M)
+    assert default, "the Makefile sets FLOOR_PYTHON ?= pythonX.Y"
+    assert default.groups() == oldest
+    recipe = make_recipe("test-floor")
+    assert f"sys.version_info[:2] != ({oldest[0]}, {oldest[1]})" in recipe
+    assert "$(FLOOR_PYTHON) -m venv $(FLOOR)" in recipe
+    assert "-c constraints/floor.txt" in recipe
+    assert '-m "not slow"' in recipe
 
 
 def test_licence_file_matches_the_declared_licence():
@@ -87,10 +103,10 @@ def test_make_demo_writes_no_tracked_file():
     assert "--out docs/gallery" in make_recipe("gallery")
 
 
-def test_ci_runs_the_tests_then_checks_the_docs_site():
+def test_ci_runs_the_tests_checks_the_docs_site_then_runs_the_floor():
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip().startswith("make ")]
-    assert steps[:2] == ["make test", "make docs-check"]
+    assert steps == ["make test", "make docs-check", "make test-floor"]
     assert "mkdocs build --strict" in make_recipe("docs")
     assert "tools/check_site.py" in make_recipe("docs-check")
 
