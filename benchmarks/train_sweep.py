@@ -39,7 +39,7 @@ def _listener(event, duration, **_):
 def compile_events():
     """Yields `[count, seconds]`: XLA compilations and compile-phase seconds in the block.
     One listener serves every block and stays registered (jax 0.8.0 has no public way to
-    remove one)."""
+    remove one; `jax.monitoring.unregister_event_duration_listener` is from 0.8.1 on)."""
     if not _registered:
         jax.monitoring.register_event_duration_secs_listener(_listener)
         _registered.append(True)

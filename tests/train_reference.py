@@ -38,7 +38,7 @@ def counting_compilations():
 
     One listener serves every block and stays registered: jax 0.8.0, the oldest supported,
     has no public way to remove a listener (`jax.monitoring.unregister_event_duration_listener`
-    is newer)."""
+    is public from 0.8.1 on)."""
     if not _registered:
         jax.monitoring.register_event_duration_secs_listener(_on_duration)
         _registered.append(True)
