@@ -24,31 +24,21 @@ from funcdl import losses, optim, train
 LEARNING_RATES = tuple(float(lr) for lr in np.geomspace(1e-4, 3e-3, 8))
 
 
-_open = []  # the `[count, seconds]` of the `compile_events` blocks now open
-_registered = []  # [True] once `_listener` listens
+@contextlib.contextmanager
+def compile_events():
+    """Yields `[count, seconds]`: XLA compilations and compile-phase seconds in the block."""
+    seen = [0, 0.0]
 
-
-def _listener(event, duration, **_):
-    if event.startswith("/jax/core/compile/"):
-        for seen in _open:
+    def listener(event, duration, **_):
+        if event.startswith("/jax/core/compile/"):
             seen[1] += duration
             seen[0] += event == "/jax/core/compile/backend_compile_duration"
 
-
-@contextlib.contextmanager
-def compile_events():
-    """Yields `[count, seconds]`: XLA compilations and compile-phase seconds in the block.
-    One listener serves every block and stays registered (jax 0.8.0 has no public way to
-    remove one; `jax.monitoring.unregister_event_duration_listener` is from 0.8.1 on)."""
-    if not _registered:
-        jax.monitoring.register_event_duration_secs_listener(_listener)
-        _registered.append(True)
-    seen = [0, 0.0]
-    _open.append(seen)
+    jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         yield seen
     finally:
-        del _open[next(i for i, s in enumerate(_open) if s is seen)]
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _flat(tree):

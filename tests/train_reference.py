@@ -21,33 +21,21 @@ ADAM = optim.adam(1e-2)
 SGD = optim.sgd(0.1, momentum=0.9)
 
 
-_open_counts = []  # the lists of the `counting_compilations` blocks now open
-_registered = []  # [True] once `_on_duration` listens
-
-
-def _on_duration(event, duration, fun_name="?", **kwargs):
-    if event == "/jax/core/compile/backend_compile_duration":
-        for compiled in _open_counts:
-            compiled.append(fun_name)
-
-
 @contextlib.contextmanager
 def counting_compilations():
     """Yields a list that gets one entry per XLA compilation inside the block: the name of the
-    function compiled.
-
-    One listener serves every block and stays registered: jax 0.8.0, the oldest supported,
-    has no public way to remove a listener (`jax.monitoring.unregister_event_duration_listener`
-    is public from 0.8.1 on)."""
-    if not _registered:
-        jax.monitoring.register_event_duration_secs_listener(_on_duration)
-        _registered.append(True)
+    function compiled."""
     compiled = []
-    _open_counts.append(compiled)
+
+    def listener(event, duration, fun_name="?", **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         yield compiled
     finally:
-        del _open_counts[next(i for i, c in enumerate(_open_counts) if c is compiled)]
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @functools.lru_cache(maxsize=None)
