@@ -39,11 +39,16 @@ gallery: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n auto
 
-# The fast tests on the oldest versions pyproject.toml allows (constraints/floor.txt), in a
-# venv of their own.
+# The fast tests (-m "not slow") on the oldest versions pyproject.toml allows: Python 3.11
+# (FLOOR_PYTHON: any python3.11 executable, e.g. `make test-floor FLOOR_PYTHON=/path/to/python3.11`)
+# and jax, jaxlib and NumPy as pinned in constraints/floor.txt, in a venv of their own.
 FLOOR := .venv-floor
+FLOOR_PYTHON ?= python3.11
 test-floor:
-	test -x $(FLOOR)/bin/python || $(PYTHON) -m venv $(FLOOR)
+	@$(FLOOR_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
+	  { echo "make test-floor needs Python 3.11 (the oldest supported) as FLOOR_PYTHON;" \
+	         "'$(FLOOR_PYTHON)' is not one: make test-floor FLOOR_PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(FLOOR)/bin/python || $(FLOOR_PYTHON) -m venv $(FLOOR)
 	$(FLOOR)/bin/python -m pip install --quiet --upgrade pip
 	$(FLOOR)/bin/python -m pip install --quiet -c constraints/floor.txt -e ".[test]"
 	$(FLOOR)/bin/python -m pytest -q -n auto -m "not slow"

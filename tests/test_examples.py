@@ -329,6 +329,7 @@ def test_digits_quick_accuracy(ran):
     check_pictures(results, 2)
 
 
+@pytest.mark.slow  # a second model's quick run (3 epochs of a ResNet): the heaviest example test
 def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
     digits = examples.load("digits")
     assert nn.is_stateful(digits.build("resnet"))

@@ -42,14 +42,30 @@ def test_floor_constraints_pin_the_lower_bounds():
         assert normalised(version) == normalised(bounds[name]), (name, version, bounds[name])
 
 
-def test_jax_floor_has_the_public_enable_x64():
-    """jax.enable_x64 (used for every float64 path) is public from jax 0.8.0 on; 0.8.0 itself
-    needs Python >= 3.11 and numpy >= 2.0."""
+def test_jax_floor_has_the_public_enable_x64_and_compiles_hessians_right():
+    """jax.enable_x64 (used for every float64 path) is public from jax 0.8.0 on; jaxlib 0.8.0
+    and 0.8.1 compile a wrong jitted Hessian of a small CNN (test_small_cnn_hvp_and_hessian),
+    fixed in 0.8.2, which needs Python >= 3.11 and numpy >= 2.0."""
     bounds = lower_bounds()
-    assert normalised(bounds["jax"]) >= [0, 8]
+    assert normalised(bounds["jax"]) >= [0, 8, 2]
     assert normalised(bounds["jaxlib"]) == normalised(bounds["jax"])
     assert normalised(bounds["numpy"]) >= [2]
     assert PYPROJECT["project"]["requires-python"] == ">=3.11"
+
+
+def test_the_floor_run_is_the_fast_tests_on_the_oldest_python_and_pins():
+    """`make test-floor` installs constraints/floor.txt into a venv made by FLOOR_PYTHON,
+    which defaults to, and is checked to be, the oldest Python that requires-python allows."""
+    oldest = re.fullmatch(r">=(\d+)\.(\d+)", PYPROJECT["project"]["requires-python"]).groups()
+    text = (ROOT / "Makefile").read_text()
+    default = re.search(r"^FLOOR_PYTHON \?= python(\d+)\.(\d+)$", text, re.M)
+    assert default, "the Makefile sets FLOOR_PYTHON ?= pythonX.Y"
+    assert default.groups() == oldest
+    recipe = make_recipe("test-floor")
+    assert f"sys.version_info[:2] != ({oldest[0]}, {oldest[1]})" in recipe
+    assert "$(FLOOR_PYTHON) -m venv $(FLOOR)" in recipe
+    assert "-c constraints/floor.txt" in recipe
+    assert '-m "not slow"' in recipe
 
 
 def test_licence_file_matches_the_declared_licence():
@@ -87,10 +103,10 @@ def test_make_demo_writes_no_tracked_file():
     assert "--out docs/gallery" in make_recipe("gallery")
 
 
-def test_ci_runs_the_tests_then_checks_the_docs_site():
+def test_ci_runs_the_tests_checks_the_docs_site_then_runs_the_floor():
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip().startswith("make ")]
-    assert steps[:2] == ["make test", "make docs-check"]
+    assert steps == ["make test", "make docs-check", "make test-floor"]
     assert "mkdocs build --strict" in make_recipe("docs")
     assert "tools/check_site.py" in make_recipe("docs-check")
 
