@@ -112,6 +112,10 @@ def gradcheck_cases():
         "scaled_dot_product_attention_causal": (
             lambda q, k, v: total(ops.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.7)),
             (away(1, 4, 2), away(1, 4, 2), away(1, 4, 3)), (0, 1, 2)),
+        # fdl.ops.scan: a tanh recurrence over 4 steps, the carry and the weight differentiated
+        "scan_recurrence": (
+            lambda h, w, xs: total(ops.scan(lambda c, x_t: (ops.tanh(c @ w + x_t), c * x_t), h, xs)[1]),
+            (away(2, 3), away(3, 3) / 2, away(4, 2, 3)), (0, 1, 2)),
         **array_cases(),  # the array API: rounding, einsum, sort, pad, ... (funcdl/gradcheck_array.py)
     }
 

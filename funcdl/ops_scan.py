@@ -9,6 +9,7 @@ sequence, and under `jax.jit` the program holds one loop each way instead of T c
 step.
 """
 import operator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +59,8 @@ def _length(xs_leaves, length):
     return next(iter(sizes)) if sizes else length
 
 
-def scan(f, init, xs=None, length=None, reverse=False):
+def scan(f: Callable, init: Any, xs: Any = None, length: int | None = None,
+         reverse: bool = False) -> tuple[Any, Any]:
     """Loop `f` over the leading axis of `xs`, carrying a state: `jax.lax.scan`'s semantics.
 
         carry = init
