@@ -16,6 +16,17 @@ def batch_layout(n_rows: int, batch_size):
     return batch, n_rows // batch, n_rows % batch
 
 
+def validation_batch(n_val, validation_batch_size, batch: int, full_batch: bool):
+    """Rows per validation batch: None without validation (`n_val` None), else
+    `validation_batch_size` (at most `n_val`), else the training batch (all rows for full
+    batch)."""
+    if n_val is None:
+        return None
+    if validation_batch_size is not None:
+        return min(validation_batch_size, n_val)
+    return n_val if full_batch else min(batch, n_val)
+
+
 class Fed(NamedTuple):
     """One leaf (e.g. `x`) of a mesh run's batches, built on the host in the order of the
     epoch (`feed.py`): row r of batch b is the epoch's row `b * B + r`."""

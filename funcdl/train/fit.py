@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from funcdl.optim.base import Optimizer
 from funcdl.train import agreement, checks, hyperdata, loss_scale, resume as resume_state
 from funcdl.train import weights as row_weights
-from funcdl.train.batches import batch_layout
+from funcdl.train.batches import batch_layout, validation_batch
 from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, epoch_totals_like, initial_state, new_guard
 from funcdl.train.callbacks import check_callbacks
@@ -275,12 +275,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         guard = place_copy(new_guard(), mesh)
     epoch_steps = n_full + (1 if remainder else 0)
     full_batch = epoch_steps == 1 and source is None
-    if validation is None:
-        val_batch = None
-    elif validation_batch_size is not None:
-        val_batch = min(validation_batch_size, n_val)
-    else:
-        val_batch = n_val if full_batch else min(batch, n_val)
+    val_batch = validation_batch(None if validation is None else n_val, validation_batch_size,
+                                 batch, full_batch)
     settings = resume_state.run_settings(n_rows, batch_size, shuffle, n_val, key)
     rates = LearningRateLog(optimizer, opt_state)
     pos = Position(params, opt_state, guard, {name: () for name in names + rates.names},

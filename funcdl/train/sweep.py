@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcdl.train import checks, hyperdata, loss_scale
-from funcdl.train.batches import batch_layout
+from funcdl.train.batches import batch_layout, validation_batch
 from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, new_guard, run_epochs, run_epochs_guarded
 from funcdl.train.feed import Feed
@@ -176,12 +176,8 @@ def sweep(model: ModelLike, params: PyTree, loss_fn: Callable, make_optimizer: C
     batch, n_full, remainder = batch_layout(n_rows, batch_size)
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
     full_batch = n_full + bool(remainder) == 1
-    if validation is None:
-        val_batch = None
-    elif validation_batch_size is not None:
-        val_batch = min(validation_batch_size, n_val)
-    else:
-        val_batch = n_val if full_batch else min(batch, n_val)
+    val_batch = validation_batch(None if validation is None else n_val, validation_batch_size,
+                                 batch, full_batch)
 
     spec = StepSpec(model, loss_fn, configs.skeleton, grad_backend, compute_dtype, metrics)
     warn_if_broadcasting(spec, params, x, y, batch, key, train=True, where="sweep")
