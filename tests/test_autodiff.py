@@ -642,6 +642,24 @@ def test_rules_compiled_for_long_eager_loops_equal_jax(jit_after, monkeypatch, x
                 np.testing.assert_allclose(fdl.autodiff.grad(f)(x), jax.grad(f)(x), rtol=1e-14, atol=1e-15)
 
 
+def test_a_numpy_operand_and_an_unread_tensor_compile_apart(monkeypatch, x64):
+    """`c / y` with c a NumPy array and `x / y` with x a Tensor (which the rule of y does not
+    read: the node keeps x's `Shape`) once shared a compiled rule: Shape((2, 3), float64)
+    equals the pair a NumPy argument entered as, and y's gradient came out -g / y."""
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "JIT_AFTER", 1)
+    monkeypatch.setattr(fdl.autodiff.fused_rules, "_compiled_rules", {})
+    rng = np.random.default_rng(0)
+    c, g = rng.normal(size=(2, 3)), jnp.asarray(rng.normal(size=(2, 3)))
+    x, y = (jnp.asarray(rng.normal(size=(2, 3)) + 3.0) for _ in range(2))
+    a, b = Tensor(x), Tensor(y)
+    (a / b).backward(g)  # compiles the rule of y with x's Shape baked in
+    np.testing.assert_allclose(b.grad, -g * x / y**2, rtol=1e-14)
+    t = Tensor(y)
+    (c / t).backward(g)
+    np.testing.assert_allclose(t.grad, -g * c / y**2, rtol=1e-14)
+    np.testing.assert_allclose(fdl.autodiff.grad(lambda v: ops.sum(c / v * g))(y), -g * c / y**2, rtol=1e-14)
+
+
 @pytest.mark.parametrize("jit_after", [1, 10**9], ids=["compiled chains", "eager rules"])
 def test_chains_of_rules_pushed_as_one_call_equal_jax(jit_after, monkeypatch, x64):
     """Runs of nodes that each send their cotangent to one input consumed by nothing else go

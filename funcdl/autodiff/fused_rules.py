@@ -22,9 +22,11 @@ _compiled_rules = {}
 
 # How each argument type enters a rule's signature, decided once per type (`call_rule` runs
 # once per edge of the backward pass, so it avoids per-argument isinstance checks on ABCs).
-# A jax array enters as its aval (jax interns them: hashed by identity), a NumPy array as its
-# shape and dtype; None and a `Shape` as themselves, an int or a bool with its type beside it
-# (True == 1; no plain tuple reaches a signature, so a Shape cannot meet an equal tuple).
+# A jax array enters as its aval (jax interns them: hashed by identity), a NumPy array as a
+# tagged triple (kind, shape, dtype); None and a `Shape` as themselves, an int or a bool with
+# its type beside it (True == 1). A `Shape` is a NamedTuple, equal to the plain pair (shape,
+# dtype): no pair but the (type, int) of an int reaches a signature, whose first item is
+# never a tuple, so a baked-in Shape never meets a dynamic argument's entry.
 _ARRAY, _NUMPY, _FLOAT, _ITSELF, _STATIC, _UNCOMPILABLE = (
     "array", "numpy", "float", "itself", "static", "uncompilable")
 _DYNAMIC_KINDS = (_ARRAY, _NUMPY, _FLOAT)
@@ -66,7 +68,7 @@ def _describe(args, signature, dynamic):
             signature.append(float)
             dynamic.append(device_constant(a))
         elif kind is _NUMPY:
-            signature.append((a.shape, a.dtype))
+            signature.append((_NUMPY, a.shape, a.dtype))
             dynamic.append(a)
         elif kind is _STATIC:
             signature.append((cls, a))
