@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -35,6 +36,7 @@ def _leaves_equal(a, b):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
+@pytest.mark.slow  # ~15 s: the slow tier (`make test-slow`, run by CI)
 def test_a_nan_stop_resumed_after_the_fix_equals_the_clean_run_bitwise(tmp_path):
     path = tmp_path / "run.safetensors"
     opt = optim.adam(1e-2)
@@ -56,6 +58,7 @@ def test_a_nan_stop_resumed_after_the_fix_equals_the_clean_run_bitwise(tmp_path)
     assert resumed[2] == clean[2]
 
 
+@pytest.mark.slow  # ~18 s: the slow tier (`make test-slow`, run by CI)
 def test_a_nan_stop_in_the_resumed_partial_epoch_stops_again_at_its_step(tmp_path):
     path = tmp_path / "run.safetensors"
     opt = optim.sgd(0.05)
@@ -94,6 +97,42 @@ def test_full_batch_calls_of_any_length_give_the_numbers_of_one_call(monkeypatch
     assert one[2] == split[2]
 
 
+def test_a_call_grows_at_most_growth_times_and_only_timed_calls_set_its_length():
+    assert loop.next_call_length(None, 10**8, None) == 1  # unmeasured: one epoch
+    assert loop.next_call_length(1e-12, 10**9, None) == int(loop.CALL_SECONDS / 1e-9)
+    assert loop.next_call_length(1e-12, 10**8, 3) == 3 * loop.GROWTH
+    assert loop.next_call_length(1e-12, 5, 3) == 5  # the run's end and the program's capacity
+    assert loop.next_call_length(10.0, 10**8, 3) == 1  # slower than CALL_SECONDS: one epoch
+    assert loop.timed_epoch_seconds(2.0, 0.0, 4) == 0.5
+    assert loop.timed_epoch_seconds(2.0, 1.999999, 4) is None  # compiled: not a measurement
+
+
+def test_a_call_that_compiled_cannot_ask_for_a_call_of_minutes(monkeypatch):
+    """Wall time minus compile time near zero (a loaded machine: the compile events add up
+    to nearly the call's wall time) once made the next call all 10**8 epochs, which no Ctrl-C
+    interrupts. Now such a call is not timed, and calls grow GROWTH-fold at most."""
+    calls, real, clock = [], loop.run_epochs, [0.0]
+
+    def counting(*args, **kwargs):
+        calls.append(int(args[7]))
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        started = time.perf_counter()
+        out = jax.block_until_ready(real(*args, **kwargs))
+        if len(calls) == 1:  # its compile events add up to nearly its whole wall time
+            clock[0] += time.perf_counter() - started
+        return out
+
+    monkeypatch.setattr(loop, "run_epochs", counting)
+    monkeypatch.setattr(loop, "compile_seconds", lambda: clock[0])
+    loop._seconds_per_epoch.clear()
+    with pytest.raises(train.Interrupted):
+        train.fit(MODEL, PARAMS, losses.mse_loss, optim.adam(1e-2), X, Y, epochs=10**8,
+                  progress=False)
+    assert calls[:2] == [1, 1], calls  # the first call compiled: the second is not sized by it
+    assert all(b <= loop.GROWTH * a for a, b in zip(calls, calls[1:])), calls
+
+
 INTERRUPT = textwrap.dedent('''
     import os, signal, threading, time
     import jax, numpy as np
@@ -129,6 +168,7 @@ INTERRUPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # ~62 s: the slow tier (`make test-slow`, run by CI)
 def test_ctrl_c_raises_interrupted_with_the_last_state_within_about_a_second(tmp_path):
     script = f"PATH = {str(tmp_path / 'run.safetensors')!r}\n" + INTERRUPT
     env = dict(os.environ, PYTHONPATH=os.getcwd())
@@ -139,6 +179,7 @@ def test_ctrl_c_raises_interrupted_with_the_last_state_within_about_a_second(tmp
     assert waited < 2.0, waited  # calls of ~0.5 s of work (loop.CALL_SECONDS)
 
 
+@pytest.mark.slow  # ~34 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_training_guide_runs_alone():
     import pathlib
     import re

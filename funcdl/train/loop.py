@@ -9,7 +9,10 @@ Call lengths. A minibatch run makes one call per epoch. A full-batch run (one st
 never shuffled) runs many epochs per call, but Python sees Ctrl-C only between calls, so a
 call is about `CALL_SECONDS` of work: the first call of a program runs one epoch (unless an
 earlier `fit` measured the same program), and every call sets the next one's length from its
-own time per epoch, compile time excluded (measured with `jax.monitoring`'s compile events).
+own time per epoch (`next_call_length`): only a call during which nothing compiled is timed
+(`jax.monitoring`'s compile events; wall time minus compile time can come out near zero and
+ask for a call of minutes), and a call is at most GROWTH times the one before it in the same
+`fit`, so one bad measurement cannot make a call that ignores Ctrl-C.
 
 With callbacks (`hooks.py`), every call runs one epoch and the callbacks run after it; one
 returning True stops training there (the checkpoint is then written, as at the end).
@@ -31,6 +34,7 @@ from funcdl.train.sharding import to_host
 from funcdl.train.stops import Interrupted, diverged
 
 CALL_SECONDS = 0.5  # the work of one full-batch call, so Ctrl-C is honoured within ~a second
+GROWTH = 8  # a call runs at most GROWTH times the epochs of the call before it
 
 
 class Position(NamedTuple):
@@ -81,20 +85,37 @@ def compile_seconds() -> float:
     return _compile_seconds[0]
 
 
-_seconds_per_epoch = {}  # EpochPlan -> seconds per epoch measured on its last call
+_seconds_per_epoch = {}  # EpochPlan -> seconds per epoch measured on its last timed call
 
 
-def _next_length(run: Run, pos: Position) -> int:
+def next_call_length(seconds_per_epoch: Optional[float], limit: int,
+                     previous: Optional[int]) -> int:
+    """Epochs of the next full-batch call: about CALL_SECONDS of work at `seconds_per_epoch`
+    (None: unmeasured, one epoch), at most `limit` and GROWTH times `previous` (the last
+    call's epochs in this run; None before the first)."""
+    if seconds_per_epoch is None:
+        return 1
+    n = min(limit, int(CALL_SECONDS / max(seconds_per_epoch, 1e-9)))
+    if previous is not None:
+        n = min(n, GROWTH * previous)
+    return max(1, n)
+
+
+def timed_epoch_seconds(wall: float, compiled: float, n_run: int) -> Optional[float]:
+    """Seconds per epoch of a call of `n_run` epochs that took `wall` seconds, `compiled` of
+    them compiling; None when anything compiled (the difference says nothing reliable)."""
+    return wall / n_run if compiled == 0 and wall > 0 else None
+
+
+def _next_length(run: Run, pos: Position, previous: Optional[int]) -> int:
     """Epochs of the next call: up to the next checkpoint and the end, and about CALL_SECONDS."""
     if pos.step or run.plan.n_epochs == 1 or run.hooks:
         return 1
     left = run.epochs - pos.done
     if run.every is not None:
         left = min(left, run.every - pos.done % run.every)
-    seconds = _seconds_per_epoch.get(run.plan)
-    if seconds is None:
-        return 1
-    return max(1, min(left, run.plan.n_epochs, int(CALL_SECONDS / max(seconds, 1e-9))))
+    return next_call_length(_seconds_per_epoch.get(run.plan), min(left, run.plan.n_epochs),
+                            previous)
 
 
 def _with_rows(history: dict, names, rows) -> dict:
@@ -128,11 +149,11 @@ def train(run: Run, pos: Position, bar) -> Position:
     """Run compiled calls from `pos` until `run.epochs` epochs are done; returns the final
     `Position`. Raises the NaN stop's FloatingPointError and `Interrupted` (stops.py)."""
     data = None if run.stream is not None else run.feed.data(pos.done)
-    progress_every = None
+    progress_every = n_run = None
     unit_scale = run.steps_per_epoch if run.plan.n_full + bool(run.plan.remainder) > 1 else 1
     try:
         while pos.done < run.epochs:
-            n_run = _next_length(run, pos)
+            n_run = _next_length(run, pos, n_run)
             plan = run.plan if not pos.step else run.plan._replace(n_epochs=1,
                                                                   first_step=pos.step)
             if not (run.progress and bar.terminal):  # the in-program callback moves a bar only
@@ -161,7 +182,8 @@ def train(run: Run, pos: Position, bar) -> Position:
             if not bool(guard.ok):
                 _stop(run, pos, out, means, guard)
             wall = time.perf_counter() - started
-            elapsed = wall - (compile_seconds() - compiling)
+            compiled = compile_seconds() - compiling
+            elapsed = wall - compiled
             pos = Position(out[0], out[1], out[2],
                            _grown(run, pos.history, means[:n_run], out[1]), after)
             data = upcoming
@@ -171,10 +193,11 @@ def train(run: Run, pos: Position, bar) -> Position:
                             after - n_run, wall)
             units = n_run * unit_scale
             progress_every = choose_every(elapsed, units, progress_every)
-            if elapsed > 0:
-                _seconds_per_epoch[run.plan] = elapsed / n_run
-                if run.progress:
-                    remember(plan, elapsed, units)
+            timed = timed_epoch_seconds(wall, compiled, n_run)
+            if timed is not None:
+                _seconds_per_epoch[run.plan] = timed
+            if elapsed > 0 and run.progress:
+                remember(plan, elapsed, units)
             stop = False
             if run.hooks:
                 save = None if run.checkpoint is None else (lambda pos=pos: _save(run, pos))

@@ -34,7 +34,7 @@ from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, new_guard, run_epochs, run_epochs_guarded
 from funcdl.train.feed import Feed
 from funcdl.train.fit import MAX_EPOCHS_PER_CALL, default_key, fit as _fit
-from funcdl.train.loop import CALL_SECONDS, compile_seconds
+from funcdl.train.loop import compile_seconds, next_call_length, timed_epoch_seconds
 from funcdl.train.param_checks import check_trainable
 from funcdl.train.progress import ProgressBar
 from funcdl.train.stateful import trainable
@@ -214,12 +214,11 @@ class _Trainer:
         alive = np.ones(k, bool)
         stops = {}  # config -> (epoch, step, loss) of its first non-finite step
         rows = []  # (k, n, width) per call
-        seconds_per_epoch = None
+        seconds_per_epoch = n_run = None
         try:
             while done < self.epochs:
-                left = self.epochs - done
-                n_run = 1 if seconds_per_epoch is None else max(1, min(
-                    left, self.plan.n_epochs, int(CALL_SECONDS / max(seconds_per_epoch, 1e-9))))
+                n_run = next_call_length(seconds_per_epoch,
+                                         min(self.epochs - done, self.plan.n_epochs), n_run)
                 compiling, started = compile_seconds(), time.perf_counter()
                 args = (self.data, self.key, np.int32(done), np.int32(n_run),
                         self.configs.numbers)
@@ -247,9 +246,9 @@ class _Trainer:
                 alive &= ~new_bad
                 rows.append(means)
                 wall = time.perf_counter() - started
-                elapsed = wall - (compile_seconds() - compiling)
-                if elapsed > 0:
-                    seconds_per_epoch = elapsed / n_run
+                timed = timed_epoch_seconds(wall, compile_seconds() - compiling, n_run)
+                if timed is not None:
+                    seconds_per_epoch = timed
                 done += n_run
                 best = np.fmin.reduce(means[..., 0], axis=0)[:, None]  # NaN ignored
                 bar.finish_call(done, best, ["best loss"], done - n_run, wall)
