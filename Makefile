@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo gallery test test-floor bench golden docs docs-serve docs-check clean
+.PHONY: demo gallery test test-slow test-all test-floor test-min bench golden docs docs-serve docs-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ demo: $(VENV)/.installed
 gallery: $(VENV)/.installed
 	$(BIN)/funcdl demo --out docs/gallery
 
+# The default run leaves out the tests marked slow (about 10 minutes on 2 cores); test-slow
+# runs those (CI runs both); test-all runs everything at once.
 test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -n auto -m slow
+
+test-all: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n auto
 
 # The fast tests (-m "not slow") on the oldest versions pyproject.toml allows: Python 3.11
@@ -52,6 +60,9 @@ test-floor:
 	$(FLOOR)/bin/python -m pip install --quiet --upgrade pip
 	$(FLOOR)/bin/python -m pip install --quiet -c constraints/floor.txt -e ".[test]"
 	$(FLOOR)/bin/python -m pytest -q -n auto -m "not slow"
+
+# The same run under the name the minimum-versions check often goes by.
+test-min: test-floor
 
 # The documentation site: a strict build into site/ (ignored by git), served locally, checked
 # in a headless browser (skipped, saying so, where chromium is not installed).

@@ -135,6 +135,7 @@ SHAPE_OPS = {  # name -> (funcdl op, jax.numpy op) of (x, axis, k)
 }
 
 
+@pytest.mark.slow  # ~69 s: the slow tier (`make test-slow`, run by CI)
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 @pytest.mark.parametrize("name", list(SHAPE_OPS))

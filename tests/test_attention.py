@@ -97,6 +97,7 @@ def check_gradients(case, grads_inputs, grads_params):
         close(got.T if transposed else got, case["grads"][name])
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("index", range(len(cases("sdpa"))))
 def test_scaled_dot_product_attention_equals_pytorch(x64, index, backend):
@@ -113,6 +114,7 @@ def test_scaled_dot_product_attention_equals_pytorch(x64, index, backend):
     check_gradients(case, dict(zip(inputs, grads)), {})
 
 
+@pytest.mark.slow  # ~102 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["mha", "layer", "encoder"])
 def test_layers_equal_pytorch(x64, kind, backend):
@@ -149,6 +151,7 @@ def test_the_goldens_cover_what_they_claim():
     assert {l.get("batch_first", False) for l in layers} == {True, False}
 
 
+@pytest.mark.slow  # ~12 s: the slow tier (`make test-slow`, run by CI)
 def test_dropout_zero_is_deterministic_and_dropout_in_eval_is_the_identity_path():
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
     x = jax.random.normal(jax.random.key(1), (5, 3, 8))
@@ -207,6 +210,7 @@ def test_init_is_pytorchs():
     assert not np.array_equal(ep["layers"][0]["linear1"]["w"], ep["layers"][1]["linear1"]["w"])
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_causal_alone_equals_the_explicit_mask_in_both_conventions(x64):
     x = jax.random.normal(jax.random.key(0), (2, 5, 8))
     attention = nn.MultiheadAttention(8, 2, batch_first=True)
@@ -231,6 +235,7 @@ def test_sdpa_by_hand(x64):
         close(got[b], (weights / weights.sum(-1, keepdims=True)) @ v[b])
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_gradcheck_of_attention_and_an_encoder_layer():
     rng = np.random.default_rng(0)
     q, k, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 3))
@@ -250,6 +255,7 @@ def test_gradcheck_of_attention_and_an_encoder_layer():
     assert report.passed, report
 
 
+@pytest.mark.slow  # ~15 s: the slow tier (`make test-slow`, run by CI)
 def test_jit_and_a_training_step_through_the_encoder():
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1, batch_first=True)
     encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8))
@@ -358,6 +364,7 @@ def test_bad_input_names_the_argument():
         fdl.ops.scaled_dot_product_attention(x, x[..., :4], x)
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_sequences_guide_runs_alone():
     guide = ROOT / "docs" / "guides" / "sequences.md"
     blocks = re.findall(r"(<!-- skip[^\n]*-->\n)?```python\n(.*?)```", guide.read_text(), re.S)

@@ -407,6 +407,7 @@ def test_error(what, call, exception, match):
         call()
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_errors_survive_python_dash_O():
     script = ("import jax.numpy as jnp, funcdl as fdl\n"
               "for call in (lambda: fdl.autodiff.grad(lambda x: x * 2.0)(3),\n"
@@ -515,6 +516,7 @@ def test_traced_out_of_bounds_index_follows_jax(kind, index):
     np.testing.assert_array_equal(jax.jit(fdl.autodiff.grad(f))(x, i), jax.jit(jax.grad(f))(x, i))
 
 
+@pytest.mark.slow  # ~11 s: the slow tier (`make test-slow`, run by CI)
 def test_integer_bounds_and_targets_are_constants_under_every_transform(x64):
     """Issue 9.7: an integer bound, target or exponent gives no float0 tangent."""
     def f(x):
@@ -559,6 +561,7 @@ def test_tensor_reaching_jax_raises_a_clear_type_error(entry):
     jax.grad(lambda x: ops.sum(f(x)))(jnp.ones(3))  # the same function is fine under jax.grad
 
 
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_tensor_methods_and_builtins_equal_jax(x64):
     x = jnp.arange(1.0, 7.0).reshape(2, 3) ** 1.5
 
@@ -628,6 +631,7 @@ def test_reshape_and_one_hot_take_numpy_integers():
     np.testing.assert_array_equal(ops.one_hot(jnp.array([0, 2]), np.int64(3)), jax.nn.one_hot(jnp.array([0, 2]), 3))
 
 
+@pytest.mark.slow  # ~11 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("jit_after", [1, 10**9], ids=["compiled rules", "eager rules"])
 def test_rules_compiled_for_long_eager_loops_equal_jax(jit_after, monkeypatch, x64):
     """The tape compiles a rule that repeats on the same shapes; the keys must not collide (a
@@ -660,6 +664,7 @@ def test_a_numpy_operand_and_an_unread_tensor_compile_apart(monkeypatch, x64):
     np.testing.assert_allclose(fdl.autodiff.grad(lambda v: ops.sum(c / v * g))(y), -g * c / y**2, rtol=1e-14)
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("jit_after", [1, 10**9], ids=["compiled chains", "eager rules"])
 def test_chains_of_rules_pushed_as_one_call_equal_jax(jit_after, monkeypatch, x64):
     """Runs of nodes that each send their cotangent to one input consumed by nothing else go

@@ -484,12 +484,14 @@ SEEDS = st.integers(0, 2 ** 32 - 1)
 SIZES = st.integers(3, 12)
 
 
+@pytest.mark.slow  # ~73 s: the slow tier (`make test-slow`, run by CI)
 @settings(max_examples=120, **SETTINGS)  # ~0.4 s each (one compile per graph)
 @given(seed=SEEDS, n_nodes=SIZES)
 def test_random_graphs_float64(seed, n_nodes, x64, allow_rank_promotion):
     assert_autodiffs_agree(draw_graph(seed, n_nodes))
 
 
+@pytest.mark.slow  # ~13 s: the slow tier (`make test-slow`, run by CI)
 @settings(max_examples=20, **SETTINGS)
 @given(seed=SEEDS, n_nodes=SIZES)
 def test_random_same_rank_graphs_under_strict_rank_promotion(seed, n_nodes, x64):
@@ -522,6 +524,7 @@ def test_random_graphs_float32_match_jax(seed, n_nodes, allow_rank_promotion):
         np.testing.assert_allclose(g_fdl, g_jax, rtol=0, atol=1e-5 * scale)
 
 
+@pytest.mark.slow  # ~13 s: the slow tier (`make test-slow`, run by CI)
 @settings(max_examples=6, **SETTINGS)
 @given(seed=SEEDS, n_nodes=SIZES)
 def test_random_graphs_eager_match_jit(seed, n_nodes, x64, allow_rank_promotion):
@@ -535,6 +538,7 @@ def test_random_graphs_eager_match_jit(seed, n_nodes, x64, allow_rank_promotion)
         np.testing.assert_allclose(g_eager, g_jit, rtol=0, atol=1e-12 * scale + 1e-300)
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 @settings(max_examples=8, **SETTINGS)
 @given(seed=SEEDS, n_nodes=st.integers(3, 8))
 def test_random_graphs_second_order_match_jax_hessian(seed, n_nodes, x64, allow_rank_promotion):

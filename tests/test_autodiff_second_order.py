@@ -129,6 +129,7 @@ def op_cases():
 OP_CASES = op_cases()
 
 
+@pytest.mark.slow  # ~21 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", sorted(OP_CASES))
 def test_every_op_hessian_matches_jax(name, x64):
     """One jitted program per case (eager dispatch would compile every primitive per shape)."""
@@ -197,6 +198,7 @@ def _mlp_problem():
     return jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(away(6, 4)), jnp.array([0, 2, 1, 2, 0, 1])
 
 
+@pytest.mark.slow  # ~21 s: the slow tier (`make test-slow`, run by CI)
 def test_mlp_softmax_cross_entropy_hessian_and_hvp(x64):
     params, x, labels = _mlp_problem()
     assert_close(jax.jit(fdl.autodiff.hessian(_mlp_loss))(params, x, labels), jax.hessian(_mlp_loss)(params, x, labels))
@@ -215,6 +217,7 @@ def _cnn_loss(params, x, labels):
     return -ops.mean(ops.sum(ops.one_hot(labels, 3, dtype=jnp.float64) * ops.log_softmax(logits), axis=1))
 
 
+@pytest.mark.slow  # ~58 s: the slow tier (`make test-slow`, run by CI)
 def test_small_cnn_hvp_and_hessian(x64):
     rng = np.random.default_rng(7)
     params = {"c1": rng.normal(size=(3, 1, 3, 3)) / 3, "b1": rng.normal(size=(3,)) / 3,
@@ -243,6 +246,7 @@ def test_hvp_of_several_primals_matches_jax(x64):
     assert_close(result, expected)
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_jacobian_matches_jacrev(x64):
     f = lambda x, w: ops.softmax(x @ w) * ops.sum(x)  # noqa: E731
     x, w = jnp.asarray(away(2, 3)), jnp.asarray(away(3, 4))
@@ -339,6 +343,7 @@ def test_error(what, call, exception, match):
         call()
 
 
+@pytest.mark.slow  # ~14 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_guide_runs_alone():
     guide = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "verifying-gradients.md"
     text = guide.read_text()  # the second-order section's blocks (the others run in test_readme)

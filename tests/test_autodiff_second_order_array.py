@@ -79,6 +79,7 @@ def array_cases():
 CASES = array_cases()
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_array_op_hessian_matches_jax(name, x64, allow_rank_promotion):
     f, args, argnums = CASES[name]

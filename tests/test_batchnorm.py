@@ -25,6 +25,7 @@ def close(a, b):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", ["jax", "funcdl"])
 @pytest.mark.parametrize("index", range(len(GOLDEN["cases"])))
 def test_batchnorm_equals_pytorch_over_training_steps_then_eval(x64, index, backend):

@@ -112,6 +112,7 @@ def test_adamw_reaches_every_example_that_takes_an_optimizer(name, tmp_path, mon
     assert [options["optimizer"] for options in called] == ["adamw"]
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_a_quick_run_says_what_it_checked_and_never_pass(tmp_path, capsys):
     assert cli.main(["run", "boston", "--quick", "--out", str(tmp_path), "--no-cache"]) == 0
     out = capsys.readouterr().out
@@ -144,6 +145,7 @@ def test_run_prints_the_results_and_writes_to_out(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ema.png", "optimizers.png"]
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_demo_table_and_exit_code(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(examples, "NAMES", ("backprop",))
     assert cli.main(["demo", "--out", str(tmp_path), "--no-cache"]) == 0
@@ -157,6 +159,7 @@ def test_demo_table_and_exit_code(tmp_path, monkeypatch, capsys):
     assert "| backprop | a | b | FAIL |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # ~8 s: the slow tier (`make test-slow`, run by CI)
 def test_example_file_runs_alone_and_fills_the_compilation_cache(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     env = {**os.environ, "FUNCDL_CACHE_DIR": str(tmp_path / "cache")}
@@ -169,6 +172,7 @@ def test_example_file_runs_alone_and_fills_the_compilation_cache(tmp_path):
     assert any((tmp_path / "cache").iterdir())  # compilations cached, thresholds at 0
 
 
+@pytest.mark.slow  # ~80 s: the slow tier (`make test-slow`, run by CI)
 def test_gradcheck_passes_and_covers_every_primitive(monkeypatch, capsys):
     applied = set()
 

@@ -99,6 +99,7 @@ def mesh_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # ~13 s: the slow tier (`make test-slow`, run by CI)
 def test_fit_on_a_4_device_mesh_equals_single_device_fit(mesh_run):
     """Dropout, shuffling, validation, a metric and progress on; the last batch of 2 rows is
     not divided by the 4 devices (it is replicated)."""
@@ -151,6 +152,7 @@ def two_processes(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # ~10 s: the slow tier (`make test-slow`, run by CI)
 def test_processes_passing_different_arguments_all_raise_a_value_error_naming_them(tmp_path):
     """Process i passes key PRNGKey(i) and batch_size 16 + 4i: both raise (neither waits in a
     collective for the other), naming `key` and `batch_size` but no argument they agree on."""

@@ -44,6 +44,7 @@ def site(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # ~15 s: the slow tier (`make test-slow`, run by CI)
 def test_the_strict_build_is_quick_enough_to_stay_a_fast_test(site):
     """Not marked slow: the strict build takes ~5-10 s (30 s is the line)."""
     assert BUILD_SECONDS["build"] < 60, BUILD_SECONDS

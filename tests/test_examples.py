@@ -189,6 +189,7 @@ def test_describe_finds_a_legend_on_a_curve_small_text_and_text_off_the_picture(
     assert described["legends_covering_data"] == described["cut_text"] == described["missing"] == []
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_adaline_mean_of_last_half_is_2x_plus_1(ran):
     results = ran("adaline")
     assert abs(results["w_mean_last_half"] - 2) < 0.1 and abs(results["b_mean_last_half"] - 1) < 0.1
@@ -351,6 +352,7 @@ def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
                                "test_accuracy": 0.985})[2]  # the full run's target is 99%
 
 
+@pytest.mark.slow  # ~8 s: the slow tier (`make test-slow`, run by CI)
 def test_digits_cnn_quick_pictures_read(ran):
     """The CNN's pictures: its longer title line fits the confusion matrix's picture."""
     results = ran("digits", model="cnn")
@@ -360,6 +362,7 @@ def test_digits_cnn_quick_pictures_read(ran):
     check_pictures(results, 2)
 
 
+@pytest.mark.slow  # ~15 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", examples.NAMES)
 def test_a_quick_verdict_says_what_it_checked_not_the_seeds_numbers(name, ran):
     """The quick run's verdict names its own check; the seed's report is the full run's."""

@@ -182,6 +182,7 @@ def test_no_hint_when_the_mismatch_is_not_at_a_kink(monkeypatch):
 
 
 # ---- second order --------------------------------------------------------------------------
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_order_2_passes_on_a_pytree_and_reports_every_leaf():
     report = check_grads(mlp_loss, mlp_args(), order=2)
     assert report.passed and report.order == 2
@@ -200,6 +201,7 @@ def test_order_2_catches_a_rule_that_is_right_only_at_first_order(monkeypatch):
     assert not w0.fdl_vs_jax.passed and not w0.fdl_vs_fd.passed and w0.jax_vs_fd.passed
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_order_2_eager_and_without_finite_differences():
     f = lambda a, b: ops.sum(ops.sin(a * b) * a)  # noqa: E731
     args = (np.linspace(0.1, 1.0, 3), np.linspace(-1.0, 0.5, 3))

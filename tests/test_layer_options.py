@@ -24,6 +24,7 @@ def as_arg(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+@pytest.mark.slow  # ~23 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("index", range(len(GOLDEN["convs"])))
 def test_conv_padding_modes_equal_pytorch(x64, index, backend):

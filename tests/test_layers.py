@@ -164,6 +164,7 @@ def test_small_cnn_shapes_jit_and_vmap():
     np.testing.assert_allclose(per_sample, batched, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_small_cnn_gradients_agree_with_jax_and_finite_differences():
     """Every new layer on one tape: fdl.autodiff == jax.grad to 1e-10 in float64, both within
     finite-difference tolerance (check_grads casts to float64)."""

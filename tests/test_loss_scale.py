@@ -96,6 +96,7 @@ def assert_bitwise_equal(actual, expected):
 
 
 # ---- (a) fit against the reference loop ------------------------------------------------------
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", ["jax", "funcdl"])
 def test_fit_float16_follows_the_reference_scaler_over_several_epochs(backend):
     params, state, history = fit16(4, grad_backend=backend)
@@ -113,6 +114,7 @@ def test_fit_float16_follows_the_reference_scaler_over_several_epochs(backend):
 
 
 # ---- (b) overflow: skipped steps, halved scale, no NaN stop ----------------------------------
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_an_overflowing_step_is_skipped_and_halves_the_scale_without_stopping_fit():
     opt = optim.adam(1e-2)
     params, state, history = fit16(1, batch_size=None, opt=opt)  # one full-batch step
@@ -197,6 +199,7 @@ def test_the_scale_rule_is_torch_grad_scalers(case):
     assert [[float(scales[i]), int(goods[i])] for i in recorded] == case["states"]
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_the_committed_golden_file_is_what_torch_writes_now():
     generator = load_generator()
     assert (GOLDEN_DIR / "loss_scale.json").read_text() == generator.as_text(generator.generate())
@@ -325,6 +328,7 @@ def test_a_second_float16_fit_with_an_equal_optimizer_compiles_nothing():
 
 
 # ---- the guide -------------------------------------------------------------------------------
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_mixed_precision_guide_runs_alone():
     guide = ROOT / "docs" / "guides" / "mixed-precision.md"
     blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)

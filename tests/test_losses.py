@@ -150,6 +150,7 @@ def jitted_value_and_grads(name, reduction, options):
        name=st.sampled_from(["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"]),
        parameter=st.sampled_from([0.0, 0.5, 1.0, 2.5]), reduction=st.sampled_from(["mean", "sum", "none"]),
        seed=st.integers(0, 2**31 - 1))
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_elementwise_losses_match_numpy(x64, shape, name, parameter, reduction, seed):
     if name == "huber_loss" and parameter == 0:
         parameter = 1.0
@@ -421,6 +422,7 @@ def as_float64(x):
     return np.asarray(jnp.asarray(x).astype(jnp.float32), np.float64)
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("dtype_name", LOW_PRECISION)
 def test_class_losses_in_low_precision_match_float64(dtype_name):
     dtype, rtol = LOW_PRECISION[dtype_name]

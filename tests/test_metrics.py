@@ -233,6 +233,7 @@ def test_macro_average_leaves_out_the_classes_neither_true_nor_predicted(x64):
     assert float(M.compute(M.recall(5, "weighted"), scores, labels)) == 0.75  # = accuracy
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_r2_constant_targets_follow_force_finite(x64):
     # 0.1 is no binary fraction: the mean of a column of 0.1s need not be 0.1, and sklearn's own
     # SS_tot is then ~1e-33 rather than 0; the state knows the column is constant (min = max).
@@ -426,6 +427,7 @@ def test_states_over_different_outputs_do_not_merge():
 
 
 # ---- the guide ---------------------------------------------------------------------------------
+@pytest.mark.slow  # ~15 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_metrics_guide_runs_alone():
     guide = ROOT / "docs" / "guides" / "metrics.md"
     blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)

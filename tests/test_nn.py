@@ -223,6 +223,7 @@ def mlp_problem(name):
     return model, params, x, loss
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", list(MLPS))
 def test_mlp_gradients_agree_between_autodiffs_and_with_central_differences(name, x64):
     # Compiled once, to keep the test fast; the eager tape is exercised by the seed-002 test.

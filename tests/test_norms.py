@@ -67,6 +67,7 @@ def test_rms_norm_float16_default_eps_is_float32s_as_pytorch():
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 3), groups=st.integers(1, 3), per_group=st.integers(1, 3),
        spatial=st.lists(st.integers(1, 3), max_size=2), seed=st.integers(0, 2**16))
+@pytest.mark.slow  # ~13 s: the slow tier (`make test-slow`, run by CI)
 def test_group_norm_is_the_numpy_formula(x64, n, groups, per_group, spatial, seed):
     rng = np.random.default_rng(seed)
     C = groups * per_group

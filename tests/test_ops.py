@@ -258,6 +258,7 @@ BINARY = {"add": lambda x, y: x + y, "subtract": lambda x, y: x - y, "multiply":
           "divide": lambda x, y: x / y, "power": lambda x, y: x ** y, "maximum": ops.maximum, "minimum": ops.minimum}
 OPS.update({name + variant: fn for name, fn in BINARY.items() for variant in ("", "_broadcast", "_rank")})
 OPS.update({name + "_rank_left": BINARY[name] for name in ("subtract", "divide", "power")})
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", list(OPS))
 def test_op_matches_torch(name, x64, request):
     if "_rank" in name:

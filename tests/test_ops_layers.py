@@ -160,6 +160,7 @@ def test_pool_gradients_property(config, op_name, seed):
 
 # ---------------------------------------------------------------- specific behaviour
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_max_pool_ties_go_to_the_first_maximum(x64):
     """Overlapping windows over a constant input: each window sends its whole gradient to its
     first element in row-major order, in both autodiffs (the PyTorch golden cases check the

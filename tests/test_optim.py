@@ -138,6 +138,7 @@ def long_float64_runs():
     return {name: (losses[loss_steps], recorded) for name, (losses, recorded) in zip(CASES, runs)}
 
 
+@pytest.mark.slow  # ~8 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", CASES)
 def test_float64_1000_steps_under_jit_and_scan_match_torch(name, x64):
     # As `fit` runs them: jitted, inside `lax.scan`. Measured over the other cases: worst relative
@@ -161,6 +162,7 @@ def test_float64_1000_steps_under_jit_and_scan_match_torch(name, x64):
 FLOAT32_TOLERANCE = {"rtol": 1e-5, "loss_atol": 1e-9, "param_atol": 5e-7}
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", CASES)
 def test_float32_trajectory_matches_torch(name):
     # x64 off, the default: per-step scalars (bias corrections, scheduled lr) are float32.
@@ -207,6 +209,7 @@ def assert_same_json(fresh, stored, path="", dtype=None):
         assert fresh == stored, path
 
 
+@pytest.mark.slow  # ~17 s: the slow tier (`make test-slow`, run by CI)
 def test_live_golden_json_is_current():
     """Regenerates the trajectories with torch (when installed) and compares with the JSON."""
     generator = load_generator()

@@ -27,6 +27,7 @@ def data_runs(names, dtype):
     return dict(zip(names, jax.tree_util.tree_map(np.asarray, run([n for _, n in split]))))
 
 
+@pytest.mark.slow  # ~10 s: the slow tier (`make test-slow`, run by CI)
 def test_float64_trajectories_from_traced_numbers_match_torch(x64):
     runs = data_runs(tuple(CASES), "float64")
     for name, (losses, recorded) in runs.items():
@@ -37,6 +38,7 @@ def test_float64_trajectories_from_traced_numbers_match_torch(x64):
                                        atol=1e-12, err_msg=f"{name}: {param}")
 
 
+@pytest.mark.slow  # ~15 s: the slow tier (`make test-slow`, run by CI)
 def test_float32_trajectories_from_traced_numbers_equal_the_python_float_ones():
     names = tuple(CASES)
     runs = data_runs(names, "float32")

@@ -34,6 +34,7 @@ def run_section(title):
     return run(code, README)
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_quick_start_runs_and_learns(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace, printed = run_section("Quick start")

@@ -84,6 +84,7 @@ def test_init_is_pytorchs_uniform_and_layout():
     assert abs(leaves.var() - bound ** 2 / 3) < 5 * bound ** 2 * np.sqrt(0.8 / leaves.size) / 3
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_gradcheck_of_a_gru():
     layer = nn.GRU(3)
     x = np.random.default_rng(0).normal(size=(4, 2, 2))

@@ -61,6 +61,7 @@ def test_values_equal_a_python_loop(x64, reverse):
     close(ys, jnp.stack(expected))
 
 
+@pytest.mark.slow  # ~8 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_funcdl_and_jax_gradients_equal_the_loop_s(x64, reverse, jit):
@@ -115,6 +116,7 @@ def test_the_compiled_backward_does_not_grow_with_the_length(x64):
     assert sizes[0] == sizes[1]
 
 
+@pytest.mark.slow  # ~14 s: the slow tier (`make test-slow`, run by CI)
 def test_second_order_equals_jax_hessian(x64):
     d = data()
     xs, h0, b = d["xs"][:3, :2, :2], d["h0"][:2, :2], d["b"][:, :2]  # small: the nested rule unrolls

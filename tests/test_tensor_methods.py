@@ -48,6 +48,7 @@ METHOD_CASES = {
 }
 
 
+@pytest.mark.slow  # ~32 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("name", list(METHOD_CASES))
 def test_methods_give_the_same_numbers_under_both_autodiffs(name, x64, allow_rank_promotion):
     f = METHOD_CASES[name]
@@ -66,6 +67,7 @@ def test_relu_method_is_fdl_ops_relu(x64, allow_rank_promotion):
     np.testing.assert_allclose(by_fdl, by_jax, rtol=1e-12)
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("function", [np.sum, np.mean, np.max, np.min, np.std, np.var, np.prod])
 def test_numpy_reductions_on_a_tensor_stay_on_the_tape(function, x64):
     x = jnp.asarray(X)

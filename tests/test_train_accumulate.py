@@ -125,6 +125,7 @@ def test_a_sum_reduced_loss_gets_the_row_weighted_mean_of_its_micro_batch_gradie
     assert_trees_close(micro[0], big[0])
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_accumulate_one_is_the_same_program_and_one_group_per_epoch_is_one_update():
     _fit(ADAM, epochs=1)
     with counting_compilations() as compiled:
@@ -140,6 +141,7 @@ def test_accumulate_one_is_the_same_program_and_one_group_per_epoch_is_one_updat
     jax.tree_util.tree_map(np.testing.assert_array_equal, full[0], full_k[0])
 
 
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_exact_metrics_and_the_funcdl_backend_with_accumulation():
     own = _fit(ADAM, epochs=2, accumulate=3, grad_backend="funcdl",
                metrics={"r2": metrics.r2_score()})
@@ -148,6 +150,7 @@ def test_exact_metrics_and_the_funcdl_backend_with_accumulation():
     np.testing.assert_allclose(own[2]["r2"], big[2]["r2"], rtol=1e-4)
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_float16_with_loss_scaling_and_accumulation_follows_the_big_batch():
     micro = _fit(ADAM, epochs=2, accumulate=3, compute_dtype=jnp.float16)
     big = _fit(ADAM, epochs=2, batch_size=3 * MICRO, compute_dtype=jnp.float16)
@@ -158,6 +161,7 @@ def test_float16_with_loss_scaling_and_accumulation_follows_the_big_batch():
     assert int(first_count(micro[1])) + skipped == 2 * 3
 
 
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_a_nan_stop_is_at_a_groups_start_and_a_resume_equals_the_clean_run(tmp_path):
     path, k = tmp_path / "run.safetensors", 3
     bad = X.copy()
@@ -227,6 +231,7 @@ def test_sweep_refuses_fits_accumulation_and_weights_instead_of_ignoring_them(op
                     X, Y, epochs=1, **{option: 2})
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_a_stateful_models_state_moves_with_every_micro_batch():
     from funcdl.nn import Variables
     model = nn.Sequential(nn.Linear(8), nn.BatchNorm1d(), nn.Tanh(), nn.Linear(2))

@@ -297,6 +297,7 @@ def cosine(t, lr=0.2, total=30, eta_min=0.01):
     return eta_min + (lr - eta_min) * (1 + np.cos(np.pi * t / total)) / 2
 
 
+@pytest.mark.slow  # ~3 s: the slow tier (`make test-slow`, run by CI)
 def test_a_schedule_at_each_epochs_last_update():
     schedule = optim.schedules.cosine_decay(0.2, total_steps=30, eta_min=0.01)
     _, _, history = fit(6, opt=optim.adam(schedule), validation=None)
@@ -325,6 +326,7 @@ def test_a_second_fit_with_a_schedule_compiles_nothing():
     assert compiled == [] and second[2] == first[2]
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_multi_transform_has_one_lr_per_label_and_freeze_one():
     schedule = optim.schedules.step_decay(0.05, 5, 0.1)
     labels = ["body", "body", "head"]
@@ -348,6 +350,7 @@ def test_a_hand_made_optimizer_has_no_lr_and_metrics_keep_their_names():
     assert list(history) == ["loss", "mae", "val_loss", "val_mae"]
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_lr_round_trips_through_resume(tmp_path):
     path = tmp_path / "run.safetensors"
     opt = optim.adam(optim.schedules.cosine_decay(0.2, total_steps=30))
@@ -369,6 +372,7 @@ def test_lr_round_trips_through_resume(tmp_path):
 
 
 # ---- the guide ---------------------------------------------------------------------------------
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_callbacks_guide_runs_alone():
     guide = ROOT / "docs" / "guides" / "callbacks.md"
     blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)

@@ -13,6 +13,7 @@ optimizer state's structure and compiles again.
 """
 import jax
 import numpy as np
+import pytest
 
 from funcdl import losses, nn, optim, train
 from funcdl.optim import schedules
@@ -31,6 +32,7 @@ def fit(model, optimizer, **options):
                      progress=False, **options)
 
 
+@pytest.mark.slow  # ~8 s: the slow tier (`make test-slow`, run by CI)
 def test_a_rebuilt_model_and_a_new_adam_compile_nothing():
     def build():
         return nn.Sequential(nn.Linear(16), nn.Tanh(), nn.Linear(1)), optim.adam(1e-3)
@@ -45,6 +47,7 @@ def test_a_rebuilt_model_and_a_new_adam_compile_nothing():
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, first_params)
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_rebuilt_chains_with_schedules_and_validation_compile_nothing():
     def build():
         model = nn.Sequential(nn.Linear(8, w_init=nn.init.xavier_uniform()), nn.Dropout(0.1),
@@ -66,6 +69,7 @@ def _fit_reference_problem(optimizer, batch_size, **options):
                      key=KEY, progress=False, **options)
 
 
+@pytest.mark.slow  # ~22 s: the slow tier (`make test-slow`, run by CI)
 def test_other_numeric_hyperparameters_compile_nothing_and_train_as_the_reference():
     families = [
         lambda lr, b1, b2, eps, wd: optim.adamw(lr, betas=(b1, b2), eps=eps, weight_decay=wd),
@@ -95,6 +99,7 @@ def test_other_numeric_hyperparameters_compile_nothing_and_train_as_the_referenc
                 np.testing.assert_allclose(history["loss"], ref_history, rtol=2e-5)
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_a_zero_hyperparameter_made_non_zero_compiles_again():
     _fit_reference_problem(optim.sgd(0.1), 16)
     with counting_compilations() as compiled:

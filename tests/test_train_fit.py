@@ -73,6 +73,7 @@ def test_a_second_fit_with_the_same_model_loss_optimizer_and_shapes_does_not_com
     assert compiled
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_fit_leaves_the_callers_arrays_valid():
     params = jax.tree_util.tree_map(jnp.asarray, PARAMS)
     state = ADAM.init(params)

@@ -35,6 +35,7 @@ def test_minibatch_nan_stop_keeps_exactly_the_state_before_the_bad_step(backend)
     assert len(error.history["loss"]) == 1
 
 
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_full_batch_nan_stop_inside_a_multi_epoch_call_names_the_epoch():
     opt = blows_up_at(5)  # one step per epoch: epoch 6's loss is inf
     with pytest.raises(FloatingPointError, match=r"at epoch 6, step 0") as caught:
@@ -45,6 +46,7 @@ def test_full_batch_nan_stop_inside_a_multi_epoch_call_names_the_epoch():
     np.testing.assert_allclose(caught.value.history["loss"], ref_history, rtol=2e-5)
 
 
+@pytest.mark.slow  # ~3 s: the slow tier (`make test-slow`, run by CI)
 def test_an_inf_data_row_stops_at_its_batch_before_any_update_from_it():
     x = X.copy()
     x[20, 1] = np.inf  # row 20 is in batch 1 (rows 16..31) without shuffling
@@ -57,6 +59,7 @@ def test_an_inf_data_row_stops_at_its_batch_before_any_update_from_it():
     assert caught.value.history == {"loss": [], "lr": []}
 
 
+@pytest.mark.slow  # ~3 s: the slow tier (`make test-slow`, run by CI)
 def test_a_nan_gradient_under_a_finite_loss_stops_before_its_update():
     # d sqrt(s)/ds = inf at s = 0 and 0 * inf = NaN: the loss stays finite, the gradient of `s`
     # is NaN at the first step. The fast program only sees the NaN it leaves in `s`; the replay
@@ -72,6 +75,7 @@ def test_a_nan_gradient_under_a_finite_loss_stops_before_its_update():
     assert caught.value.history == {"loss": [], "lr": []}
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_only_a_non_finite_run_replays_with_the_per_step_guard(monkeypatch):
     fit_module = importlib.import_module("funcdl.train.loop")
     replays = []
@@ -89,6 +93,7 @@ def test_only_a_non_finite_run_replays_with_the_per_step_guard(monkeypatch):
     assert replays == [True]  # the failing epoch only, with the guard
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", ["jax", "funcdl"])
 def test_bf16_compute_keeps_float32_state_and_tracks_the_float32_loss(backend):
     kwargs = dict(epochs=30, batch_size=BATCH, grad_backend=backend, progress=False)

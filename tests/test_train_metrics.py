@@ -64,6 +64,7 @@ def test_training_metrics_are_exact_over_the_epochs_rows():
     assert abs(history["rmse_fn"][0] - rmse(pred, Y)) > 1e-4
 
 
+@pytest.mark.slow  # ~5 s: the slow tier (`make test-slow`, run by CI)
 def test_a_plain_metric_function_is_averaged_batch_by_batch_and_a_metric_is_not():
     """The issue's case: validation RMSE as a function depends on the batch (1.075 with batch 8
     against 1.126 over all rows there); as a Metric it is the value over all rows."""

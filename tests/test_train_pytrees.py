@@ -57,6 +57,7 @@ def assert_same_training(tree_result, flat_result):
 
 @pytest.mark.parametrize("batch_size, shuffle", [(16, True), (16, False), (None, False)],
                          ids=["shuffled minibatch", "minibatch", "full batch"])
+@pytest.mark.slow  # ~14 s: the slow tier (`make test-slow`, run by CI)
 def test_fit_on_pytrees_equals_fit_on_the_concatenated_arrays(batch_size, shuffle):
     opt, key = optim.adam(1e-2), jax.random.key(4)
     kwargs = dict(epochs=3, batch_size=batch_size, shuffle=shuffle, key=key, progress=False)

@@ -40,6 +40,7 @@ def test_resume_after_3_of_6_epochs_is_bitwise_the_uninterrupted_run(tmp_path, b
     assert checkpoint.metadata(path)["epochs_done"] == "6"
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_full_batch_checkpoints_every_n_epochs_and_resumes_bitwise(tmp_path):
     path = tmp_path / "full.safetensors"
     full = train.fit(MODEL, PARAMS, LOSS, ADAM, X, Y, epochs=10, progress=False)

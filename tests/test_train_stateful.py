@@ -86,6 +86,7 @@ def test_fit_equals_a_hand_written_loop_that_threads_the_state(backend):
     assert jax.tree_util.tree_structure(opt_state) == jax.tree_util.tree_structure(sgd_state)
 
 
+@pytest.mark.slow  # ~6 s: the slow tier (`make test-slow`, run by CI)
 def test_the_optimizer_state_is_that_of_the_params_alone():
     adam = optim.adam(1e-2)
     variables, opt_state, _ = train.fit(MODEL, VARIABLES, losses.mse_loss, adam, X, Y,
@@ -100,6 +101,7 @@ def test_the_optimizer_state_is_that_of_the_params_alone():
     bitwise(again[:2], whole[:2])
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", ["jax", "funcdl"])
 def test_fit_equals_pytorch_sgd_training_with_batchnorm(x64, backend):
     g = GOLDEN
@@ -126,6 +128,7 @@ def test_fit_equals_pytorch_sgd_training_with_batchnorm(x64, backend):
     np.testing.assert_allclose(train.predict(model, out, x_eval), g["eval_output"], **tight)
 
 
+@pytest.mark.slow  # ~10 s: the slow tier (`make test-slow`, run by CI)
 def test_evaluate_predict_and_validation_use_the_running_statistics_and_keep_them():
     variables, _, history = train.fit(MODEL, VARIABLES, losses.mse_loss, optim.adam(1e-2), X, Y,
                                       epochs=2, batch_size=BATCH, validation=(X[:24], Y[:24]),
@@ -145,6 +148,7 @@ def test_evaluate_predict_and_validation_use_the_running_statistics_and_keep_the
     assert int(variables.state[1]["count"]) == 6
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_resume_of_a_batchnorm_dropout_run_is_bitwise_the_uninterrupted_run(tmp_path):
     kwargs = dict(batch_size=BATCH, key=KEY, progress=False)
     adam = optim.adam(1e-2)
@@ -171,6 +175,7 @@ def test_variables_round_trip_through_fdl_checkpoint(tmp_path):
     assert loaded.state[1]["count"].dtype == np.int32
 
 
+@pytest.mark.slow  # ~8 s: the slow tier (`make test-slow`, run by CI)
 @pytest.mark.parametrize("backend", ["jax", "funcdl"])
 def test_make_train_step_takes_and_returns_variables(backend):
     step = train.make_train_step(MODEL, losses.mse_loss, optim.sgd(LR), grad_backend=backend)
@@ -292,6 +297,7 @@ def test_batchnorm_on_a_mesh_uses_the_whole_batchs_statistics():
     assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.slow  # ~15 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_stateful_models_guide_runs_alone(capsys):
     import re
     guide = pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides" / \

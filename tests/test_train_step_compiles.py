@@ -6,6 +6,7 @@ plain SGD written out in NumPy). Compiles are counted by `jax.monitoring`'s comp
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from funcdl import losses, nn, optim, train
 from funcdl.optim import schedules
@@ -35,6 +36,7 @@ def rebuilt_model():
     return nn.Sequential(nn.Linear(8), nn.Tanh(), nn.Linear(2))  # equal to MODEL
 
 
+@pytest.mark.slow  # ~9 s: the slow tier (`make test-slow`, run by CI)
 def test_a_step_with_other_numbers_compiles_nothing_and_trains_as_the_reference():
     families = [
         lambda lr, b1, b2, eps: optim.adam(lr, betas=(b1, b2), eps=eps),

@@ -84,6 +84,7 @@ def test_a_second_streamed_fit_compiles_nothing(small_chunks):
     assert compiled == []
 
 
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_a_memory_map_is_read_chunk_by_chunk_and_shuffled_as_in_memory(tmp_path, small_chunks,
                                                                         monkeypatch, in_memory):
     np.save(tmp_path / "x.npy", X)
@@ -116,6 +117,7 @@ def fit(data, y=None, params=PARAMS, **kwargs):
     return train.fit(MODEL, params, LOSS, ADAM, data, y, **{**KW, **kwargs})
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_steps_per_epoch_takes_batches_from_one_iterator_across_epochs(small_chunks):
     """Keras's rule: 8 batches of 16 rows (128), 4 per epoch: epoch 0 is batches 0-3, epoch 1
     batches 4-7, epoch 2 a new iterator's 0-3: as in-memory fits of those rows, continued."""
@@ -149,6 +151,7 @@ def test_a_generator_function_without_len_ends_its_epoch_with_the_iterator(
     assert "Epoch 1/3 - " in err and "Epoch 3/3 - " in err
 
 
+@pytest.mark.slow  # ~11 s: the slow tier (`make test-slow`, run by CI)
 def test_the_nan_guard_stops_a_stream_where_in_memory_fit_stops(small_chunks):
     bad = X.copy()
     bad[70, 0] = np.inf  # batch 4: the first of the third chunk
@@ -222,6 +225,7 @@ def test_callbacks_see_every_streamed_epoch_and_can_stop(small_chunks):
     assert seen == [(0, 1), (1, 2)] and len(history["loss"]) == 2
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_an_error_in_the_loader_reaches_the_caller(small_chunks):
     def broken():
         yield X[:16], Y[:16]
@@ -293,6 +297,7 @@ def test_a_short_last_batch_is_one_more_program_and_the_epoch_row_one_more():
     assert programs == ["jit(_run_epochs)"] * 2 + ["jit(epoch_row)"]
 
 
+@pytest.mark.slow  # ~9 s: the slow tier (`make test-slow`, run by CI)
 def test_torch_dataloader_trains_as_in_memory_fit(in_memory, small_chunks):
     torch = pytest.importorskip("torch", reason="torch is not installed (the bench extra)")
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(Y))
@@ -358,6 +363,7 @@ def test_no_warning_for_a_stream_of_the_in_memory_shapes(small_chunks):
         fit(Batches(), epochs=1)
 
 
+@pytest.mark.slow  # ~16 s: the slow tier (`make test-slow`, run by CI)
 def test_every_python_block_of_the_streaming_guide_runs_alone():
     """Each block in a namespace of its own, in order; a torch block only where torch is."""
     guide = pathlib.Path(__file__).resolve().parents[1] / "docs" / "guides" / "streaming.md"

@@ -37,6 +37,7 @@ def assert_sweep_equals_fits(make_optimizer, hyperparams, **options):
     return history
 
 
+@pytest.mark.slow  # ~10 s: the slow tier (`make test-slow`, run by CI)
 def test_adam_minibatch_shuffled_with_validation_and_metrics_equals_separate_fits():
     history = assert_sweep_equals_fits(
         lambda lr: optim.adam(lr), {"lr": np.array([1e-3, 1e-2, 3e-2])}, epochs=3,
@@ -44,6 +45,7 @@ def test_adam_minibatch_shuffled_with_validation_and_metrics_equals_separate_fit
     assert not np.allclose(history["loss"][0], history["loss"][2])  # the lrs do differ
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_sgd_momentum_full_batch_two_keywords_with_validation_equals_separate_fits():
     assert_sweep_equals_fits(
         lambda lr, momentum: optim.sgd(lr, momentum=momentum),
@@ -51,6 +53,7 @@ def test_sgd_momentum_full_batch_two_keywords_with_validation_equals_separate_fi
         epochs=12, validation=VALIDATION, metrics=METRICS)
 
 
+@pytest.mark.slow  # ~11 s: the slow tier (`make test-slow`, run by CI)
 def test_sgd_momentum_minibatch_with_a_schedule_equals_separate_fits():
     assert_sweep_equals_fits(
         lambda lr: optim.sgd(optim.schedules.cosine_decay(lr, 8), momentum=0.9,
@@ -59,6 +62,7 @@ def test_sgd_momentum_minibatch_with_a_schedule_equals_separate_fits():
         validation_batch_size=7)
 
 
+@pytest.mark.slow  # ~3 s: the slow tier (`make test-slow`, run by CI)
 def test_one_compiled_program_and_other_values_compile_nothing():
     make = lambda lr, b1: optim.adamw(lr, betas=(b1, 0.999), weight_decay=0.01)  # noqa: E731
     options = dict(epochs=2, batch_size=16, progress=False, key=KEY)
@@ -76,6 +80,7 @@ def test_one_compiled_program_and_other_values_compile_nothing():
     assert compiled == []
 
 
+@pytest.mark.slow  # ~10 s: the slow tier (`make test-slow`, run by CI)
 def test_diverging_configurations_stop_alone_as_fit_stops():
     # config 1 (lr 1e30) is non-finite at epoch 0 (the first call: one epoch), config 2 at
     # epoch 2, when its step decay multiplies the lr by 1e30 (a later call): each keeps the
@@ -107,6 +112,7 @@ def test_diverging_configurations_stop_alone_as_fit_stops():
     np.testing.assert_allclose(history["loss"][0], expected["loss"], rtol=2e-5)
 
 
+@pytest.mark.slow  # ~4 s: the slow tier (`make test-slow`, run by CI)
 def test_history_and_state_with_zero_epochs_and_an_initial_epoch():
     make = lambda lr: optim.sgd(lr)  # noqa: E731
     params_k, _, history = train.sweep(MODEL, PARAMS, losses.mse_loss, make, {"lr": [0.1, 0.2]},

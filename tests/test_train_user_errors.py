@@ -215,6 +215,7 @@ def test_a_column_prediction_against_flat_targets_warns_once_per_fit_call(allow_
     assert len(caught) == 1 and "(12, 12)" in str(caught[0].message)
 
 
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_matching_shapes_and_class_targets_do_not_warn():
     assert broadcast_warnings(lambda: train.fit(PLAIN, fresh_params(), user_mse, optim.sgd(LR),
                                                 X, Y, epochs=1, progress=False)) == []

@@ -126,6 +126,7 @@ def test_sample_weight_follows_keras_rule_and_validation_is_unweighted():
     assert_trees_close(own[0], params)
 
 
+@pytest.mark.slow  # ~9 s: the slow tier (`make test-slow`, run by CI)
 def test_sample_weight_with_accumulation_is_the_weighted_big_batch():
     micro = _fit(sample_weight=SW, batch_size=8, accumulate=3)
     big = _fit(sample_weight=SW, batch_size=24)
@@ -152,6 +153,7 @@ CLASSIFIER = nn.Linear(3)
 CLASSIFIER_PARAMS = CLASSIFIER.init(jax.random.key(0), CLASSES_X)
 
 
+@pytest.mark.slow  # ~7 s: the slow tier (`make test-slow`, run by CI)
 def test_class_weight_is_the_sample_weight_of_each_rows_class_and_both_multiply():
     classify = functools.partial(_fit, x=CLASSES_X, y=CLASSES_Y, model=CLASSIFIER,
                                  params=CLASSIFIER_PARAMS, loss=losses.cross_entropy,
