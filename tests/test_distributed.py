@@ -8,7 +8,7 @@ rounding, not bitwise. Every subprocess has a timeout and is killed in a `finall
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/distributed_worker.py mesh OUT
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/distributed_worker.py \\
-        process I 2 PORT OUT          # for I in 0 1, at the same time
+        process I 2 PORT OUT          # for I in 0 1, at the same time (also: stream, disagree)
 """
 import json
 import os
@@ -221,3 +221,99 @@ def test_each_process_reads_only_its_own_devices_rows_of_every_batch(two_process
         assert len(val) == 2, val
         rows = np.arange(16).reshape(1, 16)
         assert sorted(shard_position(v, rows) for v in val) == [2 * p, 2 * p + 1]
+
+
+@pytest.fixture(scope="module")
+def streaming_processes(tmp_path_factory):
+    """The worker's "stream" mode in 2 processes x 2 devices (one 4-device mesh): streamed
+    fits of each process's own part of every batch, of the same batches in memory and of a
+    memory map, then four broken streams; their output folder."""
+    if not hasattr(jax, "distributed") or "jax_cpu_collectives_implementation" not in jax.config.values:
+        pytest.skip(f"jax {jax.__version__} has no jax.distributed with CPU collectives")
+    out = tmp_path_factory.mktemp("streaming")
+    port = free_port()
+    results = run_all([(["stream", str(i), "2", str(port)], 2) for i in (0, 1)], out)
+    for i, result in enumerate(results):
+        assert f"process {i}: shut down cleanly" in check_ok(result, f"process {i}")
+    return out
+
+
+@pytest.mark.slow  # two jax starts and compiles (~20 s of CPU), shared by the tests below
+def test_a_stream_of_each_process_own_part_of_every_batch_equals_the_single_process_run(
+        mesh_run, streaming_processes):
+    """Process p's generator yields rows `b*16 + 8p .. b*16 + 8p + 7` of each batch b of the
+    unshuffled rows (of the last batch of 2 rows: row 80 + p, replicated once gathered): the
+    params and history of single-device in-memory fit on the whole batches, within float32
+    rounding (the gradient mean is reduced across 4 devices), in both processes alike; and
+    bit for bit those of the same 2-process fit on the in-memory rows."""
+    single = load_run(mesh_run, "single_unshuffled")
+    for i in (0, 1):
+        streamed = load_run(streaming_processes, f"stream{i}")
+        assert_close_runs(streamed, single)
+        in_memory = load_run(streaming_processes, f"arrays{i}")
+        assert all(streamed[0][k].tobytes() == in_memory[0][k].tobytes() for k in single[0])
+        assert streamed[1] == in_memory[1]
+    first, second = (load_run(streaming_processes, f"stream{i}")[0] for i in (0, 1))
+    assert all(first[k].tobytes() == second[k].tobytes() for k in first)
+
+
+@pytest.mark.slow  # the same run as the test above
+def test_a_memory_map_on_two_processes_is_read_by_rows_and_equals_the_in_memory_run(
+        mesh_run, two_processes, streaming_processes):
+    """Each process read from the memory map of `x`, per epoch, only its own devices' rows of
+    the epoch's full batches (one read per device, `order[b*16 + 4k : b*16 + 4k + 4]` for
+    its devices k, all 5 batches at once: one chunk) and the last 2 rows (replicated); its
+    params and history are the 2-process in-memory run's bit for bit (the single-device
+    run's within float32 rounding)."""
+    epochs, batch, n_rows, n_full = 6, 16, 82, 5
+    key = jax.random.PRNGKey(1)
+    single = load_run(mesh_run, "single")
+    for p in (0, 1):
+        streamed = load_run(streaming_processes, f"memmap{p}")
+        assert_close_runs(streamed, single)
+        in_memory = load_run(two_processes, f"process{p}")
+        assert all(streamed[0][k].tobytes() == in_memory[0][k].tobytes() for k in single[0])
+        assert streamed[1] == in_memory[1]
+        reads = json.loads((streaming_processes / f"memmap{p}_reads.json").read_text())
+        assert all(isinstance(rows, list) for rows in reads), reads
+        full = [np.array(rows) for rows in reads if np.shape(rows) == (n_full, batch // 4)]
+        last = [np.array(rows) for rows in reads if np.shape(rows) == (1, 2)]
+        assert len(full) == 2 * epochs and len(last) == epochs == len(reads) - len(full)
+        for epoch in range(epochs):
+            shuffle_key, _ = jax.random.split(jax.random.fold_in(key, epoch))
+            order = np.asarray(jax.random.permutation(shuffle_key, n_rows))
+            batches = order[:n_full * batch].reshape(n_full, batch)
+            mine = full[2 * epoch:2 * epoch + 2]
+            assert sorted(shard_position(rows, batches) for rows in mine) == [2 * p, 2 * p + 1]
+            np.testing.assert_array_equal(last[epoch][0], order[n_full * batch:])
+
+
+@pytest.mark.slow  # the same run as the tests above
+def test_processes_whose_streams_disagree_all_raise_instead_of_waiting(streaming_processes):
+    """Process 1's stream is broken four ways; each time both processes stop with an error
+    (the run goes on to the next): the ValueError names what each process held, and the
+    process whose loader failed raises the loader's own error."""
+    errors = [json.loads((streaming_processes / f"stream_errors{i}.json").read_text())
+              for i in (0, 1)]
+    expected = {"fewer_batches": r"from batch 5 \(process 0: 1 batch of 1 row; process 1: "
+                                 r"its `data` ended\)",
+                "other_last_rows": r"from batch 5 \(process 0: 1 batch of 1 row; process 1: "
+                                   r"1 batch of 2 rows\)",
+                "loader_fails": r"from batch 0 \(process 0: 5 batches of 8 rows; process 1: "
+                                r"reading its `data` failed"}
+    for name, pattern in expected.items():
+        for i in (0, 1):
+            kind, message = errors[i][name]
+            if name == "loader_fails" and i == 1:
+                assert (kind, message) == ("RuntimeError", "the loader of process 1 failed at "
+                                                           "batch 3")
+                continue
+            assert kind == "ValueError", (name, i, kind, message)
+            assert re.search(r"^`data`: the processes' batches disagree in epoch 0 " + pattern,
+                             message), message
+            assert f"this is process {i} of 2" in message
+    for i in (0, 1):  # another first batch: found before anything compiles, as for arguments
+        kind, message = errors[i]["other_part_rows"]
+        assert kind == "ValueError" and re.search(
+            r"^fit: the processes disagree on `data` \(`data`: process 0 vs process 1\)",
+            message), message

@@ -35,7 +35,8 @@ from funcdl.train.sharding import check_mesh, is_main_process, place_copy
 from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
-from funcdl.train.stream import check_stream_options, layout as stream_layout, open_source
+from funcdl.train.stream import (IterableSource, check_stream_options, layout as stream_layout,
+                                 open_source)
 from funcdl.train.stream_run import StreamRun
 
 
@@ -101,7 +102,15 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     `batch_size` must be None (the loader batches) and `shuffle` unset or False (the loader
     shuffles; `shuffle=True` is a ValueError). Every batch must have the first batch's shapes
     and dtypes except the epoch's last, which may have fewer rows (a ValueError naming the
-    batch otherwise). steps_per_epoch: an epoch is that many batches, read from one iterator
+    batch otherwise). On a mesh spanning P processes (over `jax.devices()`, "data" split
+    between them) each process's `data` yields its own part of every batch, as a loader
+    sharded by process does (grain's `ShardByJaxProcess`): `B / P` rows of each global batch
+    of B rows, which is the concatenation of the P parts in process order (as
+    `jax.make_array_from_process_local_data` assembles it); only the parts of a last batch
+    whose rows the "data" size does not divide are gathered (it is replicated). All processes
+    must yield the same number of batches per epoch with the same shapes: they compare each
+    chunk before it trains, and where they differ every process raises a ValueError (none
+    waits for another). steps_per_epoch: an epoch is that many batches, read from one iterator
     that carries on into the next epoch, a new one started when it ends (Keras's rule; an
     epoch cut short by the end of the iterator gets a UserWarning); None: an epoch is a whole
     iterator. prefetch: chunks of batches (about 16 MB each) read and put on the device ahead
@@ -126,16 +135,17 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     optimizer state stay in their own dtype); `jnp.float16` adds dynamic loss scaling
     (`fdl.train.loss_scale`): `opt_state` is then a `LossScaleState` holding the scale, and a
     skipped step is not a non-finite one.
-    mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel; streamed data: one process
-    only, each chunk's batches split along "data"; a memory map: each process reads its own
-    rows of every batch). checkpoint: a path saved
+    mesh: a `jax.sharding.Mesh` with a "data" axis (data-parallel; streamed data: each
+    chunk's batches split along "data"; a memory map: each process reads its own rows of
+    every batch). checkpoint: a path saved
     every `checkpoint_every` epochs, at the end and at a NaN stop (with its epoch and step);
     resume: continue from it if it exists (the file's position then replaces `initial_epoch`).
     A file written with another number of rows of `x` or `validation`, `batch_size`, `shuffle`
     or `key` is a ValueError naming each difference, and so is an `epochs` before the file's
     position; another learning rate or optimizer hyperparameter is allowed. In a run of
     several processes, all must pass the same `key`, `epochs`, `initial_epoch`, `batch_size`,
-    numbers of rows and params structure (a ValueError in every process otherwise).
+    numbers of rows (streamed `data`: the first batch's shapes and `steps_per_epoch` or
+    `len(data)`) and params structure (a ValueError in every process otherwise).
     initial_epoch: the epoch to start at (Keras's name): epochs are numbered from it for the
     shuffle order and the dropout keys, and `epochs` is the epoch to stop at, so `fit(epochs=3)`
     then `fit(params=p, opt_state=s, epochs=5, initial_epoch=3)` equals `fit(epochs=5)` bitwise
@@ -256,8 +266,12 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         x, y = source.first
     check_mesh(mesh, batch)
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
+    data = {"x": n_rows}
+    if isinstance(source, IterableSource):  # each process's part of a batch, and its batches
+        data = {"data": agreement.structure(source.first),
+                "len(data)" if steps_per_epoch is None else "steps_per_epoch": source.steps}
     agreement.check_processes({"key": key, "epochs": epochs, "initial_epoch": initial_epoch,
-                               "batch_size": batch_size, "x": n_rows, "validation": n_val,
+                               "batch_size": batch_size, **data, "validation": n_val,
                                "params": agreement.structure(params)})
 
     static_optimizer, numbers = hyperdata.split(optimizer)  # numbers traced: no recompile

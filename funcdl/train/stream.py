@@ -11,7 +11,8 @@ Two kinds of data are streamed rather than put on the device whole:
   does not shuffle it (the loader does). With `steps_per_epoch`, an epoch is that many
   batches, taken from one iterator that carries on into the next epoch (Keras's rule); a new
   iterator is started when it ends, and an epoch during which it ends is shorter (a
-  UserWarning). Without it, an epoch is one whole iterator.
+  UserWarning). Without it, an epoch is one whole iterator. On a mesh spanning several
+  processes, each process's `data` yields its own part of every batch (`process_batches.py`).
 - `fit(..., x, y)` with a NumPy memory map among the leaves of `x` or `y` (`np.memmap`,
   `np.load(..., mmap_mode="r")`, or any array viewing one), in minibatches: the rows are read
   chunk by chunk in the order in-memory `fit` visits them (`feed.epoch_order` when
@@ -31,6 +32,7 @@ import numpy as np
 from funcdl.train import checks
 from funcdl.train.batches import batch_layout
 from funcdl.train.feed import epoch_order
+from funcdl.train.process_batches import process_share
 
 
 def is_memory_map(array) -> bool:
@@ -92,11 +94,13 @@ class IterableSource:
 
     `first` is the first batch (read before anything compiles: it fixes the batch shapes);
     `steps` the number of batches of an epoch when known ahead (`steps_per_epoch`, else
-    `len(data)`), else None."""
+    `len(data)`), else None. On a mesh spanning several processes each batch is this
+    process's part of a global batch of `share` parts (`process_batches.py`): `rows` are the
+    global batch's, `share` times the first batch's."""
 
     resumes_mid_epoch = False  # a NaN stop's checkpoint holds the start of its epoch
 
-    def __init__(self, data, steps_per_epoch: Optional[int]):
+    def __init__(self, data, steps_per_epoch: Optional[int], share: int = 1):
         if isinstance(data, collections.abc.Iterator):  # iter(data) is data
             raise ValueError(
                 f"`data` is an iterator ({type(data).__name__}), which cannot be iterated again "
@@ -114,7 +118,8 @@ class IterableSource:
         except StopIteration:
             raise ValueError("`data` yielded no batches (its first epoch is empty)") from None
         self.first = host_batch(first, "its first batch")
-        self.rows = len(jax.tree_util.tree_leaves(self.first)[0])
+        self.share = share
+        self.rows = len(jax.tree_util.tree_leaves(self.first)[0]) * share
         self._iterator = itertools.chain([first], iterator)  # the next batch is the first
         self.ran_out = None  # (epoch, batches) of the last epoch cut short by the iterator
 
@@ -178,11 +183,7 @@ def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None):
         if batch_size is not None:
             raise ValueError(f"`batch_size` must be None with streamed `data` (its batches "
                              f"come from the loader), got {batch_size!r}")
-        if mesh is not None and jax.process_count() > 1:
-            raise NotImplementedError("fit with streamed `data` on a mesh spanning several "
-                                      "processes is not supported yet; pass arrays (each "
-                                      "process reads its own rows of them) or run one process")
-        return IterableSource(x, steps_per_epoch), False
+        return IterableSource(x, steps_per_epoch, process_share(mesh)), False
     shuffle = True if shuffle is None else shuffle
     if steps_per_epoch is not None:
         raise ValueError(f"`steps_per_epoch` is for streamed `data` (an iterable of batches); "

@@ -22,11 +22,14 @@ Memory: the chunks on their way (`prefetch` waiting, one being made, one trainin
 waiting for its check), never the data set: a memory map is read by rows, chunk by chunk.
 On a mesh, a chunk's leaves are sharded `P(None, "data")` as in `feed.py` (a memory map's
 rows read shard by shard, only this process's); a streamed batch whose rows the "data" size
-does not divide is replicated.
+does not divide is replicated. On a mesh spanning several processes each process's `data`
+yields its own part of every batch, assembled into the global chunk without communication,
+and the processes agree on each chunk before it trains (`process_batches.py`: one small
+gather per chunk, which may wait for the chunk before it to finish).
 """
 import functools
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +43,8 @@ from funcdl.train.epochs import (EpochPlan, evaluation_totals, row_width, run_ep
                                  run_epochs_guarded)
 from funcdl.train.feed import _rows_array, fed_rows, read_rows
 from funcdl.train.prefetch import Prefetch
+from funcdl.train.process_batches import (CHUNK, ENDED, FAILED, agree_on_chunk, global_chunk,
+                                          replicated_chunk, spans_processes)
 from funcdl.train.sharding import place_data, to_host
 from funcdl.train.stream import MemmapSource
 
@@ -62,9 +67,11 @@ def epoch_row(params, totals, validation, *, plan: EpochPlan):
 class _Placed(NamedTuple):
     step0: int
     steps: int
-    rows: int  # rows of the chunk
-    data: tuple  # (x, y, None, None): run_epochs' data, x and y of Fed leaves
+    rows: int  # rows of the chunk (global)
+    data: Optional[tuple]  # (x, y, None, None): run_epochs' data, x and y of Fed leaves
     plan: EpochPlan
+    local_batch: int = 0  # rows per batch of this process's part (several processes)
+    local: Any = None  # this process's host part, still to be replicated (process_batches)
 
 
 def _shard(mesh, host: np.ndarray):
@@ -83,6 +90,8 @@ class StreamRun:
         self.numbers, self.prefetch = numbers, prefetch
         self.mesh = plan.mesh
         self.memmap = isinstance(source, MemmapSource)
+        self.share = getattr(source, "share", 1)  # parts of a global batch (process_batches)
+        self.agree = not self.memmap and spans_processes(self.mesh)
         self.resumes_mid_epoch = source.resumes_mid_epoch
         if self.memmap:
             self.host = jax.tree_util.tree_map(
@@ -117,11 +126,40 @@ class StreamRun:
                 def leaf(host):
                     return Fed(_rows_array(self.mesh, host, rows, spec), None)
             x, y = jax.tree_util.tree_map(leaf, self.host)
+        elif self.agree:  # this process's part of each batch (process_batches.py)
+            batch = chunk.batch * self.share
+            placed = _Placed(chunk.step0, chunk.steps, chunk.steps * batch, None,
+                             self._chunk_plan(chunk.steps, batch), chunk.batch)
+            if batch % self.mesh.shape["data"]:  # replicated, gathered by the training thread
+                return placed._replace(local=chunk.data)
+            x, y = jax.tree_util.tree_map(
+                lambda host: Fed(global_chunk(self.mesh, host, self.share), None), chunk.data)
+            return placed._replace(data=(x, y, None, None))
         else:
             put = jax.device_put if self.mesh is None else functools.partial(_shard, self.mesh)
             x, y = jax.tree_util.tree_map(lambda host: Fed(put(host), None), chunk.data)
         return _Placed(chunk.step0, chunk.steps, chunk.steps * chunk.batch, (x, y, None, None),
                        self._chunk_plan(chunk.steps, chunk.batch))
+
+    def _next_chunk(self, chunks, epoch: int, batch: int) -> Optional[_Placed]:
+        """The epoch's next placed chunk (None after its last), its first batch `batch`; on
+        a mesh spanning several processes once all agree on it (`agree_on_chunk`)."""
+        if not self.agree:
+            return next(chunks, None)
+        try:
+            chunk = next(chunks, None)
+        except Exception:  # the loader's or a shape error: the others are told first
+            agree_on_chunk(FAILED, 0, 0, epoch, batch)
+            raise
+        if chunk is None:
+            agree_on_chunk(ENDED, 0, 0, epoch, batch)
+            return None
+        agree_on_chunk(CHUNK, chunk.steps, chunk.local_batch, epoch, batch)
+        if chunk.local is None:
+            return chunk
+        x, y = jax.tree_util.tree_map(
+            lambda host: Fed(replicated_chunk(self.mesh, host), None), chunk.local)
+        return chunk._replace(data=(x, y, None, None), local=None)
 
     def _host_chunks(self, epoch: int, first_step: int):
         if self.memmap:
@@ -156,7 +194,7 @@ class StreamRun:
 
         moving = bar.terminal and progress_per_epoch > 1
         with Prefetch(self._host_chunks(epoch, pos.step), self._place, self.prefetch) as chunks:
-            for chunk in chunks:
+            while (chunk := self._next_chunk(chunks, epoch, steps_done)) is not None:
                 out = self._call(state, chunk, epoch, guarded=False)
                 if pending is not None:  # the device already has this chunk queued
                     failed, loss_sum = check(pending)
