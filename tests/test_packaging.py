@@ -103,10 +103,11 @@ def test_make_demo_writes_no_tracked_file():
     assert "--out docs/gallery" in make_recipe("gallery")
 
 
-def test_ci_runs_the_tests_checks_the_docs_site_then_runs_the_floor():
+def test_ci_runs_the_tests_the_slow_tests_checks_the_docs_site_then_runs_the_floor():
     steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip().startswith("make ")]
-    assert steps == ["make test", "make docs-check", "make test-floor"]
+    assert steps == ["make test", "make test-slow", "make docs-check", "make test-floor"]
+    assert '-m "not slow"' in make_recipe("test") and "-m slow" in make_recipe("test-slow")
     assert "mkdocs build --strict" in make_recipe("docs")
     assert "tools/check_site.py" in make_recipe("docs-check")
 
