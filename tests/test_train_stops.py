@@ -168,7 +168,7 @@ INTERRUPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow  # ~62 s: the slow tier (`make test-slow`, run by CI)
+@pytest.mark.slow  # a fresh jax process (a minute on a loaded machine): the slow tier (`make test-slow`)
 def test_ctrl_c_raises_interrupted_with_the_last_state_within_about_a_second(tmp_path):
     script = f"PATH = {str(tmp_path / 'run.safetensors')!r}\n" + INTERRUPT
     env = dict(os.environ, PYTHONPATH=os.getcwd())
