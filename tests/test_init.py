@@ -367,3 +367,37 @@ def test_draws_are_one_flat_vector_with_the_numbers_of_a_shaped_draw(initializer
     flat_w, flat_unit = np.asarray(w, np.float64).ravel(), np.asarray(unit, np.float64).ravel()
     scale = (flat_w[1] - flat_w[0]) / (flat_unit[1] - flat_unit[0])
     np.testing.assert_allclose(flat_w, flat_w[0] + scale * (flat_unit - flat_unit[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("key", [KEY, jax.random.PRNGKey(3)], ids=["typed_key", "raw_key"])
+def test_small_eager_draws_share_one_generator_and_keep_their_own_sizes_numbers(key, dtype):
+    """Eagerly, a weight of fewer than SHARED_DRAW numbers is cut from a draw of SHARED_DRAW:
+    exactly the numbers of jax.random's draw of its own size (for each of several sizes, and
+    under jit, where it is drawn at its own size), and new sizes compile no new generator."""
+    compiled = []
+
+    def count(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(duration)
+
+    sizes = [(3, 7), (41,), (5, 2, 3), (init.SHARED_DRAW + 3,)]
+    for shape in sizes:  # against jax.random, drawn at the weight's own size
+        n = math.prod(shape)
+        uniform = init.uniform(-0.5, 0.25)(key, shape, dtype)
+        normal = init.normal(2.0, mean=0.3)(key, shape, dtype)
+        np.testing.assert_array_equal(
+            np.asarray(uniform), np.asarray(jax.random.uniform(key, (n,), dtype, -0.5, 0.25)).reshape(shape))
+        np.testing.assert_array_equal(
+            np.asarray(normal), np.asarray(0.3 + 2.0 * jax.random.normal(key, (n,), dtype).reshape(shape)))
+        assert uniform.dtype == normal.dtype == dtype and uniform.shape == shape
+        traced = jax.jit(lambda k, s=shape: init.uniform(-0.5, 0.25)(k, s, dtype))(key)
+        np.testing.assert_array_equal(np.asarray(traced), np.asarray(uniform))
+    init.uniform()(key, (2,), dtype)  # the shared generator, compiled if it was not yet
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        for size in (13, 17, 19, 23):  # sizes drawn nowhere else: one generator each, before
+            init.uniform(-1.0, 1.0)(key, (size,), dtype)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert compiled == [], f"{len(compiled)} programs compiled for 4 new small sizes"

@@ -17,7 +17,8 @@ over the 4x4 map and Linear(10); Adam lr 3e-3, 12 epochs. Its BatchNorm running 
 state beside the params (`fdl.nn.Variables`): `fit` carries them through training, and the
 validation, `evaluate` and `predict` normalise with them. Target: at least 99% test accuracy
 (measured: 100.0%, i.e. all 359 test images, after 12 epochs, ~29 s of CPU time on 2 cores
-with compilation; the quick run, 3 epochs, checks >= 95%: measured 97.8%).
+with compilation). The quick run trains the same ResNet at half the widths (8 and 16 channels,
+`RESNET_WIDTHS`) for 3 epochs and checks >= 85% (measured: 90.8%, `--backend funcdl` 91.4%).
 """
 import jax
 import jax.numpy as jnp
@@ -70,10 +71,11 @@ def residual_block(channels, project=False):
                               init, apply, stateful=True)
 
 
-def build(kind):
+def build(kind, widths=(16, 32)):
     """The classifier: "mlp" (64-128-10), "cnn" (two convolution-pooling blocks, one Linear) or
-    "resnet" (a stem Conv2d(16)-BatchNorm2d-ReLU, a residual block of 16 channels at 8x8,
-    MaxPool2d(2), a residual block of 32 channels at 4x4, the average over the map, Linear)."""
+    "resnet" (a stem Conv2d(a)-BatchNorm2d-ReLU, a residual block of a channels at 8x8,
+    MaxPool2d(2), a residual block of b channels at 4x4, the average over the map, Linear),
+    `(a, b) = widths` (the ResNet's only; the full run's 16 and 32, the quick run's 8 and 16)."""
     if kind == "mlp":
         return fdl.nn.Sequential(fdl.nn.Linear(128), fdl.nn.ReLU(), fdl.nn.Linear(10))
     if kind == "cnn":
@@ -85,9 +87,10 @@ def build(kind):
     if kind == "resnet":
         as_images = lambda x: ops.reshape(x, (-1, 1, 8, 8))  # noqa: E731
         average = lambda x: ops.mean(x, axis=(2, 3))  # noqa: E731  (N, C, H, W) -> (N, C)
-        return fdl.nn.Sequential(as_images, fdl.nn.Conv2d(16, 3, padding=1),
-                                 fdl.nn.BatchNorm2d(), fdl.nn.ReLU(), residual_block(16),
-                                 fdl.nn.MaxPool2d(2), residual_block(32, project=True),
+        narrow, wide = widths
+        return fdl.nn.Sequential(as_images, fdl.nn.Conv2d(narrow, 3, padding=1),
+                                 fdl.nn.BatchNorm2d(), fdl.nn.ReLU(), residual_block(narrow),
+                                 fdl.nn.MaxPool2d(2), residual_block(wide, project=True),
                                  average, fdl.nn.Linear(10))
     raise ValueError(f"`model` must be 'mlp', 'cnn' or 'resnet', got {kind!r}")
 
@@ -106,7 +109,10 @@ LEARNING_RATES = {"mlp": 1e-3, "cnn": 5e-3, "resnet": 3e-3}
 DESCRIPTIONS = {"mlp": "MLP 64-128-10", "cnn": "CNN (two conv-pool blocks, Linear(10))",
                 "resnet": "ResNet, 2 blocks with BatchNorm"}
 EPOCHS = {"mlp": (15, 40), "cnn": (15, 40), "resnet": (3, 12)}  # (quick, full) runs
-TARGETS = {"mlp": (0.95, 0.97), "cnn": (0.95, 0.97), "resnet": (0.95, 0.99)}  # test accuracy
+TARGETS = {"mlp": (0.95, 0.97), "cnn": (0.95, 0.97), "resnet": (0.85, 0.99)}  # test accuracy
+# The ResNet's channels (first block, second) in the (quick, full) runs: the quick run's half
+# widths are a quarter of the convolutions' arithmetic, which is most of its training time.
+RESNET_WIDTHS = ((8, 16), (16, 32))
 
 
 def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="adam",
@@ -116,7 +122,8 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="
     lr = LEARNING_RATES.get(model, 1e-3) if lr is None else lr
     key = jax.random.PRNGKey(0) if key is None else key
     init_key, shuffle_key = jax.random.split(key)
-    classifier = build(model)
+    widths = RESNET_WIDTHS[0 if quick else 1]
+    classifier = build(model, widths) if model == "resnet" else build(model)
     (x_train, y_train), validation, (x_test, y_test) = split()
     params = classifier.init(init_key, x_train[:1])
     params, _, history = fdl.train.fit(
@@ -132,11 +139,15 @@ def run(quick=False, out_dir="runs/digits", *, epochs=None, lr=None, optimizer="
     confusion = np.asarray(test["confusion"], int)
     print(f"{model}, {epochs} epochs: validation accuracy {history['val_accuracy'][-1]:.4f}, "
           f"test accuracy {test['accuracy']:.4f} on {len(y_test)} images")
-    title = f"{DESCRIPTIONS.get(model, model)}, {optimizer} lr {lr:g}, {epochs} epochs"
+    description = DESCRIPTIONS.get(model, model)
+    if model == "resnet" and quick:  # the quick run's narrower ResNet says so in its titles
+        description = "ResNet {}-{}, 2 blocks with BatchNorm".format(*widths)
+    title = f"{description}, {optimizer} lr {lr:g}, {epochs} epochs"
     prefix = "digits" if model == "mlp" else f"digits_{model}"
     pictures = [plot_history(history, title, out_dir, prefix),
                 plot_confusion(confusion, test["accuracy"], title, out_dir, prefix)]
-    return {"quick": quick, "epochs": epochs, "model": model, "history": history, "test_loss": test["loss"],
+    return {"quick": quick, "epochs": epochs, "model": model,
+            "widths": widths if model == "resnet" else None, "history": history, "test_loss": test["loss"],
             "test_accuracy": test["accuracy"], "confusion": confusion.tolist(), "pictures": pictures}
 
 
@@ -177,15 +188,18 @@ def plot_confusion(confusion, accuracy, title, out_dir, prefix="digits"):
 
 def verdict(results):
     """Passes at the model's target test accuracy (`TARGETS`: 97% for the MLP and CNN after 40
-    epochs, 99% for the ResNet after 12); a shorter run (the quick one) checks >= 95%."""
+    epochs, 99% for the ResNet after 12); a shorter run (the quick one) checks >= 95% (the
+    ResNet's: >= 85%)."""
     model = results["model"]
     quick_epochs, full_epochs = EPOCHS.get(model, EPOCHS["mlp"])
     quick_target, full_target = TARGETS.get(model, TARGETS["mlp"])
     target = full_target if results["epochs"] >= full_epochs else quick_target
     got = f"{model}: test accuracy {results['test_accuracy']:.1%}"
     if results["quick"]:
-        return (f"test accuracy >= {quick_target:.0%} after {results['epochs']} epochs (the full "
-                f"run: {full_target:.0%} after {full_epochs})", got,
+        narrower = (" of the ResNet {}-{}".format(*results["widths"])
+                    if model == "resnet" and results.get("widths") else "")
+        return (f"test accuracy >= {quick_target:.0%} after {results['epochs']} epochs{narrower} "
+                f"(the full run: {full_target:.0%} after {full_epochs})", got,
                 results["test_accuracy"] >= target)
     return (f"nothing (digits is beyond the seeds); the target is >= {full_target:.0%} test "
             "accuracy", got, results["test_accuracy"] >= target)

@@ -276,17 +276,44 @@ def constant(value: ArrayLike) -> Initializer:
 # bits come from each element's index in row-major order), but XLA compiles the generator of a
 # rank-1 draw several times faster than that of a rank-2 or rank-4 one (~0.2 s against ~0.9 s
 # per weight shape on a CPU), and an eager `init` compiles one such program per weight shape.
+#
+# A draw of fewer than SHARED_DRAW numbers is, eagerly, the first numbers of a draw of
+# SHARED_DRAW, cut and reshaped on the host: jax's partitionable threefry (its default) makes
+# number i's bits a function of the key and i alone, so these are the numbers of a draw of
+# its own size, and every small weight of every model shares one compiled generator per
+# dtype (eagerly, each new size would compile its own: ~0.3 s on a CPU, for each bias and
+# small weight). Under a trace (jit, vmap, eval_shape), with another PRNG or the
+# non-partitionable threefry, the draw has its own size.
+SHARED_DRAW = 4096
+
+
+def _shares_draw(key, size):
+    if size >= SHARED_DRAW or isinstance(key, jax.core.Tracer):
+        return False
+    if not jax.config.jax_threefry_partitionable:
+        return False
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = str(jax.random.key_impl(key)) if typed else str(jax.config.jax_default_prng_impl)
+    return impl == "threefry2x32"
+
+
+def _flat_draw(sample, key, shape, dtype):
+    """`sample(key, (n,), dtype)` reshaped to `shape` (n its size), the same numbers."""
+    size = math.prod(shape)
+    if _shares_draw(key, size):
+        drawn = np.asarray(sample(key, (SHARED_DRAW,), dtype))[:size].reshape(shape)
+        return jax.device_put(drawn)  # (jnp.asarray would compile a copy for each shape)
+    return sample(key, (size,), dtype).reshape(shape)
+
+
 def _uniform(key, shape, dtype, low, high, where):
-    shape = tuple(shape)
-    flat = jax.random.uniform(key, (math.prod(shape),), _check_dtype(dtype, where),
-                              minval=low, maxval=high)
-    return flat.reshape(shape)
+    dtype = _check_dtype(dtype, where)
+    return _flat_draw(lambda k, s, d: jax.random.uniform(k, s, d, minval=low, maxval=high),
+                      key, tuple(shape), dtype)
 
 
 def _normal(key, shape, dtype, std, mean, where):
-    shape = tuple(shape)
-    flat = jax.random.normal(key, (math.prod(shape),), _check_dtype(dtype, where))
-    return mean + std * flat.reshape(shape)
+    return mean + std * _flat_draw(jax.random.normal, key, tuple(shape), _check_dtype(dtype, where))
 
 
 @recorded
