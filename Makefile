@@ -36,7 +36,7 @@ demo: $(VENV)/.installed
 gallery: $(VENV)/.installed
 	$(BIN)/funcdl demo --out docs/gallery
 
-# The default run leaves out the tests marked slow (about 10 minutes on 2 cores); test-slow
+# The default run leaves out the tests marked slow (under 7 minutes on 2 cores); test-slow
 # runs those (CI runs both); test-all runs everything at once.
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n auto -m "not slow"

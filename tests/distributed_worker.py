@@ -58,12 +58,14 @@ def problem():
     return model, optim.adam(1e-2), {"mae": losses.l1_loss}, params, x, y.astype(np.float32)
 
 
-def row_log_class():
+def _logging_reads(base, doc):
+    """A subclass of ndarray subclass `base` that records the index of every `[...]` read of
+    it in `.reads` (a list of row lists, or `{"other": repr}` for an index that is not an int
+    array)."""
     import numpy as np
 
-    class RowLog(np.ndarray):
-        """An ndarray that records the index of every `[...]` read of it in `.reads` (a list
-        of row lists, or `{"other": repr}` for an index that is not an int array)."""
+    class Logged(base):
+        __doc__ = doc
 
         def __getitem__(self, index):
             if isinstance(index, np.ndarray) and np.issubdtype(index.dtype, np.integer):
@@ -72,24 +74,18 @@ def row_log_class():
                 self.reads.append({"other": repr(index)})
             return np.asarray(super().__getitem__(index))
 
-    return RowLog
+    return Logged
+
+
+def row_log_class():
+    import numpy as np
+    return _logging_reads(np.ndarray, "An ndarray that records its reads (`_logging_reads`).")
 
 
 def memmap_log_class():
     import numpy as np
-
-    class MemmapLog(np.memmap):
-        """A memory map that records the index of every `[...]` read of it in `.reads` (as
-        `RowLog`); `fit` streams it as it streams any memory map."""
-
-        def __getitem__(self, index):
-            if isinstance(index, np.ndarray) and np.issubdtype(index.dtype, np.integer):
-                self.reads.append(index.tolist())
-            else:
-                self.reads.append({"other": repr(index)})
-            return np.asarray(super().__getitem__(index))
-
-    return MemmapLog
+    return _logging_reads(np.memmap, "A memory map that records its reads (`_logging_reads`); "
+                                     "`fit` streams it as it streams any memory map.")
 
 
 def logged(array):

@@ -91,6 +91,13 @@ def assert_close_runs(got, want):
         np.testing.assert_allclose(got_history[name], want_history[name], rtol=RTOL, err_msg=name)
 
 
+def assert_bitwise_runs(got, want):
+    """Params bit for bit and the same history."""
+    assert got[0].keys() == want[0].keys()
+    assert all(got[0][k].tobytes() == want[0][k].tobytes() for k in want[0])
+    assert got[1] == want[1]
+
+
 @pytest.fixture(scope="module")
 def mesh_run(tmp_path_factory):
     """The worker's "mesh" mode on 4 forced host devices: its output folder."""
@@ -250,9 +257,7 @@ def test_a_stream_of_each_process_own_part_of_every_batch_equals_the_single_proc
     for i in (0, 1):
         streamed = load_run(streaming_processes, f"stream{i}")
         assert_close_runs(streamed, single)
-        in_memory = load_run(streaming_processes, f"arrays{i}")
-        assert all(streamed[0][k].tobytes() == in_memory[0][k].tobytes() for k in single[0])
-        assert streamed[1] == in_memory[1]
+        assert_bitwise_runs(streamed, load_run(streaming_processes, f"arrays{i}"))
     first, second = (load_run(streaming_processes, f"stream{i}")[0] for i in (0, 1))
     assert all(first[k].tobytes() == second[k].tobytes() for k in first)
 
@@ -271,9 +276,7 @@ def test_a_memory_map_on_two_processes_is_read_by_rows_and_equals_the_in_memory_
     for p in (0, 1):
         streamed = load_run(streaming_processes, f"memmap{p}")
         assert_close_runs(streamed, single)
-        in_memory = load_run(two_processes, f"process{p}")
-        assert all(streamed[0][k].tobytes() == in_memory[0][k].tobytes() for k in single[0])
-        assert streamed[1] == in_memory[1]
+        assert_bitwise_runs(streamed, load_run(two_processes, f"process{p}"))
         reads = json.loads((streaming_processes / f"memmap{p}_reads.json").read_text())
         assert all(isinstance(rows, list) for rows in reads), reads
         full = [np.array(rows) for rows in reads if np.shape(rows) == (n_full, batch // 4)]

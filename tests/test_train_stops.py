@@ -3,6 +3,7 @@ epoch's totals, so a resume after the data are fixed equals the clean run bitwis
 applied once); Ctrl-C raises `fdl.train.Interrupted` with the last state within about a second;
 full-batch runs are split into short calls that give the same numbers as one call."""
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -133,8 +134,39 @@ def test_a_call_that_compiled_cannot_ask_for_a_call_of_minutes(monkeypatch):
     assert all(b <= loop.GROWTH * a for a, b in zip(calls, calls[1:])), calls
 
 
+def test_a_ctrl_c_that_something_swallowed_still_stops_fit_at_the_next_call(monkeypatch):
+    """SIGINT during the third call whose KeyboardInterrupt a careless library catches: fit
+    still stops (Interrupted) before the fourth call, and gives Python's handler back."""
+    calls, real = [], loop.run_epochs
+
+    def swallowing(*args, **kwargs):
+        calls.append(int(args[7]))
+        if len(calls) == 3:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the KeyboardInterrupt arrives here...
+            except KeyboardInterrupt:
+                pass  # ... and is swallowed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_epochs", swallowing)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(train.Interrupted) as stop:
+            train.fit(MODEL, PARAMS, losses.mse_loss, optim.adam(1e-2), X, Y, epochs=500,
+                      progress=False)
+    finally:
+        restored = signal.signal(signal.SIGINT, previous)
+    assert len(calls) == 3 and stop.value.epoch == sum(calls), (calls, stop.value.epoch)
+    assert restored is signal.default_int_handler  # fit gave Python's handler back
+
+
 INTERRUPT = textwrap.dedent('''
-    import os, signal, threading, time
+    import faulthandler, os, signal, threading, time
+    faulthandler.dump_traceback_later(100, exit=True)  # a hang shows every thread's stack
+    import sys; print("SIGINT was", signal.getsignal(signal.SIGINT), file=sys.stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Python (a test
+    # runner's process can hand SIGINT down ignored, and Python then installs no handler)
     import jax, numpy as np
     from funcdl import checkpoint, losses, nn, optim, train
     from funcdl.train import loop

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from funcdl.train import resume as resume_state
+from funcdl.train.ctrl_c import CtrlC
 from funcdl.train.epochs import EpochPlan, run_epochs, run_epochs_guarded
 from funcdl.train.progress import choose_every, first_every, remember
 from funcdl.train.sharding import to_host
@@ -151,67 +152,69 @@ def train(run: Run, pos: Position, bar) -> Position:
     data = None if run.stream is not None else run.feed.data(pos.done)
     progress_every = n_run = None
     unit_scale = run.steps_per_epoch if run.plan.n_full + bool(run.plan.remainder) > 1 else 1
-    try:
-        while pos.done < run.epochs:
-            n_run = _next_length(run, pos, n_run)
-            plan = run.plan if not pos.step else run.plan._replace(n_epochs=1,
-                                                                  first_step=pos.step)
-            if not (run.progress and bar.terminal):  # the in-program callback moves a bar only
-                plan = plan._replace(progress=None)
-            if progress_every is None:
-                default = run.steps_per_epoch if unit_scale > 1 else run.epochs - pos.done
-                progress_every = first_every(plan, max(1, default // 8))
-            compiling, started = compile_seconds(), time.perf_counter()
-            after = pos.done + n_run
-            if run.stream is not None:  # one epoch of chunks, each guarded (stream_run.py)
-                out, means, guard = run.stream.epoch(pos, bar, unit_scale)
-                upcoming = None
-            else:
-                args = (data, run.key, np.int32(pos.done), np.int32(n_run),
-                        np.int32(progress_every), np.int32(bar.token), run.numbers)
-                out = run_epochs(pos.params, pos.opt_state, pos.guard, pos.totals, *args,
-                                 plan=plan)
-                # the next call's batches are built on the host while the device runs this one
-                upcoming = run.feed.data(after) if after < run.epochs else None
-                means, guard = to_host((out[4], out[2]))
-                if not bool(guard.ok):  # replay the call with the per-step guard (epochs.py)
-                    out = run_epochs_guarded(pos.params, pos.opt_state, pos.guard, pos.totals,
-                                             *args, plan=plan._replace(guarded=True,
-                                                                       progress=None))
+    with CtrlC() as ctrl_c:  # a Ctrl-C that something swallowed is raised again here
+        try:
+            while pos.done < run.epochs:
+                ctrl_c.check()
+                n_run = _next_length(run, pos, n_run)
+                plan = run.plan if not pos.step else run.plan._replace(n_epochs=1,
+                                                                      first_step=pos.step)
+                if not (run.progress and bar.terminal):  # the in-program callback moves a bar only
+                    plan = plan._replace(progress=None)
+                if progress_every is None:
+                    default = run.steps_per_epoch if unit_scale > 1 else run.epochs - pos.done
+                    progress_every = first_every(plan, max(1, default // 8))
+                compiling, started = compile_seconds(), time.perf_counter()
+                after = pos.done + n_run
+                if run.stream is not None:  # one epoch of chunks, each guarded (stream_run.py)
+                    out, means, guard = run.stream.epoch(pos, bar, unit_scale)
+                    upcoming = None
+                else:
+                    args = (data, run.key, np.int32(pos.done), np.int32(n_run),
+                            np.int32(progress_every), np.int32(bar.token), run.numbers)
+                    out = run_epochs(pos.params, pos.opt_state, pos.guard, pos.totals, *args,
+                                     plan=plan)
+                    # the next call's batches are built on the host while the device runs this one
+                    upcoming = run.feed.data(after) if after < run.epochs else None
                     means, guard = to_host((out[4], out[2]))
-            if not bool(guard.ok):
-                _stop(run, pos, out, means, guard)
-            wall = time.perf_counter() - started
-            compiled = compile_seconds() - compiling
-            elapsed = wall - compiled
-            pos = Position(out[0], out[1], out[2],
-                           _grown(run, pos.history, means[:n_run], out[1]), after)
-            data = upcoming
-            shown = list(pos.history)  # the history's names, the learning rates included
-            bar.finish_call(after * unit_scale,
-                            np.array([pos.history[name][-n_run:] for name in shown]).T, shown,
-                            after - n_run, wall)
-            units = n_run * unit_scale
-            progress_every = choose_every(elapsed, units, progress_every)
-            timed = timed_epoch_seconds(wall, compiled, n_run)
-            if timed is not None:
-                _seconds_per_epoch[run.plan] = timed
-            if elapsed > 0 and run.progress:
-                remember(plan, elapsed, units)
-            stop = False
-            if run.hooks:
-                save = None if run.checkpoint is None else (lambda pos=pos: _save(run, pos))
-                pos, stop = run.hooks.epoch_end(pos, save)
-            if run.checkpoint is not None and (after % run.every == 0 or after == run.epochs
-                                               or stop):
+                    if not bool(guard.ok):  # replay the call with the per-step guard (epochs.py)
+                        out = run_epochs_guarded(pos.params, pos.opt_state, pos.guard, pos.totals,
+                                                 *args, plan=plan._replace(guarded=True,
+                                                                           progress=None))
+                        means, guard = to_host((out[4], out[2]))
+                if not bool(guard.ok):
+                    _stop(run, pos, out, means, guard)
+                wall = time.perf_counter() - started
+                compiled = compile_seconds() - compiling
+                elapsed = wall - compiled
+                pos = Position(out[0], out[1], out[2],
+                               _grown(run, pos.history, means[:n_run], out[1]), after)
+                data = upcoming
+                shown = list(pos.history)  # the history's names, the learning rates included
+                bar.finish_call(after * unit_scale,
+                                np.array([pos.history[name][-n_run:] for name in shown]).T, shown,
+                                after - n_run, wall)
+                units = n_run * unit_scale
+                progress_every = choose_every(elapsed, units, progress_every)
+                timed = timed_epoch_seconds(wall, compiled, n_run)
+                if timed is not None:
+                    _seconds_per_epoch[run.plan] = timed
+                if elapsed > 0 and run.progress:
+                    remember(plan, elapsed, units)
+                stop = False
+                if run.hooks:
+                    save = None if run.checkpoint is None else (lambda pos=pos: _save(run, pos))
+                    pos, stop = run.hooks.epoch_end(pos, save)
+                if run.checkpoint is not None and (after % run.every == 0 or after == run.epochs
+                                                   or stop):
+                    _save(run, pos)
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            if run.checkpoint is not None:
                 _save(run, pos)
-            if stop:
-                break
-    except KeyboardInterrupt:
-        if run.checkpoint is not None:
-            _save(run, pos)
-        raise Interrupted(pos.params, pos.opt_state, as_lists(pos.history), pos.done,
-                          run.checkpoint) from None
+            raise Interrupted(pos.params, pos.opt_state, as_lists(pos.history), pos.done,
+                              run.checkpoint) from None
     return pos
 
 

@@ -34,6 +34,7 @@ from funcdl.train.broadcast import warn_if_broadcasting
 from funcdl.train.epochs import EpochPlan, new_guard, run_epochs, run_epochs_guarded
 from funcdl.train.feed import Feed
 from funcdl.train.fit import MAX_EPOCHS_PER_CALL, default_key, fit as _fit
+from funcdl.train.ctrl_c import CtrlC
 from funcdl.train.loop import compile_seconds, next_call_length, timed_epoch_seconds
 from funcdl.train.param_checks import check_trainable
 from funcdl.train.progress import ProgressBar
@@ -215,45 +216,47 @@ class _Trainer:
         stops = {}  # config -> (epoch, step, loss) of its first non-finite step
         rows = []  # (k, n, width) per call
         seconds_per_epoch = n_run = None
-        try:
-            while done < self.epochs:
-                n_run = next_call_length(seconds_per_epoch,
-                                         min(self.epochs - done, self.plan.n_epochs), n_run)
-                compiling, started = compile_seconds(), time.perf_counter()
-                args = (self.data, self.key, np.int32(done), np.int32(n_run),
-                        self.configs.numbers)
-                out = run_swept(params, state, *args, plan=self.plan)
-                means, ok = jax.device_get((out[4], out[2].ok))
-                new_bad = alive & ~ok
-                if new_bad.any():  # replay with the per-step guard (epochs.py)
-                    out = run_swept_guarded(params, state, *args,
-                                            plan=self.plan._replace(guarded=True))
-                    means, guard = jax.device_get((out[4], out[2]))
-                    for i in np.flatnonzero(new_bad):
-                        stops[int(i)] = (int(guard.epoch[i]), int(guard.step[i]),
-                                         float(guard.loss[i]))
-                means = np.array(means[:, :n_run], dtype=np.float64)
-                lrs = self.rates.rows(out[1], n_run, self.steps_per_epoch)
-                if lrs:
-                    means = np.concatenate([means] + [v[:, :, None] for v in lrs.values()], 2)
-                for i, (epoch, _, _) in stops.items():  # stopped: NaN from the stop's epoch
-                    means[i, max(0, epoch - done):] = np.nan
-                if alive.all():
-                    params, state = out[0], out[1]
-                else:  # the configurations stopped before this call keep their state
-                    params, state = _select(jnp.asarray(alive), (out[0], out[1]),
-                                            (params, state))
-                alive &= ~new_bad
-                rows.append(means)
-                wall = time.perf_counter() - started
-                timed = timed_epoch_seconds(wall, compile_seconds() - compiling, n_run)
-                if timed is not None:
-                    seconds_per_epoch = timed
-                done += n_run
-                best = np.fmin.reduce(means[..., 0], axis=0)[:, None]  # NaN ignored
-                bar.finish_call(done, best, ["best loss"], done - n_run, wall)
-        except KeyboardInterrupt:
-            raise Interrupted(params, state, self._history(rows, k, width), done) from None
+        with CtrlC() as ctrl_c:  # a Ctrl-C that something swallowed is raised again here
+            try:
+                while done < self.epochs:
+                    ctrl_c.check()
+                    n_run = next_call_length(seconds_per_epoch,
+                                             min(self.epochs - done, self.plan.n_epochs), n_run)
+                    compiling, started = compile_seconds(), time.perf_counter()
+                    args = (self.data, self.key, np.int32(done), np.int32(n_run),
+                            self.configs.numbers)
+                    out = run_swept(params, state, *args, plan=self.plan)
+                    means, ok = jax.device_get((out[4], out[2].ok))
+                    new_bad = alive & ~ok
+                    if new_bad.any():  # replay with the per-step guard (epochs.py)
+                        out = run_swept_guarded(params, state, *args,
+                                                plan=self.plan._replace(guarded=True))
+                        means, guard = jax.device_get((out[4], out[2]))
+                        for i in np.flatnonzero(new_bad):
+                            stops[int(i)] = (int(guard.epoch[i]), int(guard.step[i]),
+                                             float(guard.loss[i]))
+                    means = np.array(means[:, :n_run], dtype=np.float64)
+                    lrs = self.rates.rows(out[1], n_run, self.steps_per_epoch)
+                    if lrs:
+                        means = np.concatenate([means] + [v[:, :, None] for v in lrs.values()], 2)
+                    for i, (epoch, _, _) in stops.items():  # stopped: NaN from the stop's epoch
+                        means[i, max(0, epoch - done):] = np.nan
+                    if alive.all():
+                        params, state = out[0], out[1]
+                    else:  # the configurations stopped before this call keep their state
+                        params, state = _select(jnp.asarray(alive), (out[0], out[1]),
+                                                (params, state))
+                    alive &= ~new_bad
+                    rows.append(means)
+                    wall = time.perf_counter() - started
+                    timed = timed_epoch_seconds(wall, compile_seconds() - compiling, n_run)
+                    if timed is not None:
+                        seconds_per_epoch = timed
+                    done += n_run
+                    best = np.fmin.reduce(means[..., 0], axis=0)[:, None]  # NaN ignored
+                    bar.finish_call(done, best, ["best loss"], done - n_run, wall)
+            except KeyboardInterrupt:
+                raise Interrupted(params, state, self._history(rows, k, width), done) from None
         if stops:
             shown = "; ".join(f"{i} ({', '.join(f'{n}={v[i]!r}' for n, v in self.configs.values.items())})"
                               f" at epoch {e}, step {s}, loss {loss}"
