@@ -2,11 +2,11 @@
 
 Python raises KeyboardInterrupt in the main thread at the next bytecode after SIGINT; code in
 between (a library's C++ call polling for signals, a handler that catches too much) can swallow
-it, and training would then run on for all its epochs (seen: a full-batch `fit` of 10**8
-epochs that one Ctrl-C did not stop). While `CtrlC` is entered, SIGINT is recorded as well as
-raised, so the host loop can raise it again at the next call boundary (`check`). Only in the
-main thread and only over Python's own default handler: a handler the user installed is left
-alone.
+it, and training would then run on for all its epochs. While `CtrlC` is entered, SIGINT is
+recorded as well as raised, so the host loop can raise it again at the next call boundary
+(`check`). Only in the main thread and only over Python's own default handler: a handler
+the user installed, or SIGINT ignored (a process started with it ignored gets no handler from
+Python), is left alone.
 """
 import signal
 import threading
