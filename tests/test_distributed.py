@@ -148,14 +148,17 @@ def free_port():
 def two_processes(tmp_path_factory):
     """jax.distributed with gloo collectives: 2 processes x 2 devices, one 4-device mesh; the
     worker's "process" mode in both: their output folder."""
+    return run_two_processes(tmp_path_factory.mktemp("processes"), "process")
+
+
+def run_two_processes(out, mode):
+    """The worker's `mode` in 2 processes x 2 devices, each shut down cleanly: `out`."""
     if not hasattr(jax, "distributed") or "jax_cpu_collectives_implementation" not in jax.config.values:
         pytest.skip(f"jax {jax.__version__} has no jax.distributed with CPU collectives")
-    out = tmp_path_factory.mktemp("processes")
     port = free_port()
-    results = run_all([(["process", str(i), "2", str(port)], 2) for i in (0, 1)], out)
+    results = run_all([([mode, str(i), "2", str(port)], 2) for i in (0, 1)], out)
     for i, result in enumerate(results):
-        stdout = check_ok(result, f"process {i}")
-        assert f"process {i}: shut down cleanly" in stdout
+        assert f"process {i}: shut down cleanly" in check_ok(result, f"process {i}")
     return out
 
 
@@ -235,14 +238,7 @@ def streaming_processes(tmp_path_factory):
     """The worker's "stream" mode in 2 processes x 2 devices (one 4-device mesh): streamed
     fits of each process's own part of every batch, of the same batches in memory and of a
     memory map, then four broken streams; their output folder."""
-    if not hasattr(jax, "distributed") or "jax_cpu_collectives_implementation" not in jax.config.values:
-        pytest.skip(f"jax {jax.__version__} has no jax.distributed with CPU collectives")
-    out = tmp_path_factory.mktemp("streaming")
-    port = free_port()
-    results = run_all([(["stream", str(i), "2", str(port)], 2) for i in (0, 1)], out)
-    for i, result in enumerate(results):
-        assert f"process {i}: shut down cleanly" in check_ok(result, f"process {i}")
-    return out
+    return run_two_processes(tmp_path_factory.mktemp("streaming"), "stream")
 
 
 @pytest.mark.slow  # two jax starts and compiles (~20 s of CPU), shared by the tests below
