@@ -108,10 +108,10 @@ def test_a_call_grows_at_most_growth_times_and_only_timed_calls_set_its_length()
     assert loop.timed_epoch_seconds(2.0, 1.999999, 4) is None  # compiled: not a measurement
 
 
-def test_a_call_that_compiled_cannot_ask_for_a_call_of_minutes(monkeypatch):
-    """Wall time minus compile time near zero (a loaded machine: the compile events add up
-    to nearly the call's wall time) once made the next call all 10**8 epochs, which no Ctrl-C
-    interrupts. Now such a call is not timed, and calls grow GROWTH-fold at most."""
+def test_a_call_that_compiled_does_not_size_the_next_one(monkeypatch):
+    """Wall time minus compile time near zero (the compile events add up to nearly the call's
+    wall time) once sized the second call at thousands of epochs, up to the program's
+    capacity. Now such a call is not timed, and calls grow GROWTH-fold at most."""
     calls, real, clock = [], loop.run_epochs, [0.0]
 
     def counting(*args, **kwargs):

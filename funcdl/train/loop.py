@@ -11,8 +11,9 @@ call is about `CALL_SECONDS` of work: the first call of a program runs one epoch
 earlier `fit` measured the same program), and every call sets the next one's length from its
 own time per epoch (`next_call_length`): only a call during which nothing compiled is timed
 (`jax.monitoring`'s compile events; wall time minus compile time can come out near zero and
-ask for a call of minutes), and a call is at most GROWTH times the one before it in the same
-`fit`, so one bad measurement cannot make a call that ignores Ctrl-C.
+size the next call at the program's whole capacity), and a call is at most GROWTH times the
+one before it in the same `fit`, so one bad measurement cannot make a call much longer than
+CALL_SECONDS.
 
 With callbacks (`hooks.py`), every call runs one epoch and the callbacks run after it; one
 returning True stops training there (the checkpoint is then written, as at the end).
