@@ -4,6 +4,8 @@ infinite learning rate, an overflowing second moment), and checkpoint paths chec
 Each reference is independent: NumPy over the same predictions, one uninterrupted `fit`, the
 initial params."""
 import os
+import re
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -126,20 +128,79 @@ def test_a_checkpoint_folder_that_does_not_exist_is_refused_before_training(tmp_
                   progress=False, checkpoint=tmp_path / "nosuch" / "run.safetensors")
 
 
-def test_a_checkpoint_that_cannot_be_read_is_never_no_checkpoint(tmp_path, monkeypatch):
-    """A PermissionError from the file (mode 000 for a user who is not root) reaches the
-    caller: resuming must not start fresh and overwrite a checkpoint it could not read."""
-    from funcdl import checkpoint
+@pytest.mark.parametrize("refused", ["open", "stat"])
+def test_a_checkpoint_that_cannot_be_read_is_never_no_checkpoint(tmp_path, monkeypatch, refused):
+    """A PermissionError from the file reaches the caller: resuming must not start fresh and
+    overwrite a checkpoint it could not read. As root a mode-000 file is readable, so the OS's
+    refusal is played by `os.open` (a file without read permission) or `os.stat` (a folder
+    without search permission, where `os.path.exists` says False: the old "no checkpoint")."""
     model, params, x, y = _linear()
     path = tmp_path / "run.safetensors"
     train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=1, progress=False,
               checkpoint=path)
     before = path.read_bytes()
+    real = getattr(os, refused)
 
-    def unreadable(p):
-        raise PermissionError(13, "Permission denied", os.fspath(p))
-    monkeypatch.setattr(checkpoint, "metadata", unreadable)
-    with pytest.raises(PermissionError):
+    def refusing(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and os.fspath(file) == str(path):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real(file, *args, **kwargs)
+    monkeypatch.setattr(os, refused, refusing)
+    with pytest.raises(PermissionError, match=re.escape(repr(str(path)))):
         train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=2,
                   progress=False, checkpoint=path, resume=True)
+    monkeypatch.undo()
     assert path.read_bytes() == before
+
+
+def test_a_checkpoint_folder_that_cannot_be_written_is_refused_before_training(tmp_path,
+                                                                             monkeypatch):
+    """As root every folder is writable, so the OS's answer is played by `os.access`."""
+    import importlib
+    fit_module = importlib.import_module("funcdl.train.loop")
+    model, params, x, y = _linear()
+    real_access = os.access
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking the checkpoint's folder")
+
+    def read_only(path, mode, *args, **kwargs):
+        if os.fspath(path) == str(tmp_path) and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+    monkeypatch.setattr(fit_module, "run_epochs", no_training)
+    monkeypatch.setattr(os, "access", read_only)
+    with pytest.raises(PermissionError, match=r"its folder .* cannot be written"):
+        train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=1,
+                  progress=False, checkpoint=tmp_path / "run.safetensors")
+
+
+def test_resuming_from_a_fifo_is_a_value_error_and_never_blocks(tmp_path):
+    """`fit(resume=True)` reads its checkpoint as `load` and `metadata` do: a FIFO is refused
+    before anything trains. The call runs in a thread: a regression that waits for the FIFO's
+    writer fails here, and the stuck thread is released by opening the writing end."""
+    import threading
+    model, params, x, y = _linear()
+    fifo = tmp_path / "run.safetensors"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def resume():
+        try:
+            train.fit(model, params, losses.mse_loss, optim.sgd(0.1), x, y, epochs=1,
+                      progress=False, checkpoint=fifo, resume=True)
+            outcome.append("returned")
+        except Exception as error:  # noqa: BLE001 (the test reports whatever it is)
+            outcome.append(error)
+
+    thread = threading.Thread(target=resume, daemon=True)
+    thread.start()
+    thread.join(timeout=60)  # a hang guard, generous on a busy machine (fit traces first)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked open returns
+        thread.join(timeout=5)
+        pytest.fail(f"fit(resume=True) blocked on the FIFO {str(fifo)!r}")
+    [error] = outcome
+    assert isinstance(error, ValueError), error
+    assert str(error) == f"`path` {str(fifo)!r} must be a regular file, got a FIFO"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the FIFO: nothing was written over it
