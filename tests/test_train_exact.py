@@ -44,6 +44,29 @@ def test_a_bfloat16_models_accuracy_is_the_float32_fraction_over_its_predictions
     assert abs(history["acc"][0] - expected) < 1e-6
 
 
+def test_a_bfloat16_losss_history_and_evaluate_add_its_batches_in_float32():
+    """64 batches of a bfloat16 loss: `evaluate`, the validation loss and the history are the
+    row-weighted mean of the batches' values, added in float32. A sum kept in bfloat16 (8
+    significant bits; the old evaluate and validation) is 0.8% low here. (The compiled
+    program may keep a batch's loss unrounded where the eager reference rounds it to
+    bfloat16: they differ by 4e-4, hence rtol 1e-3.)"""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(512, 8)), jnp.bfloat16)
+    model = nn.Linear(3)
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16),
+                                    model.init(jax.random.key(0), x))
+    y = jnp.zeros(512, jnp.int32)
+    pred = train.predict(model, params, x)
+    per_batch = [float(_mean_square(pred[i:i + 8], None)) for i in range(0, 512, 8)]
+    expected = float(np.mean(np.asarray(per_batch, np.float64)))  # equal batches of 8 rows
+    result = train.evaluate(model, params, _mean_square, x, y, batch_size=8)
+    np.testing.assert_allclose(result["loss"], expected, rtol=1e-3)
+    _, _, history = train.fit(model, params, _mean_square, optim.sgd(0.0), x, y, epochs=1,
+                              batch_size=8, shuffle=False, progress=False, validation=(x, y))
+    np.testing.assert_allclose(history["loss"][0], expected, rtol=1e-3)
+    np.testing.assert_allclose(history["val_loss"][0], expected, rtol=1e-3)
+
+
 def _dropout_problem():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 3)).astype(np.float32)
