@@ -211,8 +211,14 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     (on a mesh with the statistics of the whole batch), validation uses the current state
     with `train=False` and leaves it as it is, and the checkpoint holds the state with the
     params (`fdl.train.stateful`).
-    A non-finite loss (or gradient) raises FloatingPointError with `.params .opt_state .history
-    .epoch .step` of the last finite state. The caller's arrays are never donated or invalidated.
+    NaN guard: a step is finite when its loss, gradients, update and the new params and
+    optimizer state are all finite (so an infinite learning rate or Adam's second moment
+    overflowing stops at that step). The first step that is not raises FloatingPointError with
+    `.params .opt_state` of the state before it, `.history`, `.epoch` and `.step` (within that
+    epoch, from 0). A call is checked per step only when its end check (the losses, the final
+    params and optimizer state) finds something non-finite: a NaN gradient that leaves nothing
+    behind (a frozen leaf's, whose update is zero) is not a stop then. The caller's arrays are
+    never donated or invalidated.
 
     Examples:
       >>> import jax, jax.numpy as jnp
