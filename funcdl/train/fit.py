@@ -35,8 +35,7 @@ from funcdl.train.sharding import check_mesh, is_main_process, place_copy
 from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
-from funcdl.train.stream import (IterableSource, check_stream_options, layout as stream_layout,
-                                 open_source)
+from funcdl.train.stream import IterableSource, layout as stream_layout, open_source
 from funcdl.train.stream_run import StreamRun
 
 
@@ -232,15 +231,15 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
     prefetch = checks.check_int(prefetch, "prefetch", 0)
-    source, shuffle = open_source(x, y, batch_size=batch_size, shuffle=shuffle, mesh=mesh,
-                                  steps_per_epoch=steps_per_epoch)  # None: arrays in memory
-    n_rows = checks.check_pair(x, y, "x", "y") if source is None else None
     accumulate = checks.check_int(accumulate, "accumulate", 1)
-    if source is not None:
-        check_stream_options(accumulate, sample_weight, class_weight)
+    source, shuffle = open_source(x, y, batch_size=batch_size, shuffle=shuffle, mesh=mesh,
+                                  steps_per_epoch=steps_per_epoch, sample_weight=sample_weight,
+                                  class_weight=class_weight)  # None: arrays in memory
+    n_rows = checks.check_pair(x, y, "x", "y") if source is None else None
     weights = None if source is not None else row_weights.row_weights(
         n_rows, y, sample_weight, class_weight)
-    if weights is not None:
+    weighted = weights is not None or (source is not None and source.weighted)
+    if weighted:
         row_weights.check_weighted_loss(loss_fn)
     check_model_variables(model, params, "fit")
     check_trainable(params, where="fit")
@@ -268,7 +267,7 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
     data = {"x": n_rows}
     if isinstance(source, IterableSource):  # each process's part of a batch, and its batches
-        data = {"data": agreement.structure(source.first),
+        data = {"data": agreement.structure(source.first_batch),
                 "len(data)" if steps_per_epoch is None else "steps_per_epoch": source.steps}
     agreement.check_processes({"key": key, "epochs": epochs, "initial_epoch": initial_epoch,
                                "batch_size": batch_size, **data, "validation": n_val,
@@ -317,7 +316,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         if full_batch else 1
     plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
                      capacity, val_batch, n_val, unit if progress else None, mesh,
-                     accumulate=min(accumulate, epoch_steps), weighted=weights is not None)
+                     accumulate=accumulate if source is not None and source.steps is None
+                     else min(accumulate, epoch_steps), weighted=weighted)
     numbers = hyperdata.place(numbers, mesh)
     feed = None if source is not None else Feed(
         x, y if weights is None else (y, weights), validation, mesh, batch_size,
