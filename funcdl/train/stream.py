@@ -121,9 +121,9 @@ class IterableSource:
     when `weighted`: the batches are triples or `class_weight` is given; else `first`): read
     before anything compiles, they fix the batch shapes. Every batch is a pair, or every one
     a triple, as the first. `steps` the number of batches of an epoch when known ahead
-    (`steps_per_epoch`, else `len(data)`), else None. On a mesh spanning several processes each batch is this
-    process's part of a global batch of `share` parts (`process_batches.py`): `rows` are the
-    global batch's, `share` times the first batch's."""
+    (`steps_per_epoch`, else `len(data)`), else None. On a mesh spanning several processes
+    each batch is this process's part of a global batch of `share` parts
+    (`process_batches.py`): `rows` are the global batch's, `share` times the first batch's."""
 
     resumes_mid_epoch = False  # a NaN stop's checkpoint holds the start of its epoch
 
