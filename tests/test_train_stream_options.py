@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcdl import losses, metrics, nn, optim, train
+from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.train import chunks
 from funcdl.train.lr_history import first_count
 from train_reference import assert_trees_close, counting_compilations
@@ -141,6 +141,24 @@ def test_torch_dataloader_of_three_tensors_gives_triples(small_chunks):
     assert streamed[2] == expected[2]
 
 
+@pytest.mark.slow  # ~8 s: the slow tier (`make test-slow`, run by CI)
+def test_with_steps_per_epoch_the_groups_start_again_every_epoch(small_chunks):
+    """8 batches, 4 per epoch (Keras's rule: one iterator across epochs), k = 3: every epoch
+    is the groups {0, 1, 2} {3} of its 4 batches, as in-memory fits of those rows, continued."""
+    x, y = RNG.randn(128, 5).astype(np.float32), RNG.randn(128, 2).astype(np.float32)
+    streamed = fit(Batches(x, y), steps_per_epoch=4, accumulate=3, validation=None)
+    params, state, history = PARAMS, None, {}
+    for epoch, rows in enumerate([slice(0, 64), slice(64, 128), slice(0, 64)]):
+        params, state, part = train.fit(
+            MODEL, params, losses.mse_loss, ADAM, x[rows], y[rows], batch_size=BATCH,
+            shuffle=False, accumulate=3, opt_state=state, initial_epoch=epoch,
+            **{**KW, "epochs": epoch + 1, "validation": None})
+        history = {name: history.get(name, []) + values for name, values in part.items()}
+    assert_bitwise_equal(streamed[:2], (params, state))
+    assert streamed[2] == history
+    assert int(first_count(state)) == 3 * 2
+
+
 # ---- a hand-written loop: Keras's weighting rule and Lightning's accumulation -------------
 
 SMALL = nn.Sequential(nn.Linear(8), nn.Tanh(), nn.Linear(2))  # no dropout: keys play no part
@@ -242,6 +260,30 @@ def test_the_nan_guard_stops_an_accumulated_stream_where_in_memory_fit_stops(sma
     assert (expected.value.epoch, expected.value.step) == (0, 3)
     assert_bitwise_equal((streamed.value.params, streamed.value.opt_state),
                          (expected.value.params, expected.value.opt_state))
+
+
+@pytest.mark.slow  # 4 fits and both guarded programs: ~10 s of CPU
+def test_an_accumulated_memory_map_resumes_a_nan_stop_at_its_groups_start(tmp_path,
+                                                                          small_chunks):
+    """Shuffled, k = 3: the stop is at the first micro-batch of the non-finite group, the
+    checkpoint holds that step, and a resume from it is in-memory fit's, bitwise."""
+    bad = X.copy()
+    bad[70, 0] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    np.save(tmp_path / "x.npy", X)
+    runs = []
+    for name, bad_x, good_x in [("map", np.load(tmp_path / "bad.npy", mmap_mode="r"),
+                                 np.load(tmp_path / "x.npy", mmap_mode="r")),
+                                ("memory", bad, X)]:
+        path = tmp_path / f"{name}.safetensors"
+        options = dict(epochs=2, batch_size=BATCH, accumulate=3, checkpoint=path)
+        with pytest.raises(FloatingPointError) as stop:
+            fit(bad_x, Y, **options)
+        assert stop.value.step % 3 == 0 and stop.value.step > 0  # a group's first
+        assert checkpoint.metadata(path)["step"] == str(stop.value.step)
+        runs.append((stop.value.params, fit(good_x, Y, resume=True, **options)))
+    assert_bitwise_equal(runs[0][0], runs[1][0])
+    assert_bitwise_equal(runs[0][1][:2], runs[1][1][:2])
 
 
 # ---- bad inputs -----------------------------------------------------------------------------
