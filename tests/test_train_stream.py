@@ -250,15 +250,15 @@ def _fit(data, y=None, **kwargs):
     (Batches(), {"prefetch": -1}, ValueError, r"`prefetch` must be >= 0, got -1"),
     (Batches(), {"steps_per_epoch": 0}, ValueError, r"`steps_per_epoch` must be >= 1"),
     ([], {}, ValueError, r"`data` yielded no batches"),
-    ([X[:16]], {}, TypeError, r"`data` must yield pairs \(x_batch, y_batch\), got its first "
-                              "batch a ndarray"),
+    ([X[:16]], {}, TypeError, r"`data` must yield pairs \(x_batch, y_batch\) or triples "
+                              r"\(x_batch, y_batch, sample_weight\), got its first batch a "
+                              "ndarray"),
     ([(X[:16], Y[:8])], {}, ValueError, r"same number of rows"),
     (lambda: [1, 2], {}, TypeError, r"a callable must return an iterator"),
     (42, {}, TypeError, r"`x` must be an array"),
-    (Batches(), {"accumulate": 2}, NotImplementedError, r"does not take `accumulate` yet"),
-    (Batches(), {"class_weight": {0: 1.0}}, NotImplementedError, r"`class_weight` yet"),
+    (Batches(), {"accumulate": 0}, ValueError, r"`accumulate` must be >= 1, got 0"),
 ], ids=["iterator", "generator", "shuffle", "shuffle-type", "batch_size", "prefetch", "steps",
-        "empty", "not-a-pair", "rows", "callable", "int", "accumulate", "class_weight"])
+        "empty", "not-a-pair", "rows", "callable", "int", "accumulate"])
 def test_bad_streams_are_refused_before_anything_compiles(data, kwargs, error, match):
     with counting_compilations() as compiled:
         with pytest.raises(error, match=match):

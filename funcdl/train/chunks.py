@@ -6,7 +6,10 @@ program trains on a chunk as one `lax.scan` (`stream_run.py`). Chunks hold about
 `CHUNK_BYTES` of data each: `steps = ceil(n / ceil(n / k))` for an epoch of n full batches
 (when n is known ahead) and `k = CHUNK_BYTES // bytes of one batch` (at least 1), so the
 chunks of an epoch have one size except its last (one more compiled program, shared by all
-epochs); when n is not known ahead, chunks of k batches until the iterator ends.
+epochs); when n is not known ahead, chunks of k batches until the iterator ends. A chunk
+knows whether it ends its epoch (`ends`: the iterator is read one batch past a full chunk
+before it is handed on), so that a group of accumulated micro-batches (`fit(accumulate=k)`,
+which may span chunks) is applied at the epoch's last batch.
 
 Shapes: every batch must have the first batch's structure, trailing shapes, dtypes and
 number of rows, except the epoch's last batch, which may have fewer rows: it is a chunk of
@@ -14,7 +17,7 @@ its own (`steps` 1; one more compiled program). Any other change is a ValueError
 `data` and the batch (its epoch and index).
 """
 import math
-from typing import Any, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -29,6 +32,7 @@ class HostChunk(NamedTuple):
     steps: int  # batches in the chunk
     batch: int  # rows per batch
     data: Any  # (x, y) with leaves (steps, batch, ...) (NumPy); a memory map's: row indices
+    ends: bool = False  # the chunk's last batch is its epoch's last
 
 
 def chunk_steps(batch_bytes: int, n_batches: Optional[int]) -> int:
@@ -74,15 +78,23 @@ class BatchShapes:
                          "and dtypes (only the last batch of an epoch may have fewer rows)")
 
 
-def iterable_chunks(batches: Iterator, shapes: BatchShapes, steps: int,
-                    epoch: int) -> Iterator[HostChunk]:
-    """The chunks (`steps` batches each, the last fewer) of the raw batches of one epoch."""
+def iterable_chunks(batches: Iterator, shapes: BatchShapes, steps: int, epoch: int,
+                    convert: Callable = host_batch) -> Iterator[HostChunk]:
+    """The chunks (`steps` batches each, the last fewer) of the raw batches of one epoch, each
+    raw batch made a host batch by `convert(raw, where)` (`stream.host_batch`, or the
+    source's `training_batch`). A full chunk is handed on when the batch after it is read
+    (or the iterator ends: the chunk `ends` the epoch)."""
     pending, step0, index = [], 0, 0
+    waiting = None  # a full chunk, handed on once the next batch shows whether it is the last
     batches = iter(batches)
     for raw in batches:
         where = f"batch {index} of epoch {epoch}"
-        pair = host_batch(raw, where)
-        if shapes.kind(pair, where) == "short":
+        pair = convert(raw, where)
+        kind = shapes.kind(pair, where)
+        if waiting is not None:
+            yield waiting
+            waiting = None
+        if kind == "short":
             after = next(batches, None)
             if after is not None:
                 raise ValueError(
@@ -92,15 +104,17 @@ def iterable_chunks(batches: Iterator, shapes: BatchShapes, steps: int,
             if pending:
                 yield HostChunk(step0, len(pending), shapes.rows, _stack(pending))
                 step0 += len(pending)
-            yield HostChunk(step0, 1, _signature(pair)[2], _stack([pair]))
+            yield HostChunk(step0, 1, _signature(pair)[2], _stack([pair]), ends=True)
             return
         pending.append(pair)
         index += 1
         if len(pending) == steps:
-            yield HostChunk(step0, steps, shapes.rows, _stack(pending))
+            waiting = HostChunk(step0, steps, shapes.rows, _stack(pending))
             step0, pending = step0 + steps, []
-    if pending:
-        yield HostChunk(step0, len(pending), shapes.rows, _stack(pending))
+    if waiting is not None:
+        yield waiting._replace(ends=True)
+    elif pending:
+        yield HostChunk(step0, len(pending), shapes.rows, _stack(pending), ends=True)
     elif index == 0:
         raise ValueError(f"`data` yielded no batches in epoch {epoch}")
 
@@ -112,6 +126,7 @@ def memmap_chunks(order: np.ndarray, batch: int, n_full: int, remainder: int, st
     for step0 in range(first_step, n_full, steps):
         end = min(step0 + steps, n_full)
         rows = order[step0 * batch:end * batch].reshape(end - step0, batch)
-        yield HostChunk(step0, end - step0, batch, rows)
+        yield HostChunk(step0, end - step0, batch, rows, ends=end == n_full and not remainder)
     if remainder:
-        yield HostChunk(n_full, 1, remainder, order[n_full * batch:].reshape(1, remainder))
+        yield HostChunk(n_full, 1, remainder, order[n_full * batch:].reshape(1, remainder),
+                        ends=True)

@@ -42,7 +42,8 @@ totals freeze at the first non-finite step with everything else, so the totals t
 are those of the steps before it.
 
 Gradient accumulation (`plan.accumulate` > 1) replaces the epoch's steps with micro-batches
-and an update per group (`micro_batches.py`); with row weights (`plan.weighted`) the training
+and an update per group (`micro_batches.py`; a streamed epoch's groups carry on from one
+chunk's call to the next); with row weights (`plan.weighted`) the training
 `y` is the pair `(y, w)` and the step's loss is Keras's weighted one (`weights.py`). Neither
 changes the program of a plan without them.
 
@@ -155,7 +156,7 @@ def epoch_totals_like(spec: StepSpec, params, x, y, batch: int, key):
 
 
 def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, first,
-               step0=None):
+               step0=None, stream_group=None):
     spec, mesh = plan.spec, plan.mesh
     x, y, x_val, y_val = data
     shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
@@ -199,8 +200,11 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
     def full_batch(state, step):
         return train_on(state, step, step * plan.batch, plan.batch), None
 
-    state = carry
-    if plan.accumulate > 1:  # an update per group of micro-batches (micro_batches.py)
+    state, group = carry, None
+    if plan.accumulate > 1 and stream_group is not None:  # a streamed chunk: its group goes on
+        state, group = accumulated_steps(plan, train_spec, rows, report, step_key, epoch, state,
+                                         (step0, *stream_group))
+    elif plan.accumulate > 1:  # an update per group of micro-batches (micro_batches.py)
         state = accumulated_steps(plan, train_spec, rows, report, step_key, epoch, state)
     elif plan.n_full == 1 and plan.first_step == 0:  # full batch: no loop of one trip
         state, _ = full_batch(state, jnp.int32(0))
@@ -218,7 +222,7 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
     if plan.progress == "epoch":
         _when(((epoch + 1) % progress_every == 0) | first, progress.report, token, epoch + 1,
               means[0])
-    return state, means
+    return (state if group is None else (*state, group)), means
 
 
 def row_width(plan: EpochPlan) -> int:
@@ -228,11 +232,13 @@ def row_width(plan: EpochPlan) -> int:
 
 
 def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, progress_every,
-                token, numbers=None, step0=None, *, plan):
+                token, numbers=None, step0=None, group=None, epoch_last=None, *, plan):
     plan = bind_plan(plan, numbers)  # the optimizer rebuilt from its traced numbers
     zeros = zero_epoch_totals(plan, params, data, key)
     totals = zeros if totals is None else totals
     means = jnp.full((plan.n_epochs, row_width(plan)), jnp.nan, accumulation_dtype())
+    # a streamed chunk with accumulation: the group carried from the chunk before, and back
+    stream_group = None if epoch_last is None or plan.accumulate == 1 else (group, epoch_last)
 
     def body(i, carry):
         (params, opt_state, guard, totals), means = carry
@@ -240,7 +246,8 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
         # non-finite step (guarded replay) they stay frozen
         totals = keep_if((i == 0) | ~guard.ok, totals, zeros)
         state, row = _one_epoch(plan, data, key, progress_every, token,
-                                (params, opt_state, guard, totals), epoch0 + i, i == 0, step0)
+                                (params, opt_state, guard, totals), epoch0 + i, i == 0, step0,
+                                stream_group)
         return state, lax.dynamic_update_index_in_dim(means, row, i, axis=0)
 
     if plan.n_epochs == 1:  # no loop of one trip (a minibatch run makes one epoch per call)
@@ -249,13 +256,14 @@ def _run_epochs(params, opt_state, guard, totals, data, key, epoch0, n_run, prog
         trips = jnp.minimum(n_run, jnp.int32(plan.n_epochs))
         state, means = lax.fori_loop(jnp.int32(0), trips, body,
                                      ((params, opt_state, guard, totals), means))
-    params, opt_state, guard, totals = state
+    params, opt_state, guard, totals = state[:4]
+    carried = () if stream_group is None else (state[4],)  # the streamed chunk's open group
     if not plan.guarded:  # the fast program's one check, at the end (module docstring)
         ran = jnp.arange(plan.n_epochs, dtype=jnp.int32) < n_run
         ok = (guard.ok & jnp.all(jnp.isfinite(means[:, 0]) | ~ran)
-              & all_finite((params, opt_state)))
+              & all_finite((params, opt_state, [(g.grads, g.loss) for g in carried])))
         guard = guard._replace(ok=ok)
-    return params, opt_state, guard, totals, means
+    return (params, opt_state, guard, totals, means, *carried)
 
 
 run_epochs = jax.jit(_run_epochs, static_argnames=("plan",))
@@ -269,7 +277,11 @@ x_val, y_val)` on device; totals: the first epoch's starting `Totals` (None: zer
 over the validation rows; totals: the last epoch's. numbers: the optimizer's `Numbers` when
 `plan.spec.optimizer` is their Skeleton (`hyperdata.py`: other numbers, no new compile).
 step0: a streamed epoch's chunk (`stream_run.py`; traced int32): the call's batch j is step
-`step0 + j` of epoch `epoch0` (its dropout key, the guard's step). The
+`step0 + j` of epoch `epoch0` (its dropout key, the guard's step). group, epoch_last: a
+streamed chunk with accumulation (`plan.accumulate` > 1; `micro_batches.py`): the open
+`Group` of the chunk before (None: a fresh one) and the epoch's index of its last batch when
+this chunk holds it (traced int32; -1: not here); the call then returns the chunk's open
+group as a sixth value. The
 fast program (`plan.guarded` False) ends with `guard.ok`: every loss and the final state are
 finite. Nothing is donated: the
 inputs are the start of a replay, and the state `fit` hands back on Ctrl-C."""

@@ -35,8 +35,7 @@ from funcdl.train.sharding import check_mesh, is_main_process, place_copy
 from funcdl.train.stateful import check_model_variables, trainable
 from funcdl.train.step import (ModelLike, PyTree, StepSpec, check_callables,
                                check_compute_dtype, check_grad_backend)
-from funcdl.train.stream import (IterableSource, check_stream_options, layout as stream_layout,
-                                 open_source)
+from funcdl.train.stream import IterableSource, layout as stream_layout, open_source
 from funcdl.train.stream_run import StreamRun
 
 
@@ -95,7 +94,9 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
 
     Streamed data, for data larger than memory: `fit(model, params, loss_fn, optimizer, data,
     None, epochs=..., steps_per_epoch=None, prefetch=2)`. `data` yields `(x_batch, y_batch)`
-    pairs (arrays or pytrees of them: NumPy, jax or torch tensors) and is iterated once per
+    pairs (arrays or pytrees of them: NumPy, jax or torch tensors), or `(x_batch, y_batch,
+    sample_weight)` triples to weight its rows (Keras's way; `sample_weight` below), and is
+    iterated once per
     epoch: a re-iterable (a `torch.utils.data.DataLoader`, a grain `DataLoader` or
     `MapDataset`, a list) or a callable returning a new iterator per epoch. An iterator or a
     generator object cannot be iterated again (a ValueError: pass a callable returning one).
@@ -118,7 +119,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     scan, so the host holds a few chunks, never the data set. A NumPy memory map among the
     leaves of `x` or `y` (`np.load(path, mmap_mode="r")`, in minibatches) is streamed the
     same way, shuffled as arrays are: it is read chunk by chunk in the order of the epoch and
-    never copied whole. The same batches give the params and history of in-memory `fit`.
+    never copied whole. The same batches give the params and history of in-memory `fit`,
+    with `accumulate`, `sample_weight` and `class_weight` too.
     A checkpoint of a stream holds whole epochs: a NaN stop writes the start of its epoch and
     `resume` runs that epoch again with a new iterator (a memory map resumes at the step, as
     arrays). `validation` stays arrays, put on the device whole. key: the PRNG key for shuffling and dropout
@@ -176,10 +178,20 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     (one batch per epoch) is unchanged. The NaN guard takes a group as one step: a stop's
     `.step` (and a checkpoint's position, which counts micro-batches) is the first
     micro-batch of the non-finite group, whose update is discarded whole, and a resume runs
-    that group again.
-    sample_weight: `(n,)` finite weights >= 0, one per row of `x` (shuffled with the rows).
-    class_weight: `{class index: weight}` for integer targets `y` of shape `(n,)` or `(n, 1)`
-    (a class not listed weighs 1.0); with both, a row's weight is their product. The
+    that group again. Streamed data accumulate the same way: a group may span two chunks of
+    the stream (its sums carried from one compiled call to the next), the leftover group ends
+    at the epoch's last batch (a stream of unknown length is read one batch ahead to know
+    it), and with `steps_per_epoch` the groups restart with every epoch; the same batches give
+    in-memory `fit(accumulate=)`'s params and history.
+    sample_weight: `(n,)` finite weights >= 0, one per row of `x` (shuffled with the rows; with
+    a memory-mapped `x` an array or a memory map, held in host memory as one float32 per row).
+    Streamed `data` carries its weights in its batches instead: it yields `(x_batch, y_batch,
+    sample_weight_batch)` triples, `sample_weight_batch` of shape `(rows,)` (every batch a
+    triple, as the first; each checked as it is read, the first before anything compiles), and
+    `sample_weight=` with an iterable is a ValueError saying so (as Keras refuses it with a
+    dataset). class_weight: `{class index: weight}` for integer targets `y` of shape `(n,)` or
+    `(n, 1)` (a class not listed weighs 1.0), with arrays, memory maps and streams (looked up
+    from each batch's `y_batch`); with both, a row's weight is their product. The
     training loss of a batch of `rows` rows is then Keras's "sum over batch size", `Σ_i w_i
     l_i / rows`, with `l_i` the mean over the other axes of `loss_fn(pred, target,
     reduction="none")[i]`: divided by the rows, not by Σ w (`fdl.losses.cross_entropy(
@@ -187,12 +199,15 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     is that weighted loss; validation and `evaluate` are unweighted. With `accumulate`, the
     group's update is that of the weighted loss over the group's rows.
 
-    Raises (before anything compiles; each names the argument): TypeError for `accumulate`
-    that is not an int, `sample_weight` that is not an array of real numbers, `class_weight`
-    that is not a dict of int classes to numbers or is given with targets that are not integer
-    class indices, and a `loss_fn` without a `reduction` keyword given weights; ValueError for
-    `accumulate < 1`, a `sample_weight` of another shape than `(n,)` or with negative or
-    non-finite entries, and a negative or non-finite `class_weight` weight.
+    Raises (before anything compiles; each names the argument; a stream's weights: those of
+    its first batch, the later batches' when they are read, naming `data` and the batch):
+    TypeError for `accumulate` that is not an int, `sample_weight` that is not an array of
+    real numbers, `class_weight` that is not a dict of int classes to numbers or is given
+    with targets that are not integer class indices, and a `loss_fn` without a `reduction`
+    keyword given weights; ValueError for
+    `accumulate < 1`, a `sample_weight` of another shape than `(n,)` (a triple's: `(rows,)`) or
+    with negative or non-finite entries, `sample_weight=` with streamed `data`, and a
+    negative or non-finite `class_weight` weight.
 
     history: `{"loss": [...], name: [...], "val_loss": [...], "val_<name>": [...]}`, one float
     per epoch. The loss and metric functions are averaged batch by batch, each batch weighted
@@ -238,15 +253,15 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     epochs = checks.check_int(epochs, "epochs", 0)
     batch_size = checks.check_batch_size(batch_size)
     prefetch = checks.check_int(prefetch, "prefetch", 0)
-    source, shuffle = open_source(x, y, batch_size=batch_size, shuffle=shuffle, mesh=mesh,
-                                  steps_per_epoch=steps_per_epoch)  # None: arrays in memory
-    n_rows = checks.check_pair(x, y, "x", "y") if source is None else None
     accumulate = checks.check_int(accumulate, "accumulate", 1)
-    if source is not None:
-        check_stream_options(accumulate, sample_weight, class_weight)
+    source, shuffle = open_source(x, y, batch_size=batch_size, shuffle=shuffle, mesh=mesh,
+                                  steps_per_epoch=steps_per_epoch, sample_weight=sample_weight,
+                                  class_weight=class_weight)  # None: arrays in memory
+    n_rows = checks.check_pair(x, y, "x", "y") if source is None else None
     weights = None if source is not None else row_weights.row_weights(
         n_rows, y, sample_weight, class_weight)
-    if weights is not None:
+    weighted = weights is not None or (source is not None and source.weighted)
+    if weighted:
         row_weights.check_weighted_loss(loss_fn)
     check_model_variables(model, params, "fit")
     check_trainable(params, where="fit")
@@ -274,7 +289,7 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     key = default_key(jax.config.jax_default_prng_impl) if key is None else key
     data = {"x": n_rows}
     if isinstance(source, IterableSource):  # each process's part of a batch, and its batches
-        data = {"data": agreement.structure(source.first),
+        data = {"data": agreement.structure(source.first_batch),
                 "len(data)" if steps_per_epoch is None else "steps_per_epoch": source.steps}
     agreement.check_processes({"key": key, "epochs": epochs, "initial_epoch": initial_epoch,
                                "batch_size": batch_size, **data, "validation": n_val,
@@ -323,7 +338,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
         if full_batch else 1
     plan = EpochPlan(spec, n_rows, batch, n_full, remainder, shuffle and not full_batch,
                      capacity, val_batch, n_val, unit if progress else None, mesh,
-                     accumulate=min(accumulate, epoch_steps), weighted=weights is not None)
+                     accumulate=accumulate if source is not None and source.steps is None
+                     else min(accumulate, epoch_steps), weighted=weighted)
     numbers = hyperdata.place(numbers, mesh)
     feed = None if source is not None else Feed(
         x, y if weights is None else (y, weights), validation, mesh, batch_size,

@@ -3,7 +3,9 @@
 Two kinds of data are streamed rather than put on the device whole:
 
 - `fit(model, params, loss_fn, optimizer, data, None, ...)`: `data` yields `(x_batch, y_batch)`
-  pairs (each an array or a pytree of arrays: NumPy, jax, torch tensors) and can be iterated
+  pairs (each an array or a pytree of arrays: NumPy, jax, torch tensors), or `(x_batch,
+  y_batch, sample_weight)` triples (Keras's way to weight a stream's rows: `sample_weight` of
+  shape `(rows,)`), and can be iterated
   once per epoch: a re-iterable (a grain `DataLoader` or `MapDataset`, a
   `torch.utils.data.DataLoader`, a list, any object whose `iter()` is a new iterator each
   time) or a callable returning an iterator (called once per epoch). An iterator or
@@ -18,6 +20,13 @@ Two kinds of data are streamed rather than put on the device whole:
   chunk by chunk in the order in-memory `fit` visits them (`feed.epoch_order` when
   shuffled), so the memory map is never copied whole and the steps are in-memory `fit`'s.
 
+Row weights (`weights.py`) travel with the targets, as in memory: the training batches are
+`(x, (y, w))`, `w` float32 `(rows,)`. A stream's `w` is its triples' `sample_weight` times the
+`class_weight` of each row's class, computed batch by batch on the host (the first batch's
+before anything compiles, the others' in the prefetch thread, an error naming the batch); a
+memory map's are `row_weights` of all rows, one float32 per row held in host memory (`x` and
+`y` stay mapped), read by rows with them.
+
 Both are cut into chunks of whole batches (`chunks.py`) that go to the device ahead of their
 use (`prefetch.py`) and train as one compiled scan each (`stream_run.py`).
 """
@@ -31,6 +40,7 @@ import numpy as np
 
 from funcdl.train import checks
 from funcdl.train.batches import batch_layout
+from funcdl.train.weights import row_weights
 from funcdl.train.feed import epoch_order
 from funcdl.train.process_batches import process_share
 
@@ -73,34 +83,51 @@ def _known_length(data) -> Optional[int]:
 
 
 def host_batch(batch, where: str):
-    """`(x_batch, y_batch)` with NumPy leaves; a TypeError/ValueError naming `where` for
-    anything else than a pair of arrays (or pytrees of them) with one number of rows."""
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError(f"`data` must yield pairs (x_batch, y_batch), got {where} a "
-                        f"{type(batch).__name__}" + (f" of length {len(batch)}"
-                                                     if isinstance(batch, (tuple, list)) else ""))
-    pair = jax.tree_util.tree_map(np.asarray, tuple(batch))
+    """`(x_batch, y_batch)` or `(x_batch, y_batch, sample_weight)` with NumPy leaves; a
+    TypeError/ValueError naming `where` for anything else than a pair (or triple) of arrays (or
+    pytrees of them) with one number of rows. The weights are checked by `weighted_batch`."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) in (2, 3)):
+        raise TypeError(f"`data` must yield pairs (x_batch, y_batch) or triples (x_batch, "
+                        f"y_batch, sample_weight), got {where} a {type(batch).__name__}"
+                        + (f" of length {len(batch)}" if isinstance(batch, (tuple, list))
+                           else ""))
+    pair = jax.tree_util.tree_map(np.asarray, tuple(batch[:2]))
     for leaf in jax.tree_util.tree_leaves(pair):
         if leaf.ndim == 0:
             raise ValueError(f"`data`: every array of a batch needs a leading axis of rows, got "
                              f"{where} a 0-d array")
     checks.check_pair(*pair, f"data ({where}) x_batch", f"data ({where}) y_batch")
-    return pair
+    return pair if len(batch) == 2 else (*pair, batch[2])
+
+
+def weighted_batch(batch, where: str, class_weight):
+    """`(x, (y, w))` of a host batch from `host_batch` (a triple, or a pair with
+    `class_weight`): `w` float32 `(rows,)`, the triple's `sample_weight` times the
+    `class_weight` of each row's class (`weights.row_weights`); its errors name `where`."""
+    x, y = batch[:2]
+    rows = len(jax.tree_util.tree_leaves(x)[0])
+    try:
+        w = row_weights(rows, y, batch[2] if len(batch) == 3 else None, class_weight)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"`data` ({where}): {error}") from None
+    return x, (y, w)
 
 
 class IterableSource:
     """The batches of `data` (the streamed form), epoch by epoch, on the host (`batches` may
     run in the prefetch thread).
 
-    `first` is the first batch (read before anything compiles: it fixes the batch shapes);
-    `steps` the number of batches of an epoch when known ahead (`steps_per_epoch`, else
-    `len(data)`), else None. On a mesh spanning several processes each batch is this
-    process's part of a global batch of `share` parts (`process_batches.py`): `rows` are the
-    global batch's, `share` times the first batch's."""
+    `first` is the first batch's `(x, y)` and `first_batch` its training batch (`(x, (y, w))`
+    when `weighted`: the batches are triples or `class_weight` is given; else `first`): read
+    before anything compiles, they fix the batch shapes. Every batch is a pair, or every one
+    a triple, as the first. `steps` the number of batches of an epoch when known ahead
+    (`steps_per_epoch`, else `len(data)`), else None. On a mesh spanning several processes
+    each batch is this process's part of a global batch of `share` parts
+    (`process_batches.py`): `rows` are the global batch's, `share` times the first batch's."""
 
     resumes_mid_epoch = False  # a NaN stop's checkpoint holds the start of its epoch
 
-    def __init__(self, data, steps_per_epoch: Optional[int], share: int = 1):
+    def __init__(self, data, steps_per_epoch: Optional[int], share: int = 1, class_weight=None):
         if isinstance(data, collections.abc.Iterator):  # iter(data) is data
             raise ValueError(
                 f"`data` is an iterator ({type(data).__name__}), which cannot be iterated again "
@@ -117,11 +144,27 @@ class IterableSource:
             first = next(iterator)
         except StopIteration:
             raise ValueError("`data` yielded no batches (its first epoch is empty)") from None
-        self.first = host_batch(first, "its first batch")
+        first_batch = host_batch(first, "its first batch")
+        self.triples = len(first_batch) == 3
+        self.class_weight = class_weight
+        self.weighted = self.triples or class_weight is not None
+        self.first = first_batch[:2]
+        self.first_batch = self.training_batch(first, "its first batch")
         self.share = share
         self.rows = len(jax.tree_util.tree_leaves(self.first)[0]) * share
         self._iterator = itertools.chain([first], iterator)  # the next batch is the first
         self.ran_out = None  # (epoch, batches) of the last epoch cut short by the iterator
+
+    def training_batch(self, raw, where: str):
+        """The host training batch of the raw batch `raw` (`first_batch`'s kind): a
+        TypeError/ValueError naming `where` for a bad one."""
+        batch = host_batch(raw, where)
+        if (len(batch) == 3) != self.triples:
+            kinds = ("a pair (x_batch, y_batch)", "a triple (x_batch, y_batch, sample_weight)")
+            raise ValueError(f"`data`: {where} is {kinds[len(batch) == 3]}, but the first batch "
+                             f"is {kinds[self.triples]}; every batch must be of the first one's "
+                             "kind")
+        return weighted_batch(batch, where, self.class_weight) if self.weighted else batch
 
     def batches(self, epoch: int) -> Iterator:
         """The raw batches of epoch `epoch` (the one after the last one asked for)."""
@@ -149,12 +192,15 @@ class IterableSource:
 class MemmapSource:
     """`x`, `y` (with memory-mapped leaves) read chunk by chunk in in-memory `fit`'s order:
     `order(epoch)` is the epoch's rows (`feed.epoch_order` when shuffled, else all in order),
-    batch b its rows `order[b * batch : (b + 1) * batch]`."""
+    batch b its rows `order[b * batch : (b + 1) * batch]`. `weights`: None, or the float32
+    `(n_rows,)` row weights (`weights.row_weights`), read by rows with `y`: the training tree
+    is then `(x, (y, weights))`; `first` is `(x, y)` either way."""
 
     resumes_mid_epoch = True  # the rows of every step are known: a NaN stop resumes at it
 
-    def __init__(self, x, y, n_rows: int, batch_size: int, shuffle: bool):
-        self.tree = (x, y)
+    def __init__(self, x, y, n_rows: int, batch_size: int, shuffle: bool, weights=None):
+        self.weighted = weights is not None
+        self.tree = (x, y) if weights is None else (x, (y, weights))
         self.n_rows, self.shuffle = n_rows, shuffle
         self.rows, self.n_full, self.remainder = batch_layout(n_rows, batch_size)
         self.steps = self.n_full + bool(self.remainder)
@@ -166,11 +212,14 @@ class MemmapSource:
         return np.arange(self.n_rows)
 
 
-def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None):
+def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None, sample_weight=None,
+                class_weight=None):
     """`(source, shuffle)`: the stream of `fit(..., x, y)` (`IterableSource`, `MemmapSource`, or
     None for in-memory arrays, trained as before) and `shuffle` resolved (None: True for
-    arrays, False for a stream). Raises fit's errors about `data`, `batch_size`, `shuffle`
-    and `steps_per_epoch` before anything compiles."""
+    arrays, False for a stream). Raises fit's errors about `data`, `batch_size`, `shuffle`,
+    `steps_per_epoch`, `sample_weight` and `class_weight` before anything compiles (a
+    stream's weights: its first batch's; `sample_weight=` with an iterable is a ValueError:
+    its batches carry their weights as triples)."""
     if steps_per_epoch is not None:
         steps_per_epoch = checks.check_int(steps_per_epoch, "steps_per_epoch", 1)
     if shuffle is not None and not isinstance(shuffle, bool):
@@ -183,7 +232,13 @@ def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None):
         if batch_size is not None:
             raise ValueError(f"`batch_size` must be None with streamed `data` (its batches "
                              f"come from the loader), got {batch_size!r}")
-        return IterableSource(x, steps_per_epoch, process_share(mesh)), False
+        if sample_weight is not None:
+            raise ValueError(
+                "`sample_weight=` with streamed `data` (an iterable of batches): yield "
+                "`(x_batch, y_batch, sample_weight)` triples instead (Keras's way), "
+                "`sample_weight_batch` of shape (rows,); `class_weight=` may be given with a "
+                "stream")
+        return IterableSource(x, steps_per_epoch, process_share(mesh), class_weight), False
     shuffle = True if shuffle is None else shuffle
     if steps_per_epoch is not None:
         raise ValueError(f"`steps_per_epoch` is for streamed `data` (an iterable of batches); "
@@ -195,19 +250,8 @@ def open_source(x, y, *, batch_size, shuffle, steps_per_epoch, mesh=None):
     batch, n_full, remainder = batch_layout(n_rows, batch_size)
     if n_full + bool(remainder) == 1:
         return None, shuffle  # one full batch: the whole data is that batch
-    return MemmapSource(x, y, n_rows, batch_size, shuffle), shuffle
-
-
-def check_stream_options(accumulate: int, sample_weight, class_weight) -> None:
-    """NotImplementedError for fit's options that streamed data do not take yet."""
-    given = [name for name, value in (("accumulate", accumulate > 1 or None),
-                                      ("sample_weight", sample_weight),
-                                      ("class_weight", class_weight)) if value is not None]
-    if given:
-        raise NotImplementedError(
-            f"fit with streamed data (an iterable of batches or a memory map) does not take "
-            f"{', '.join(f'`{n}`' for n in given)} yet; train on arrays for those (or weight "
-            "the rows in `loss_fn`)")
+    return MemmapSource(x, y, n_rows, batch_size, shuffle,
+                        row_weights(n_rows, y, sample_weight, class_weight)), shuffle
 
 
 class Layout(NamedTuple):

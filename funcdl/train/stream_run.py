@@ -26,6 +26,12 @@ does not divide is replicated. On a mesh spanning several processes each process
 yields its own part of every batch, assembled into the global chunk without communication,
 and the processes agree on each chunk before it trains (`process_batches.py`: one small
 gather per chunk, which may wait for the chunk before it to finish).
+
+Accumulation (`fit(accumulate=k)`): a group of k micro-batches may span chunks. Each call
+takes the open group the call before it left (none at the epoch's first chunk) and returns
+its own, and the chunk that holds the epoch's last batch (`HostChunk.ends`) passes its index,
+so the groups, the leftover group and the updates are in-memory `fit`'s
+(`micro_batches.py`). Row weights (`weights.py`) are leaves of the chunk's `y`: `(y, w)`.
 """
 import functools
 import warnings
@@ -72,6 +78,7 @@ class _Placed(NamedTuple):
     plan: EpochPlan
     local_batch: int = 0  # rows per batch of this process's part (several processes)
     local: Any = None  # this process's host part, still to be replicated (process_batches)
+    epoch_last: int = -1  # the epoch's index of its last batch when this chunk holds it
 
 
 def _shard(mesh, host: np.ndarray):
@@ -100,7 +107,7 @@ class StreamRun:
                               for a in jax.tree_util.tree_leaves(self.host)) * source.rows
             self.steps = chunk_steps(batch_bytes, source.n_full)
         else:
-            self.shapes = BatchShapes(source.first)
+            self.shapes = BatchShapes(source.first_batch)
             self.steps = chunk_steps(self.shapes.bytes, source.steps)
         self.validation = (None, None)
         if validation is not None:
@@ -114,6 +121,11 @@ class StreamRun:
 
     def _place(self, chunk) -> _Placed:
         """A host chunk on the device (run in the prefetch thread): Fed leaves."""
+        placed = self._placed(chunk)
+        return placed._replace(epoch_last=chunk.step0 + chunk.steps - 1) if chunk.ends \
+            else placed
+
+    def _placed(self, chunk) -> _Placed:
         if self.memmap:
             rows = chunk.data
             if self.mesh is None:
@@ -166,13 +178,18 @@ class StreamRun:
             source = self.source
             return memmap_chunks(source.order(self.key, epoch), source.rows, source.n_full,
                                  source.remainder, self.steps, first_step)
-        return iterable_chunks(self.source.batches(epoch), self.shapes, self.steps, epoch)
+        return iterable_chunks(self.source.batches(epoch), self.shapes, self.steps, epoch,
+                               self.source.training_batch)
 
     def _call(self, state, chunk: _Placed, epoch: int, guarded: bool):
+        """The chunk's call from `state` = `(params, opt_state, guard, totals, group)` (group:
+        the open accumulation group, None at the epoch's start or without accumulation)."""
         program = run_epochs_guarded if guarded else run_epochs
         plan = chunk.plan._replace(guarded=True) if guarded else chunk.plan
-        return program(*state, chunk.data, self.key, np.int32(epoch), np.int32(1), np.int32(1),
-                       np.int32(0), self.numbers, np.int32(chunk.step0), plan=plan)
+        group = () if self.plan.accumulate == 1 else (state[4], np.int32(chunk.epoch_last))
+        return program(*state[:4], chunk.data, self.key, np.int32(epoch), np.int32(1),
+                       np.int32(1), np.int32(0), self.numbers, np.int32(chunk.step0), *group,
+                       plan=plan)
 
     def epoch(self, pos, bar, progress_per_epoch: int):
         """Train epoch `pos.done` from `pos` (its step `pos.step`, a memory map's resumed NaN
@@ -180,7 +197,7 @@ class StreamRun:
         `(params, opt_state, guard, totals, means)`; means `(1, k)` (host), or `(0, k)` and a
         failed guard at a NaN stop."""
         epoch = pos.done
-        state = (pos.params, pos.opt_state, pos.guard, pos.totals)
+        state = (pos.params, pos.opt_state, pos.guard, pos.totals, None)
         rows_done = pos.step * self.source.rows  # only a memory map resumes mid-epoch
         steps_done = pos.step
         pending = None  # (state before, chunk, out) of the last call, not yet checked
@@ -204,14 +221,14 @@ class StreamRun:
                         bar.move(epoch * progress_per_epoch + steps_done,
                                  float(loss_sum) / rows_done)
                 pending = (state, chunk, out)
-                state = out[:4]
+                state = (*out[:4], out[5] if len(out) > 5 else None)
                 rows_done += chunk.rows
                 steps_done += chunk.steps
             failed, _ = check(pending)
             if failed is not None:
                 return self._stopped(failed)
         self._warn_if_short(epoch)
-        params, opt_state, guard, totals = state
+        params, opt_state, guard, totals, _ = state
         row_plan = self.plan._replace(n_rows=rows_done, batch=0, n_full=0, remainder=0,
                                       shuffle=False, n_epochs=1, progress=None)  # shared
         means = to_host(epoch_row(params, totals, self.validation, plan=row_plan))
