@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from funcdl import checkpoint, losses, metrics, nn, optim, train
-from funcdl.train import chunks, stream_run
+from funcdl.train import chunks, host_arrays, stream_run
 from train_reference import counting_compilations
 
 RNG = np.random.RandomState(0)
@@ -90,9 +90,9 @@ def test_a_memory_map_is_read_chunk_by_chunk_and_shuffled_as_in_memory(tmp_path,
     np.save(tmp_path / "x.npy", X)
     x_map = np.load(tmp_path / "x.npy", mmap_mode="r")
     reads = []
-    read_rows = stream_run.read_rows
-    monkeypatch.setattr(stream_run, "read_rows",
-                        lambda host, rows: reads.append(rows.size) or read_rows(host, rows))
+    take_rows = host_arrays.take_rows  # the one place a single-device stream reads rows
+    monkeypatch.setattr(host_arrays, "take_rows", lambda host, rows, empty: reads.append(
+        rows.size) or take_rows(host, rows, empty))
     kwargs = dict(KW, epochs=3, batch_size=BATCH)  # shuffled: the default for arrays
     mapped = train.fit(MODEL, PARAMS, LOSS, ADAM, x_map, Y, **kwargs)
     expected = train.fit(MODEL, PARAMS, LOSS, ADAM, X, Y, **kwargs)

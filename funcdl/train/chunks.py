@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional
 import jax
 import numpy as np
 
+from funcdl.train import host_arrays
 from funcdl.train.stream import host_batch
 
 CHUNK_BYTES = 16 << 20  # data per chunk (x and y of its batches)
@@ -54,8 +55,8 @@ def _describe(signature) -> str:
     return f"{rows} rows ({shapes}; structure {treedef})"
 
 
-def _stack(pairs):
-    return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *pairs)
+def _stack(pairs, stack):
+    return jax.tree_util.tree_map(lambda *leaves: stack(leaves), *pairs)
 
 
 class BatchShapes:
@@ -79,11 +80,13 @@ class BatchShapes:
 
 
 def iterable_chunks(batches: Iterator, shapes: BatchShapes, steps: int, epoch: int,
-                    convert: Callable = host_batch) -> Iterator[HostChunk]:
+                    convert: Callable = host_batch,
+                    stack: Callable = host_arrays.stack) -> Iterator[HostChunk]:
     """The chunks (`steps` batches each, the last fewer) of the raw batches of one epoch, each
     raw batch made a host batch by `convert(raw, where)` (`stream.host_batch`, or the
     source's `training_batch`). A full chunk is handed on when the batch after it is read
-    (or the iterator ends: the chunk `ends` the epoch)."""
+    (or the iterator ends: the chunk `ends` the epoch). Each leaf of a chunk is
+    `stack(leaves)` (`host_arrays`: on the CPU device's alignment, from a pool)."""
     pending, step0, index = [], 0, 0
     waiting = None  # a full chunk, handed on once the next batch shows whether it is the last
     batches = iter(batches)
@@ -102,19 +105,19 @@ def iterable_chunks(batches: Iterator, shapes: BatchShapes, steps: int, epoch: i
                     f"batches, but the first batch has {shapes.rows}; only the last batch of "
                     "an epoch may have fewer rows")
             if pending:
-                yield HostChunk(step0, len(pending), shapes.rows, _stack(pending))
+                yield HostChunk(step0, len(pending), shapes.rows, _stack(pending, stack))
                 step0 += len(pending)
-            yield HostChunk(step0, 1, _signature(pair)[2], _stack([pair]), ends=True)
+            yield HostChunk(step0, 1, _signature(pair)[2], _stack([pair], stack), ends=True)
             return
         pending.append(pair)
         index += 1
         if len(pending) == steps:
-            waiting = HostChunk(step0, steps, shapes.rows, _stack(pending))
+            waiting = HostChunk(step0, steps, shapes.rows, _stack(pending, stack))
             step0, pending = step0 + steps, []
     if waiting is not None:
         yield waiting._replace(ends=True)
     elif pending:
-        yield HostChunk(step0, len(pending), shapes.rows, _stack(pending), ends=True)
+        yield HostChunk(step0, len(pending), shapes.rows, _stack(pending, stack), ends=True)
     elif index == 0:
         raise ValueError(f"`data` yielded no batches in epoch {epoch}")
 

@@ -20,6 +20,9 @@ and at most the chunk after a bad one is computed for nothing.
 
 Memory: the chunks on their way (`prefetch` waiting, one being made, one training and one
 waiting for its check), never the data set: a memory map is read by rows, chunk by chunk.
+On one device a chunk's arrays come from a pool (`host_arrays.HostPool`, one per `fit` call):
+aligned, so that the CPU device takes them without a copy, and given back when the chunk's
+call has finished and passed its check, so later chunks reuse memory already paged in.
 On a mesh, a chunk's leaves are sharded `P(None, "data")` as in `feed.py` (a memory map's
 rows read shard by shard, only this process's); a streamed batch whose rows the "data" size
 does not divide is replicated. On a mesh spanning several processes each process's `data`
@@ -47,7 +50,8 @@ from funcdl.train.batches import Fed
 from funcdl.train.chunks import BatchShapes, chunk_steps, iterable_chunks, memmap_chunks
 from funcdl.train.epochs import (EpochPlan, evaluation_totals, row_width, run_epochs,
                                  run_epochs_guarded)
-from funcdl.train.feed import _rows_array, fed_rows, read_rows
+from funcdl.train.feed import _rows_array, fed_rows
+from funcdl.train.host_arrays import HostPool, stack
 from funcdl.train.prefetch import Prefetch
 from funcdl.train.process_batches import (CHUNK, ENDED, FAILED, agree_on_chunk, global_chunk,
                                           replicated_chunk, spans_processes)
@@ -79,6 +83,7 @@ class _Placed(NamedTuple):
     local_batch: int = 0  # rows per batch of this process's part (several processes)
     local: Any = None  # this process's host part, still to be replicated (process_batches)
     epoch_last: int = -1  # the epoch's index of its last batch when this chunk holds it
+    host: tuple = ()  # its pooled host arrays, given back once nothing reads them
 
 
 def _shard(mesh, host: np.ndarray):
@@ -100,6 +105,8 @@ class StreamRun:
         self.share = getattr(source, "share", 1)  # parts of a global batch (process_batches)
         self.agree = not self.memmap and spans_processes(self.mesh)
         self.resumes_mid_epoch = source.resumes_mid_epoch
+        # one device: chunks in pooled aligned arrays, put on the device without a copy
+        self.pool = HostPool() if self.mesh is None else None
         if self.memmap:
             self.host = jax.tree_util.tree_map(
                 lambda a: a if isinstance(a, np.ndarray) else np.asarray(a), source.tree)
@@ -129,8 +136,8 @@ class StreamRun:
         if self.memmap:
             rows = chunk.data
             if self.mesh is None:
-                def leaf(host):
-                    return Fed(jax.device_put(read_rows(host, rows)), None)
+                return self._on_device(chunk, jax.tree_util.tree_map(
+                    lambda host: self.pool.take_rows(host, rows), self.host))
             else:
                 spec = PartitionSpec(None, "data") if chunk.batch % self.mesh.shape["data"] \
                     == 0 else PartitionSpec()
@@ -147,11 +154,20 @@ class StreamRun:
             x, y = jax.tree_util.tree_map(
                 lambda host: Fed(global_chunk(self.mesh, host, self.share), None), chunk.data)
             return placed._replace(data=(x, y, None, None))
+        elif self.mesh is None:
+            return self._on_device(chunk, chunk.data)
         else:
-            put = jax.device_put if self.mesh is None else functools.partial(_shard, self.mesh)
-            x, y = jax.tree_util.tree_map(lambda host: Fed(put(host), None), chunk.data)
+            x, y = jax.tree_util.tree_map(lambda host: Fed(_shard(self.mesh, host), None),
+                                          chunk.data)
         return _Placed(chunk.step0, chunk.steps, chunk.steps * chunk.batch, (x, y, None, None),
                        self._chunk_plan(chunk.steps, chunk.batch))
+
+    def _on_device(self, chunk, pair) -> _Placed:
+        """A chunk's host pair (pooled arrays) on the one device: Fed leaves."""
+        x, y = jax.tree_util.tree_map(lambda host: Fed(jax.device_put(host), None), pair)
+        return _Placed(chunk.step0, chunk.steps, chunk.steps * chunk.batch, (x, y, None, None),
+                       self._chunk_plan(chunk.steps, chunk.batch),
+                       host=tuple(jax.tree_util.tree_leaves(pair)))
 
     def _next_chunk(self, chunks, epoch: int, batch: int) -> Optional[_Placed]:
         """The epoch's next placed chunk (None after its last), its first batch `batch`; on
@@ -179,7 +195,8 @@ class StreamRun:
             return memmap_chunks(source.order(self.key, epoch), source.rows, source.n_full,
                                  source.remainder, self.steps, first_step)
         return iterable_chunks(self.source.batches(epoch), self.shapes, self.steps, epoch,
-                               self.source.training_batch)
+                               self.source.training_batch,
+                               stack if self.pool is None else self.pool.stack)
 
     def _call(self, state, chunk: _Placed, epoch: int, guarded: bool):
         """The chunk's call from `state` = `(params, opt_state, guard, totals, group)` (group:
@@ -205,7 +222,9 @@ class StreamRun:
         def check(pending):
             before, chunk, out = pending
             ok, loss_sum = to_host((out[2].ok, out[3].sums[0]))
-            if bool(ok):
+            if bool(ok):  # the call has finished and needs no replay: its arrays are free
+                if self.pool is not None:
+                    self.pool.give_back(chunk.host)
                 return None, loss_sum
             return self._call(before, chunk, epoch, guarded=True), None
 
