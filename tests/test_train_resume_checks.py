@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcdl import checkpoint, optim, train
+from funcdl import checkpoint, metrics, optim, train
 from funcdl.train import resume
 from train_reference import ADAM, BATCH, LOSS, MODEL, PARAMS, X, Y
 
@@ -54,7 +54,8 @@ def two_epochs(tmp_path_factory):
                                       r"this call's 8"),
     (dict(key=jax.random.key(12)), r"`key` \(its key data\): the file's \[0, 11\], this call's "
                                    r"\[0, 12\]"),
-], ids=["rows", "batch_size", "full_batch", "shuffle", "validation", "key"])
+    (dict(accumulate=2), r"`accumulate`: the file's 1, this call's 2"),
+], ids=["rows", "batch_size", "full_batch", "shuffle", "validation", "key", "accumulate"])
 def test_resume_with_another_setting_is_a_value_error_naming_it(two_epochs, change, named):
     path, written, _ = two_epochs
     with pytest.raises(ValueError, match=r"`resume=True`: `checkpoint` .*run\.safetensors.* "
@@ -132,6 +133,33 @@ def old_layout_file(path, result, key=KEY):
                     metadata={"funcdl": "fit", "epochs_done": "2"})
 
 
+def test_other_metrics_or_validation_than_the_files_are_a_value_error_naming_both(two_epochs):
+    """(Without validation, the number of validation rows differs first: named as a setting.)"""
+    path, written, _ = two_epochs
+    with pytest.raises(ValueError, match=r"`resume=True`: `checkpoint` .*run\.safetensors.* "
+                                         r"holds the history of \['loss', 'val_loss'\], this "
+                                         r"call records \['loss', 'mae', 'val_loss', "
+                                         r"'val_mae'\]: its `metrics` and `validation`"):
+        fit(4, checkpoint=path, resume=True, metrics={"mae": metrics.mean_absolute_error()})
+    assert path.read_bytes() == written
+
+
+def test_a_file_without_accumulate_in_its_settings_resumes(two_epochs, tmp_path):
+    """Files written before `accumulate` was recorded: the other settings are still checked."""
+    path = tmp_path / "before.safetensors"
+    params, opt_state, history = two_epochs[2]
+    run = resume.run_settings(len(X), BATCH, True, len(X_VAL), KEY)
+    del run["accumulate"]
+    checkpoint.save(path, {"params": params, "opt_state": opt_state,
+                           "key": jax.random.key_data(KEY),
+                           "history": {k: np.asarray(v) for k, v in history.items()}},
+                    metadata={"funcdl": "fit", "epochs_done": "2", "step": "0",
+                              "run": json.dumps(run)})
+    assert_bitwise_equal(fit(4, checkpoint=path, resume=True)[:2], fit(4)[:2])
+    with pytest.raises(ValueError, match=r"`batch_size`: the file's 16, this call's 8"):
+        fit(4, checkpoint=path, resume=True, batch_size=8)
+
+
 def test_a_file_of_the_earlier_layout_resumes_without_the_checks(two_epochs, tmp_path):
     path = tmp_path / "old.safetensors"
     old_layout_file(path, two_epochs[2])
@@ -158,8 +186,8 @@ def test_damaged_metadata_is_a_value_error_naming_the_path(two_epochs, tmp_path,
     path = tmp_path / "damaged.safetensors"
     stored = resume.run_settings(len(X), BATCH, True, len(X_VAL), KEY)
     good = {"funcdl": "fit", "epochs_done": "2", "step": "0",
-            "run": '{"batch_size": 16, "key": [0, 11], "rows": 50, "shuffle": true, '
-                   '"validation_rows": 10}'}
+            "run": '{"accumulate": 1, "batch_size": 16, "key": [0, 11], "rows": 50, '
+                   '"shuffle": true, "validation_rows": 10}'}
     assert json.loads(good["run"]) == stored  # what fit writes, but for the damaged entry
     params, opt_state, history = two_epochs[2]
     checkpoint.save(path, {"params": params, "opt_state": opt_state,

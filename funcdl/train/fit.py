@@ -142,9 +142,10 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     every batch). checkpoint: a path saved
     every `checkpoint_every` epochs, at the end and at a NaN stop (with its epoch and step);
     resume: continue from it if it exists (the file's position then replaces `initial_epoch`).
-    A file written with another number of rows of `x` or `validation`, `batch_size`, `shuffle`
-    or `key` is a ValueError naming each difference, and so is an `epochs` before the file's
-    position; another learning rate or optimizer hyperparameter is allowed. In a run of
+    A file written with another number of rows of `x` or `validation`, `batch_size`, `shuffle`,
+    `key` or `accumulate` is a ValueError naming each difference, and so are other `metrics`
+    and an `epochs` before the file's position; another learning rate or optimizer
+    hyperparameter is allowed. In a run of
     several processes, all must pass the same `key`, `epochs`, `initial_epoch`, `batch_size`,
     numbers of rows (streamed `data`: the first batch's shapes and `steps_per_epoch` or
     `len(data)`) and params structure (a ValueError in every process otherwise).
@@ -312,7 +313,8 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     full_batch = epoch_steps == 1 and source is None
     val_batch = validation_batch(None if validation is None else n_val, validation_batch_size,
                                  batch, full_batch)
-    settings = resume_state.run_settings(n_rows, batch_size, shuffle, n_val, key)
+    settings = resume_state.run_settings(n_rows, batch_size, shuffle, n_val, key,
+                                         accumulate)
     rates = LearningRateLog(optimizer, opt_state)
     pos = Position(params, opt_state, guard, {name: () for name in names + rates.names},
                    initial_epoch)

@@ -41,7 +41,8 @@ from funcdl.train.sharding import to_host, writes_files
 FORMAT = "fit"
 _RUN_FIELDS = {"rows": "`x` (its number of rows)", "batch_size": "`batch_size`",
                "shuffle": "`shuffle`", "validation_rows": "`validation` (its number of rows)",
-               "key": "`key` (its key data)"}
+               "key": "`key` (its key data)", "accumulate": "`accumulate`"}
+_OPTIONAL_RUN_FIELDS = {"accumulate": int}  # absent from files written before they were kept
 _INT_TWINS = {np.dtype(a): np.dtype(b) for a, b in (
     (np.int64, np.int32), (np.int32, np.int64), (np.uint64, np.uint32), (np.uint32, np.uint64))}
 _FLOAT_TWINS = {np.dtype(np.float64): np.dtype(np.float32),
@@ -75,14 +76,17 @@ def _like_key(stored, key):
     return jnp.asarray(stored)
 
 
-def run_settings(rows: int, batch_size, shuffle: bool, validation_rows: int, key) -> dict:
+def run_settings(rows: int, batch_size, shuffle: bool, validation_rows: int, key,
+                 accumulate: int = 1) -> dict:
     """The settings `run` of a `fit` call, as they act: `batch_size` None for a full batch
     (None or >= `rows`), `shuffle` False for a full batch (never shuffled), `key` as its raw
-    key data (a list of ints)."""
+    key data (a list of ints), `accumulate` (it decides what a step of the saved position
+    is)."""
     full_batch = batch_size is None or batch_size >= rows
     return {"rows": int(rows), "batch_size": None if full_batch else int(batch_size),
             "shuffle": bool(shuffle) and not full_batch, "validation_rows": int(validation_rows),
-            "key": [int(v) for v in np.asarray(_key_data(key)).ravel()]}
+            "key": [int(v) for v in np.asarray(_key_data(key)).ravel()],
+            "accumulate": int(accumulate)}
 
 
 def save_state(path, params, opt_state, history, epochs_done, key, mesh=None, *, step=0,
@@ -147,6 +151,7 @@ def load_state(path, params, opt_state, history_names, key, *, totals_like=None,
         raise ValueError(f"`epochs` (the epoch to stop at) must not be before the position of "
                          f"`checkpoint` {path!r} ({position}), got epochs={epochs}")
     stored = _stored_shapes(path)
+    _check_history_names(stored, history_names, optional_names, path)
     optional = [name for name in optional_names if name not in history_names]
     present = [name for name in optional if _history_key(name) in stored]
     history_names = list(history_names) + present
@@ -170,6 +175,20 @@ def load_state(path, params, opt_state, history_names, key, *, totals_like=None,
     history.update({name: [math.nan] * done for name in optional if name not in present})
     return Resumed(tree["params"], tree["opt_state"], history, done, step, tree.get("totals"),
                    _like_key(tree["key"], key))
+
+
+def _check_history_names(stored, history_names, optional_names, path):
+    """A file whose history has other names than this call's (other `metrics` or with and
+    without `validation`) is a ValueError naming both lists (the learning rates may differ)."""
+    prefix = _history_key("")[:-2]  # "['history']['"
+    theirs = sorted(key[len(prefix):-2] for key in stored
+                    if key.startswith(prefix) and not _is_lr_key(key))
+    ours = sorted(name for name in history_names if name not in optional_names)
+    if theirs != ours:
+        raise ValueError(
+            f"`resume=True`: `checkpoint` {path!r} holds the history of {theirs}, this call "
+            f"records {ours}: its `metrics` and `validation` must be the run's that wrote the "
+            "file (or pass another `checkpoint` to start afresh)")
 
 
 def _history_key(name: str) -> str:
@@ -201,6 +220,9 @@ def _stored_run(meta, path):
         run = None
     types = {"rows": int, "batch_size": (int, type(None)), "shuffle": bool,
              "validation_rows": int, "key": list}
+    optional = {name: kind for name, kind in _OPTIONAL_RUN_FIELDS.items()
+                if isinstance(run, dict) and name in run}
+    types.update(optional)
     if not (isinstance(run, dict) and sorted(run) == sorted(types)
             and all(isinstance(run[name], kind) and not (kind is int and isinstance(
                 run[name], bool)) for name, kind in types.items())
@@ -221,7 +243,8 @@ def _check_step(run, step, path):
 def _check_same_run(stored, run, path):
     differences = [f"{label}: the file's {_shown(name, stored[name])}, this call's "
                    f"{_shown(name, run[name])}"
-                   for name, label in _RUN_FIELDS.items() if stored[name] != run[name]]
+                   for name, label in _RUN_FIELDS.items()
+                   if name in stored and name in run and stored[name] != run[name]]
     if differences:
         raise ValueError(
             f"`resume=True`: `checkpoint` {path!r} was written by a run with other settings "
