@@ -48,8 +48,8 @@ def import_matplotlib_in_background():
     import threading
 
     def load():
-        from matplotlib.backends import backend_agg  # noqa: F401
         from matplotlib import figure  # noqa: F401
+        from matplotlib.backends import backend_agg  # noqa: F401
 
     thread = threading.Thread(target=load, name="funcdl-import-matplotlib", daemon=True)
     thread.start()
