@@ -97,7 +97,6 @@ def run_run(options):
     _check_out(options.parser, out)
     if not options.no_cache:
         enable_compilation_cache()
-    examples.import_matplotlib_in_background()  # overlaps the example's compiling and training
     start = time.perf_counter()
     try:
         results = module.run(quick=options.quick, out_dir=out, **overrides)

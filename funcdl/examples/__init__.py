@@ -39,23 +39,6 @@ def load(name):
     return importlib.import_module(f"funcdl.examples.{name}")
 
 
-def import_matplotlib_in_background():
-    """Start importing the matplotlib modules that `figure` uses in a daemon thread, and return
-    the thread. An example spends seconds in XLA (compiling, training) with the GIL released
-    before it plots: `funcdl run` calls this first, so the ~0.5 s import overlaps that work
-    instead of following it. Importing the same modules later waits for the thread's import
-    (Python's import lock) and then finds them loaded."""
-    import threading
-
-    def load():
-        from matplotlib import figure  # noqa: F401
-        from matplotlib.backends import backend_agg  # noqa: F401
-
-    thread = threading.Thread(target=load, name="funcdl-import-matplotlib", daemon=True)
-    thread.start()
-    return thread
-
-
 def figure(*subplots, width=6.0, height=4.0, layout="constrained"):
     """A matplotlib `Figure` on the Agg canvas (no pyplot, no GUI, no global backend switch).
 
