@@ -334,12 +334,13 @@ def test_digits_quick_accuracy(ran):
 def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
     digits = examples.load("digits")
     assert nn.is_stateful(digits.build("resnet"))
+    assert nn.is_stateful(digits.build("resnet", (8, 16), first_block=False))
     results = ran("digits", model="resnet")
-    assert results["epochs"] == 3 and results["model"] == "resnet"
+    assert results["epochs"] == 5 and results["model"] == "resnet"
     assert results["widths"] == (8, 16) == digits.RESNET_WIDTHS[0]  # the quick run's half widths
-    assert "resnet, 3 epochs" in results["printed"]
+    assert "resnet, 5 epochs" in results["printed"]
     assert results["test_accuracy"] >= digits.TARGETS["resnet"][0] == 0.85  # chance is 10%
-    assert len(results["history"]["val_accuracy"]) == 3
+    assert len(results["history"]["val_accuracy"]) == 5
     confusion = np.array(results["confusion"])
     assert confusion.sum() == 359
     assert np.trace(confusion) / confusion.sum() == pytest.approx(results["test_accuracy"],
@@ -348,7 +349,7 @@ def test_digits_resnet_quick_trains_a_stateful_model_with_its_own_pictures(ran):
         "digits_resnet_curves.png", "digits_resnet_confusion.png"]
     check_pictures(results, 2)
     checks, got, passed = digits.verdict(results)
-    assert passed and "99%" in checks and "ResNet 8-16" in checks and "resnet" in got
+    assert passed and "99%" in checks and "ResNet 8-16 (1 block)" in checks and "resnet" in got
     assert not digits.verdict({**results, "quick": False, "epochs": 12,
                                "test_accuracy": 0.985})[2]  # the full run's target is 99%
 
@@ -428,3 +429,43 @@ def test_sort_quick_beats_copying_and_its_data_and_baselines_are_numpy(ran):
     assert "1-layer encoder" in sort.verdict(results)[0]
     assert results["history"]["val_accuracy"][-1] == pytest.approx(results["test_accuracy"], abs=1e-6)
     check_pictures(results, 1)
+
+
+def test_sort_attention_maps_are_pytorchs_and_the_predictions_the_models():
+    """sort's picture (NumPy on the host): each layer's head-averaged attention weights are
+    PyTorch's (`need_weights=True`) with the weights copied across, and the predicted digits
+    are the argmax of the model's own `apply`, for a 2-layer encoder."""
+    torch = pytest.importorskip("torch")
+    sort = examples.load("sort")
+    model, _ = sort.build(2)
+    rows, _ = sort.sequences(jax.random.PRNGKey(3), 4)
+    params = model.init(jax.random.PRNGKey(5), rows)
+    params = jax.tree_util.tree_map(lambda a: 3 * a, params)  # attention far from uniform
+
+    def t(a):
+        return torch.tensor(np.asarray(a, np.float64))
+
+    for row in rows:
+        maps, predicted = sort.attention_maps(params, row)
+        logits = np.asarray(model.apply(params, row[None]))[0]
+        np.testing.assert_array_equal(predicted, np.argmax(logits, axis=-1))
+        h = t(params["embed"]["w"])[torch.tensor(row)] + t(params["position"])
+        for index, p in enumerate(params["encoder"]["layers"]):
+            layer = torch.nn.TransformerEncoderLayer(sort.D_MODEL, sort.HEADS, sort.FEEDFORWARD,
+                                                     dropout=0.0, batch_first=True).double().eval()
+            with torch.no_grad():
+                for name, value in [("self_attn.in_proj_weight", p["self_attn"]["in_proj_w"]),
+                                    ("self_attn.in_proj_bias", p["self_attn"]["in_proj_b"]),
+                                    ("self_attn.out_proj.weight", p["self_attn"]["out_proj_w"]),
+                                    ("self_attn.out_proj.bias", p["self_attn"]["out_proj_b"]),
+                                    ("linear1.weight", np.asarray(p["linear1"]["w"]).T),
+                                    ("linear1.bias", p["linear1"]["b"]),
+                                    ("linear2.weight", np.asarray(p["linear2"]["w"]).T),
+                                    ("linear2.bias", p["linear2"]["b"]),
+                                    ("norm1.weight", p["norm1"]["w"]), ("norm1.bias", p["norm1"]["b"]),
+                                    ("norm2.weight", p["norm2"]["w"]), ("norm2.bias", p["norm2"]["b"])]:
+                    layer.get_parameter(name).copy_(t(value))
+                _, weights = layer.self_attn(h[None], h[None], h[None], need_weights=True,
+                                             average_attn_weights=True)
+                np.testing.assert_allclose(maps[index], weights[0].numpy(), atol=2e-5)
+                h = layer(h[None])[0]

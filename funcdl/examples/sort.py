@@ -21,8 +21,6 @@ rounding differs between the two autodiffs, and 6 epochs of Adam amplify it). Th
 trains a 1-layer encoder (`QUICK_LAYERS`: a fifth less compilation) for 2 epochs on 2,000
 rows and checks that it beats copying the input (measured: 53.2% per token).
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,27 +82,47 @@ def row_accuracy(logits, digits):
     return jnp.mean(jnp.all(jnp.argmax(logits, axis=-1) == digits, axis=-1))
 
 
-@functools.partial(jax.jit, static_argnames="layer")
-def attention_maps(model_params, row, *, layer):
-    """Each layer's attention weights for one row, averaged over the heads, `(layers, 8, 8)`,
-    and the digits the model predicts for the row, `(8,)`.
+def _softmax(scores):
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
-    The self-attention's softmax(q kᵀ / √d) recomputed from the layer's params (its
-    in-projection, PyTorch's packed (3E, E)) on the layer's input, as the layer computes it
-    (post-norm: the attention sees the layer's input itself). One compiled program.
+
+def _layer_norm(params, x, eps=1e-5):
+    """LayerNorm over the last axis (biased variance), the encoder layers' default eps."""
+    centred = x - x.mean(axis=-1, keepdims=True)
+    return centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps) \
+        * params["w"] + params["b"]
+
+
+def attention_maps(model_params, row):
+    """Each layer's attention weights for one row, averaged over the heads, `(layers, 8, 8)`,
+    and the digits the model predicts for the row, `(8,)`: NumPy in float32 on the host (a
+    compiled program of its own would cost a cold run about half a second of compiling).
+
+    The forward pass of `build`'s model on the row, written out: h = the digits' embeddings +
+    the positions'; per post-norm layer, the self-attention's softmax(q kᵀ / √d) per head (its
+    in-projection PyTorch's packed (3E, E)), then h = LN1(h + SA(h)), h = LN2(h + FF(h)) with
+    FF = linear2(relu(linear1)); the digits are the argmax of h @ head.w + head.b. The test
+    checks it against the model's own `apply`.
     """
-    h = model_params["embed"]["w"][row] + model_params["position"]  # (8, E)
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), model_params)
+    d_head = D_MODEL // HEADS
+    h = params["embed"]["w"][np.asarray(row)] + params["position"]  # (8, E)
     maps = []
-    for params in model_params["encoder"]["layers"]:
-        attention = params["self_attn"]
-        qkv = h @ attention["in_proj_w"].T + attention["in_proj_b"][None, :]
-        q, k = (qkv[:, i * D_MODEL:(i + 1) * D_MODEL].reshape(LENGTH, HEADS, -1).transpose(1, 0, 2)
-                for i in (0, 1))
-        scores = q @ k.transpose(0, 2, 1) / np.sqrt(D_MODEL // HEADS)
-        maps.append(jax.nn.softmax(scores, axis=-1).mean(axis=0))
-        h = layer.apply(params, h)
-    logits = h @ model_params["head"]["w"] + model_params["head"]["b"][None, :]
-    return jnp.stack(maps), jnp.argmax(logits, axis=-1)
+    for layer in params["encoder"]["layers"]:
+        attention = layer["self_attn"]
+        qkv = h @ attention["in_proj_w"].T + attention["in_proj_b"]
+        q, k, v = (qkv[:, i * D_MODEL:(i + 1) * D_MODEL].reshape(LENGTH, HEADS, d_head)
+                   .transpose(1, 0, 2) for i in range(3))  # (heads, 8, d)
+        weights = _softmax(q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(d_head)))
+        maps.append(weights.mean(axis=0))
+        heads = (weights @ v).transpose(1, 0, 2).reshape(LENGTH, D_MODEL)
+        h = _layer_norm(layer["norm1"], h + heads @ attention["out_proj_w"].T
+                        + attention["out_proj_b"])
+        hidden = np.maximum(h @ layer["linear1"]["w"] + layer["linear1"]["b"], 0)
+        h = _layer_norm(layer["norm2"], h + hidden @ layer["linear2"]["w"] + layer["linear2"]["b"])
+    logits = h @ params["head"]["w"] + params["head"]["b"]
+    return np.stack(maps), np.argmax(logits, axis=-1)
 
 
 def run(quick=False, out_dir="runs/sort", *, epochs=None, lr=3e-3, optimizer="adam",
@@ -116,7 +134,7 @@ def run(quick=False, out_dir="runs/sort", *, epochs=None, lr=3e-3, optimizer="ad
     x_train, y_train = sequences(train_key, QUICK_ROWS if quick else TRAIN_ROWS)
     x_test, y_test = sequences(test_key, TEST_ROWS)
     layers = QUICK_LAYERS if quick else LAYERS
-    model, layer = build(layers)
+    model, _ = build(layers)
     params = model.init(key, x_train[:BATCH_SIZE])
     # the test rows as one batch after each epoch: the last epoch's values are the test results
     params, _, history = fdl.train.fit(
@@ -135,7 +153,7 @@ def run(quick=False, out_dir="runs/sort", *, epochs=None, lr=3e-3, optimizer="ad
           f"{results['rows_sorted']:.2%}; copying the input {results['copy_accuracy']:.2%}, "
           f"each position's most frequent digit {results['mode_accuracy']:.2%})")
     row = x_test[0]
-    maps, predicted = map(np.asarray, attention_maps(params, row, layer=layer))
+    maps, predicted = attention_maps(params, row)
     results["pictures"] = [plot(row, predicted, maps, history, out_dir)]
     return results
 
