@@ -25,7 +25,10 @@ import numpy as np
 from funcdl.train import host_arrays
 from funcdl.train.stream import host_batch
 
-CHUNK_BYTES = 16 << 20  # data per chunk (x and y of its batches)
+# Data per chunk (x and y of its batches). 4 MB: of 2, 4, 8 and 16 MB, the fastest streamed MLP
+# epoch (benchmarks/bench_train.py --workloads mlp_stream): each call's ~1 ms of overhead
+# against the fresh memory of the chunks on their way at once (a `fit` call's first ones).
+CHUNK_BYTES = 4 << 20
 
 
 class HostChunk(NamedTuple):

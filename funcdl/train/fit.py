@@ -114,7 +114,7 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     waits for another). steps_per_epoch: an epoch is that many batches, read from one iterator
     that carries on into the next epoch, a new one started when it ends (Keras's rule; an
     epoch cut short by the end of the iterator gets a UserWarning); None: an epoch is a whole
-    iterator. prefetch: chunks of batches (about 16 MB each) read and put on the device ahead
+    iterator. prefetch: chunks of batches (about 4 MB each) read and put on the device ahead
     by a background thread (0: none, read when needed); each chunk trains as one compiled
     scan, so the host holds a few chunks, never the data set. A NumPy memory map among the
     leaves of `x` or `y` (`np.load(path, mmap_mode="r")`, in minibatches) is streamed the

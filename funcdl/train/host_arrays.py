@@ -2,14 +2,14 @@
 
 `jax.device_put` of a NumPy array on the CPU backend uses the array's memory as the device
 buffer (no copy) when the data start on a 64-byte boundary, and copies it otherwise. NumPy's
-allocator aligns to 16 bytes only, so a freshly stacked chunk of 16 MB would be copied once
+allocator aligns to 16 bytes only, so a freshly stacked chunk of 4 MB would be copied once
 more on its way to the device. `aligned_empty` allocates on that boundary; the streamed feed
 (`chunks.py`, `stream_run.py`, `feed.read_rows`) writes its chunks into such arrays, so the
 only copy of the data on the host is the one that gathers the batches. Other backends copy
 to the device as before.
 
-A fresh array of 16 MB also costs the kernel 4096 zeroed pages when it is first written (a
-tenth of a streamed MLP epoch's CPU time on 2 cores). `HostPool` hands out arrays that a
+A fresh array also costs the kernel its zeroed pages when it is first written (about 1 ms per
+MB here: a tenth of a streamed MLP epoch's CPU time with 16 MB chunks). `HostPool` hands out arrays that a
 chunk gave back after its compiled call finished, so one `fit` call's stream touches fresh
 memory only for the few chunks on their way at once. A pooled array is written again only
 after `give_back`: the caller gives back a chunk once nothing will read it (its call has
