@@ -8,7 +8,8 @@ drift from the code and the measurements:
   its public dotted path (`#funcdl.nn.Linear`).
 - `<!-- bench: FILE KIND [KEY] -->` becomes a Markdown table read from the committed JSON
   `benchmarks/results/FILE` (KIND: autodiff, chain-speed, chain-memory, cnn, train, sweep, devices,
-  sequence; KEY: the CNN, the training workload or the sequence workload).
+  sequence, stream; KEY: the CNN, the training workload or the sequence workload). A stream
+  table is the one `benchmarks/train_stream.py` prints.
 """
 import importlib
 import importlib.util
@@ -147,6 +148,12 @@ def bench_table(file, kind, key=None):
                  _number(r["compile_s"], 2)) for r in entry["rows"]]
         return _table(["implementation", "ms per step", "x hand-written JAX", "compile s"], rows,
                       ["---", "---:", "---:", "---:"])
+    if kind == "stream":  # bench_train's mlp_stream: streamed fit against in-memory fit
+        if str(ROOT / "benchmarks") not in sys.path:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+        from train_stream import stream_markdown
+        return stream_markdown(key or "mlp_stream", data["results"][key or "mlp_stream"],
+                               data.get("mlp_stream_memory"))
     if kind == "date":
         return data["date"][:16].replace("T", " ") + " UTC"
     raise ValueError(f"unknown benchmark table kind {kind!r} (in <!-- bench: {file} ... -->)")
