@@ -343,10 +343,10 @@ __all__ += ["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "erf", "gelu", "silu
             "scaled_dot_product_attention"]
 # ---- the array API (rounding, more elementwise, std, prod, cumsum, einsum, ...): ops_array.py;
 # ---- shape ops (diagonal, triu, repeat, tile, split, pad, roll, flip, sort): ops_shape.py --------
-from funcdl.ops_array import (arccos, arcsin, arctan, arctan2, ceil, cosh, cumsum, dot, einsum,  # noqa: E402
+from funcdl.ops_array import (arccos, arcsin, arctan, arctan2, ceil, cosh, cumsum, dot, einsum,  # noqa: E402, F401
                               floor, floor_divide, log2, log10, logaddexp, nan_to_num, outer, prod,
                               remainder, round, sign, sinh, std, tan, tensordot)
-from funcdl.ops_shape import (diagonal, flip, pad, repeat, roll, sort, split, swapaxes, tile,  # noqa: E402
+from funcdl.ops_shape import (diagonal, flip, pad, repeat, roll, sort, split, swapaxes, tile,  # noqa: E402, F401
                               trace, tril, triu)
 from funcdl.ops_scan import scan  # noqa: E402 -- lax.scan's loop, one node of the tape
 from funcdl import ops_array as _ops_array, ops_shape as _ops_shape  # noqa: E402

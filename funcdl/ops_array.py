@@ -13,7 +13,6 @@ triu, tril, repeat, tile, split, pad, roll, flip, sort) are in `funcdl/ops_shape
     >>> fdl.ops.prod(jnp.array([2.0, 0.0, 3.0])), fdl.ops.round(jnp.array([2.5, 3.5]))
     (Array(0., dtype=float32), Array([2., 4.], dtype=float32))
 """
-import operator
 from collections.abc import Sequence
 
 import jax.numpy as jnp

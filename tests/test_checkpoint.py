@@ -18,7 +18,6 @@ import random
 import re
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile

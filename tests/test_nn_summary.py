@@ -32,7 +32,7 @@ def test_rows_are_the_layers_outputs_and_params_counted_for_real():
     params = MODEL.init(jax.random.key(0), X)
     count = lambda p: sum(np.asarray(leaf).size for leaf in jax.tree_util.tree_leaves(p))
     # the real forward pass, layer by layer
-    conv, relu, inner, norm = [nn.Conv2d(4, 3), ops.relu, nn.Sequential(nn.Flatten(),
+    conv, relu, _, norm = [nn.Conv2d(4, 3), ops.relu, nn.Sequential(nn.Flatten(),
                                                                          nn.Linear(10)),
                                nn.LayerNorm(10)]
     h1 = conv.apply(params[0], X)

@@ -11,7 +11,7 @@ from funcdl import optim
 from funcdl.construction import split_numbers
 from funcdl.optim import hyperparams
 
-from test_optim import CASES, GOLDEN, PARAM_NAMES, make_optimizer, train_seed_network
+from test_optim import CASES, PARAM_NAMES, make_optimizer, train_seed_network
 
 
 def data_runs(names, dtype):

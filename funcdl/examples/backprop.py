@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import funcdl as fdl
-from funcdl import examples, ops
+from funcdl import ops
 
 SEED = "002"
 SHOWS = "the worked 2-2-2 sigmoid example: forward, loss, gradients, one SGD step, both autodiffs"

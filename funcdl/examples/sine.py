@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import funcdl as fdl
-from funcdl import examples, ops
+from funcdl import examples
 
 SEED = "-"
 SHOWS = "an LSTM forecasting a noisy sine wave, one step ahead and free-running, through fit"

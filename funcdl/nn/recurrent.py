@@ -82,7 +82,6 @@ def _recurrent(kind, hidden_size, num_layers, nonlinearity, bias, batch_first, b
     directions = 2 if bidirectional else 1
     step = _cell(kind, nonlinearity, H)
     keys = ["w_ih", "w_hh"] + (["b_ih", "b_hh"] if bias else [])
-    time_axis = 1 if batch_first else 0
 
     def split_input(x):
         """(input, h_0, c_0) of apply's `x`: an array, (input, h_0) or (input, (h_0, c_0))."""
