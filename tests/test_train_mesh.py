@@ -1,12 +1,11 @@
 """fit on a 4-device mesh (forced host devices, in a subprocess since the device count is fixed
 at jax's start) equals single-device fit within float32 rounding; progress, validation, the
 NaN guard and checkpoints work there, and later epochs do not compile again."""
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from train_reference import run_on_four_host_devices
 
 SCRIPT = textwrap.dedent('''
     import jax, numpy as np
@@ -52,11 +51,6 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow  # a fresh jax process that compiles everything again: ~25 s of CPU
 def test_fit_on_four_forced_host_devices(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.dirname(__file__)]))
-    script = f"PATH = {str(tmp_path / 'mesh.safetensors')!r}\n" + SCRIPT
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
+    result = run_on_four_host_devices(SCRIPT, tmp_path / "mesh.safetensors")
     # stderr is a pipe, not a terminal: one line per epoch, the last of the 3-epoch mesh fit
     assert "Epoch 3/3 - " in result.stderr, result.stderr[-2000:]

@@ -3,11 +3,8 @@ the same batches: bitwise equal params, optimizer state and history on one CPU d
 chunks, the prefetch thread, the dropout keys, the metric totals and the validation are
 in-memory fit's work), steps_per_epoch, the NaN guard, checkpoints, and the errors."""
 import importlib.util
-import os
 import pathlib
 import re
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -18,7 +15,7 @@ import pytest
 
 from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.train import chunks, host_arrays, stream_run
-from train_reference import counting_compilations
+from train_reference import counting_compilations, run_on_four_host_devices
 
 RNG = np.random.RandomState(0)
 X = RNG.randn(100, 5).astype(np.float32)
@@ -349,12 +346,7 @@ MESH_SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow  # a fresh jax process on 4 forced host devices: ~15 s of CPU
 def test_streams_and_memory_maps_on_a_four_device_mesh(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.dirname(__file__)]))
-    script = f"PATH = {str(tmp_path / 'x.npy')!r}\n" + MESH_SCRIPT
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
+    run_on_four_host_devices(MESH_SCRIPT, tmp_path / "x.npy")
 
 
 def test_no_warning_for_a_stream_of_the_in_memory_shapes(small_chunks):

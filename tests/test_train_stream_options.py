@@ -4,9 +4,6 @@ in-memory fit of the same batches with the same options (bitwise on one CPU devi
 hand-written loop of Keras's weighting rule and Lightning's accumulation; the NaN guard of
 groups that span chunks; and the bad inputs."""
 import functools
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -17,7 +14,7 @@ import pytest
 from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.train import chunks
 from funcdl.train.lr_history import first_count
-from train_reference import assert_trees_close, counting_compilations
+from train_reference import assert_trees_close, counting_compilations, run_on_four_host_devices
 
 RNG = np.random.RandomState(0)
 X = RNG.randn(100, 5).astype(np.float32)
@@ -369,9 +366,4 @@ MESH_SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow  # a fresh jax process on 4 forced host devices: ~15 s of CPU
 def test_weighted_accumulated_streams_on_a_four_device_mesh(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.dirname(__file__)]))
-    script = f"PATH = {str(tmp_path / 'x.npy')!r}\n" + MESH_SCRIPT
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
+    run_on_four_host_devices(MESH_SCRIPT, tmp_path / "x.npy")

@@ -78,3 +78,19 @@ def assert_trees_close(actual, expected, rtol=2e-5, atol=2e-6):
     jax.tree_util.tree_map(
         lambda a, e: np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol, atol),
         actual, expected)
+
+
+def run_on_four_host_devices(script, path):
+    """Run the Python `script` (which prints "MESH OK" at its end) in a fresh process on 4
+    forced host devices, with `PATH = path` defined first; the finished process (its stderr
+    as text), after asserting that it succeeded."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.dirname(__file__)]))
+    result = subprocess.run([sys.executable, "-c", f"PATH = {str(path)!r}\n" + script],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
+    return result
