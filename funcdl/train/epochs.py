@@ -182,10 +182,12 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
         xb, yb, target = rows(start, size)
         if step0 is not None:  # a stream's chunk: its batch `step` is the epoch's `step0 + step`
             step = step0 + step
-        new_params, new_state, loss, pred, finite = apply_step(
+        new_params, new_state, loss, pred, finite, grads_ok = apply_step(
             train_spec, params, opt_state, xb, target, jax.random.fold_in(step_key, step))
         new_totals = add_batch(spec.metrics, totals, pred, yb, loss, size)
-        if plan.guarded:
+        if not plan.guarded:  # the fast program's per-step share of the check: the gradients
+            guard = guard._replace(ok=guard.ok & grads_ok)
+        else:
             good = guard.ok & finite
             first_bad = guard.ok & ~good
             guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),

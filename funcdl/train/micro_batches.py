@@ -54,7 +54,7 @@ from funcdl.nn.state import Variables
 from funcdl.train import loss_scale
 from funcdl.train.accumulate import add_batch, keep_if
 from funcdl.train.stateful import trainable, with_params
-from funcdl.train.step import all_finite, apply_grads, loss_grad_state
+from funcdl.train.step import all_finite, apply_grads, grads_finite, loss_grad_state
 
 
 class Group(NamedTuple):
@@ -92,7 +92,9 @@ def _update(spec, guarded: bool, epoch, step, state, keep_start: bool):
     loss = group.loss / group.rows.astype(group.loss.dtype)
     new_params, new_opt_state, finite = apply_grads(spec, params, opt_state, mean,
                                                     _model_state(params), loss)
-    if guarded:
+    if not guarded:  # the fast program's per-update share of the check (step.grads_finite)
+        guard = guard._replace(ok=guard.ok & grads_finite(spec, mean))
+    else:
         good = guard.ok & finite
         first_bad = guard.ok & ~good
         guard = guard._replace(

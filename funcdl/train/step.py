@@ -28,6 +28,7 @@ from funcdl import autodiff, ops
 from funcdl.nn.model import Model, call_apply
 from funcdl.nn.state import Variables
 from funcdl.optim.base import Optimizer, apply_updates
+from funcdl.optim.frozen import frozen_leaves
 from funcdl.train import hyperdata, loss_scale
 from funcdl.train.donation import donating_step
 from funcdl.train.param_checks import check_float_params
@@ -98,7 +99,12 @@ def loss_grad_state(spec: StepSpec, params, x, y, key, scale=None):
     differentiated params (`params.params` for a stateful model's `Variables`, whose state
     enters the loss as a constant; else `params`), new_state what the stateful model's apply
     returned (None for a stateless model). scale: None, or a float32 () loss scale: grads are
-    then those of `scale * loss` (loss itself is returned unscaled)."""
+    then those of `scale * loss` (loss itself is returned unscaled).
+
+    A leaf that `spec.optimizer` freezes (`fdl.optim.freeze`, read by
+    `fdl.optim.frozen.frozen_leaves`: PyTorch's `requires_grad=False`) is not differentiated:
+    it enters the loss as a constant and its gradient is exact zeros, so XLA computes nothing
+    for it and a NaN that would only reach it is no non-finite gradient."""
     state = params.state if isinstance(params, Variables) else None
 
     def objective(p):
@@ -111,8 +117,25 @@ def loss_grad_state(spec: StepSpec, params, x, y, key, scale=None):
         return _cast_floats(loss, wide) * scale.astype(wide), (loss, pred, new_state)
 
     differentiate = jax.value_and_grad if spec.grad_backend == "jax" else autodiff.value_and_grad
-    (_, (loss, pred, new_state)), grads = differentiate(objective, has_aux=True)(
-        trainable(params))
+    weights = trainable(params)
+    leaves, treedef = jax.tree_util.tree_flatten(weights)
+    frozen = jax.tree_util.tree_leaves(frozen_leaves(spec.optimizer, weights))
+    if not any(frozen):
+        (_, (loss, pred, new_state)), grads = differentiate(objective, has_aux=True)(weights)
+        return _plain(loss), _plain(pred), grads, _plain(new_state)
+
+    def merged(free):  # the weights, the frozen leaves as constants of the objective
+        free = iter(free)
+        return jax.tree_util.tree_unflatten(
+            treedef, [leaf if is_frozen else next(free) for leaf, is_frozen in zip(leaves, frozen)])
+
+    free = [leaf for leaf, is_frozen in zip(leaves, frozen) if not is_frozen]
+    (_, (loss, pred, new_state)), free_grads = differentiate(
+        lambda f: objective(merged(f)), has_aux=True)(free)
+    free_grads = iter(free_grads)  # a frozen leaf has no gradient: exact zeros
+    grads = jax.tree_util.tree_unflatten(treedef, [
+        jnp.zeros_like(leaf) if is_frozen else next(free_grads)
+        for leaf, is_frozen in zip(leaves, frozen)])
     return _plain(loss), _plain(pred), grads, _plain(new_state)
 
 
@@ -129,7 +152,7 @@ def all_finite(tree) -> jax.Array:
 
 
 def apply_step(spec: StepSpec, params, opt_state, x, y, key):
-    """One update: `(new_params, new_opt_state, loss_before, pred, finite)`.
+    """One update: `(new_params, new_opt_state, loss_before, pred, finite, grads_ok)`.
 
     `finite` (bool ()) is the one definition of a finite step that the NaN guard uses: the
     loss, every gradient, every update and every floating leaf of the new params and new
@@ -145,12 +168,27 @@ def apply_step(spec: StepSpec, params, opt_state, x, y, key):
     A stateful model (`params` its `Variables`): the optimizer updates `params.params`, the
     new state is the one the training forward pass returned, and `new_params` is
     `Variables(updated params, new state)`; a non-finite new state makes the step non-finite
-    (`stateful.py`)."""
+    (`stateful.py`).
+
+    `grads_ok` (bool ()): `grads_finite`, the fast program's per-step share of `finite`.
+    A frozen leaf (`loss_grad_state`) has zero gradients: its NaN is none."""
     scale = loss_scale.scale_of(opt_state) if loss_scale.uses_loss_scaling(
         spec.compute_dtype) else None
     loss, pred, grads, state = loss_grad_state(spec, params, x, y, key, scale)
     new_params, opt_state, finite = apply_grads(spec, params, opt_state, grads, state, loss)
-    return new_params, opt_state, loss, pred, finite
+    return new_params, opt_state, loss, pred, finite, grads_finite(spec, grads)
+
+
+def grads_finite(spec: StepSpec, grads) -> jax.Array:
+    """bool (): the part of `apply_step`'s `finite` that the fast program (`epochs.py`)
+    checks at every step, beside the loss sums and the final state it checks at its end:
+    every gradient is finite. A non-finite gradient whose update is zeroed (`set_to_zero`, a
+    `multi_transform` label) leaves no trace in the final state, so only this check makes the
+    fast program and the per-step replay agree on it. float16 (`LossScaleState`): always True,
+    as a step with non-finite unscaled gradients is skipped, not a non-finite step."""
+    if loss_scale.uses_loss_scaling(spec.compute_dtype):
+        return jnp.array(True)
+    return all_finite(grads)
 
 
 def apply_grads(spec: StepSpec, params, opt_state, grads, state, loss):
@@ -292,7 +330,7 @@ def _step(params, opt_state, x, y, key, numbers, *, spec):
     optimizer = hyperdata.bound(spec.optimizer, numbers)  # rebuilt from the traced numbers
     spec = spec._replace(optimizer=optimizer)
     opt_state = loss_scale.prepare(optimizer, trainable(params), opt_state, spec.compute_dtype)
-    params, opt_state, loss, _, _ = apply_step(spec, params, opt_state, x, y, key)
+    params, opt_state, loss, _, _, _ = apply_step(spec, params, opt_state, x, y, key)
     return params, opt_state, loss
 
 
