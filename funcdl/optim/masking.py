@@ -13,7 +13,8 @@ ports as it is:
 decays only the leaves where `decay_mask` is True, then runs Adam on all of them.
 `multi_transform({label: transform}, labels)` runs each transform on the leaves of its label
 (`optax.multi_transform`, now `optax.partition`); `freeze(optimizer, trainable)` is
-`multi_transform({"train": optimizer, "frozen": set_to_zero()}, ...)`.
+`multi_transform({"train": optimizer, "frozen": set_to_zero()}, ...)`, and its frozen leaves
+have no gradient in `fdl.train` (`funcdl/optim/frozen.py`).
 """
 from typing import Any, Callable, Mapping, NamedTuple, Union
 
@@ -268,6 +269,15 @@ def freeze(optimizer: Optimizer, trainable: Mask) -> Optimizer:
     `= multi_transform({"train": optimizer, "frozen": set_to_zero()}, labels)` with the labels
     taken from `trainable`: frozen params stay bitwise unchanged through `apply_updates` and
     the optimizer keeps no buffers for them (its state covers the trainable leaves only).
+
+    A frozen leaf has no gradient (PyTorch's `requires_grad=False`): `fdl.train` (`fit`,
+    `sweep`, `make_train_step`, gradient accumulation) does not differentiate it, so its
+    gradient is exact zeros, XLA computes nothing for it, and a NaN that would only reach it
+    is no non-finite step; every transform of the optimizer, in a `chain` too (a
+    `clip_by_global_norm` before it: the norm of the trainable gradients), sees those zeros.
+    `fdl.optim.frozen.frozen_leaves(optimizer, params)` says which leaves are frozen.
+    `multi_transform` with an explicit `set_to_zero()` label is not freeze (optax's
+    semantics): those gradients are computed and count, so their NaN stops `fit`.
 
     Args:
       optimizer: the optimizer of the trainable leaves.

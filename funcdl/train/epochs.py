@@ -16,12 +16,16 @@ A streamed epoch (`stream_run.py`) is several calls, one per chunk of its batche
 leaves, already in order), each passing `step0`, the epoch's index of its first batch.
 
 NaN guard, in two programs compiled from this one function (`plan.guarded`):
-- The fast program (`run_epochs`, `guarded=False`) trains without any per-step check and does
-  not donate its inputs. At its end it computes ONE flag: every step's loss was finite (their
-  row-weighted sum is: a NaN or inf loss makes it non-finite) and every floating leaf of the
-  final params and optimizer state is finite (a non-finite gradient that reaches an update
-  leaves a non-finite param or moment behind: NaN and inf do not leave the arithmetic of
-  SGD, Adam and the rest). Success costs nothing per step.
+- The fast program (`run_epochs`, `guarded=False`) does not donate its inputs and keeps no
+  state per step but one flag, `guard.ok`, ANDed at every step with `step.grads_finite`
+  (every gradient finite: a NaN gradient whose update is zeroed, a `set_to_zero` leaf's,
+  leaves nothing else behind). At its end the flag is ANDed with: every step's loss was
+  finite (their row-weighted sum is: a NaN or inf loss makes it non-finite) and every
+  floating leaf of the final params and optimizer state is finite (a non-finite update
+  leaves a non-finite param behind, a non-finite state stays: NaN and inf do not leave the
+  arithmetic of SGD, Adam and the rest). Success costs one reduction of the gradients per
+  step. A leaf frozen by `fdl.optim.freeze` has no gradient (`step.loss_grad_state`: zeros,
+  computed by nobody), so its would-be NaN is none in either program.
 - Only when that flag is False does `fit` run the call again from the same inputs with the
   guarded program (`run_epochs_guarded`, `guarded=True`, no progress callback): `guard.ok`
   turns False at the first step that is not finite (`step.apply_step`: its loss, gradients,
@@ -284,8 +288,8 @@ streamed chunk with accumulation (`plan.accumulate` > 1; `micro_batches.py`): th
 `Group` of the chunk before (None: a fresh one) and the epoch's index of its last batch when
 this chunk holds it (traced int32; -1: not here); the call then returns the chunk's open
 group as a sixth value. The
-fast program (`plan.guarded` False) ends with `guard.ok`: every loss and the final state are
-finite. Nothing is donated: the
+fast program (`plan.guarded` False) ends with `guard.ok`: every step's gradients, every loss
+and the final state are finite. Nothing is donated: the
 inputs are the start of a replay, and the state `fit` hands back on Ctrl-C."""
 
 run_epochs_guarded = jax.jit(_run_epochs, static_argnames=("plan",))
