@@ -16,16 +16,18 @@ A streamed epoch (`stream_run.py`) is several calls, one per chunk of its batche
 leaves, already in order), each passing `step0`, the epoch's index of its first batch.
 
 NaN guard, in two programs compiled from this one function (`plan.guarded`):
-- The fast program (`run_epochs`, `guarded=False`) does not donate its inputs and keeps no
-  state per step but one flag, `guard.ok`, ANDed at every step with `step.grads_finite`
-  (every gradient finite: a NaN gradient whose update is zeroed, a `set_to_zero` leaf's,
-  leaves nothing else behind). At its end the flag is ANDed with: every step's loss was
-  finite (their row-weighted sum is: a NaN or inf loss makes it non-finite) and every
-  floating leaf of the final params and optimizer state is finite (a non-finite update
-  leaves a non-finite param behind, a non-finite state stays: NaN and inf do not leave the
-  arithmetic of SGD, Adam and the rest). Success costs one reduction of the gradients per
-  step. A leaf frozen by `fdl.optim.freeze` has no gradient (`step.loss_grad_state`: zeros,
-  computed by nobody), so its would-be NaN is none in either program.
+- The fast program (`run_epochs`, `guarded=False`) trains without a per-step flag and does
+  not donate its inputs. Every step sets a param to NaN where its gradient is not finite
+  (`step.mark_non_finite_grads`: an elementwise select fused into the update; a NaN
+  gradient whose update is zeroed, a `set_to_zero` leaf's, would leave nothing behind
+  otherwise). At its end it computes ONE flag: every step's loss was finite (their
+  row-weighted sum is: a NaN or inf loss makes it non-finite) and every floating leaf of the
+  final params and optimizer state is finite (a non-finite gradient or update leaves a
+  non-finite param or moment behind: NaN and inf do not leave the arithmetic of SGD, Adam
+  and the rest). So it checks the gradients, the updates, the params and the state of every
+  step, with no reduction per step. A leaf frozen by `fdl.optim.freeze` has no gradient
+  (`step.loss_grad_state`: zeros, computed by nobody), so a would-be NaN there is none in
+  either program.
 - Only when that flag is False does `fit` run the call again from the same inputs with the
   guarded program (`run_epochs_guarded`, `guarded=True`, no progress callback): `guard.ok`
   turns False at the first step that is not finite (`step.apply_step`: its loss, gradients,
@@ -186,12 +188,11 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
         xb, yb, target = rows(start, size)
         if step0 is not None:  # a stream's chunk: its batch `step` is the epoch's `step0 + step`
             step = step0 + step
-        new_params, new_state, loss, pred, finite, grads_ok = apply_step(
-            train_spec, params, opt_state, xb, target, jax.random.fold_in(step_key, step))
+        new_params, new_state, loss, pred, finite = apply_step(
+            train_spec, params, opt_state, xb, target, jax.random.fold_in(step_key, step),
+            mark_grads=not plan.guarded)  # the fast program: a NaN gradient marks its param
         new_totals = add_batch(spec.metrics, totals, pred, yb, loss, size)
-        if not plan.guarded:  # the fast program's per-step share of the check: the gradients
-            guard = guard._replace(ok=guard.ok & grads_ok)
-        else:
+        if plan.guarded:
             good = guard.ok & finite
             first_bad = guard.ok & ~good
             guard = Guard(good, jnp.where(first_bad, epoch, guard.epoch),

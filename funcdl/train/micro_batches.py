@@ -43,7 +43,7 @@ replayed guarded with the group that the fast program of the chunk before it lef
 guarded program of a chunk that ends inside a group checks the unfinished group's sums (and
 the model's state): a non-finite one is a non-finite group, discarded whole as above (its
 update would have been non-finite). The fast program's flag includes every update's
-averaged gradients (`step.grads_finite`) and an open group's sums.
+averaged gradients (`step.mark_non_finite_grads`) and an open group's sums.
 """
 from typing import Any, Callable, NamedTuple
 
@@ -55,7 +55,7 @@ from funcdl.nn.state import Variables
 from funcdl.train import loss_scale
 from funcdl.train.accumulate import add_batch, keep_if
 from funcdl.train.stateful import trainable, with_params
-from funcdl.train.step import all_finite, apply_grads, grads_finite, loss_grad_state
+from funcdl.train.step import all_finite, apply_grads, loss_grad_state
 
 
 class Group(NamedTuple):
@@ -92,10 +92,9 @@ def _update(spec, guarded: bool, epoch, step, state, keep_start: bool):
         trainable(params))
     loss = group.loss / group.rows.astype(group.loss.dtype)
     new_params, new_opt_state, finite = apply_grads(spec, params, opt_state, mean,
-                                                    _model_state(params), loss)
-    if not guarded:  # the fast program's per-update share of the check (step.grads_finite)
-        guard = guard._replace(ok=guard.ok & grads_finite(spec, mean))
-    else:
+                                                    _model_state(params), loss,
+                                                    mark_grads=not guarded)
+    if guarded:
         good = guard.ok & finite
         first_bad = guard.ok & ~good
         guard = guard._replace(
