@@ -7,9 +7,10 @@
 
 Only jax is used here (no other funcdl module but `funcdl.construction`, no optax). `alias`
 composes the transforms of `transforms`, `adaptive` and `clipping`; `masking` applies them per
-leaf (masks, labels, freezing); `schedules` holds learning-rate schedules `step -> lr`.
+leaf (masks, labels, freezing), and `frozen` reads which leaves a `freeze` leaves without a
+gradient (for `fdl.train`); `schedules` holds learning-rate schedules `step -> lr`.
 """
-from funcdl.optim import hyperparams, schedules
+from funcdl.optim import frozen, hyperparams, schedules
 from funcdl.optim.alias import adagrad, adam, adamw, momentum, rmsprop, sgd
 from funcdl.optim.base import EmptyState, Optimizer, apply_updates, chain, identity
 from funcdl.optim.clipping import clip_by_global_norm

@@ -13,7 +13,8 @@ ports as it is:
 decays only the leaves where `decay_mask` is True, then runs Adam on all of them.
 `multi_transform({label: transform}, labels)` runs each transform on the leaves of its label
 (`optax.multi_transform`, now `optax.partition`); `freeze(optimizer, trainable)` is
-`multi_transform({"train": optimizer, "frozen": set_to_zero()}, ...)`.
+`multi_transform({"train": optimizer, "frozen": set_to_zero()}, ...)`, and its frozen leaves
+have no gradient in `fdl.train` (`funcdl/optim/frozen.py`).
 """
 from typing import Any, Callable, Mapping, NamedTuple, Union
 
@@ -41,7 +42,8 @@ class MultiTransformState(NamedTuple):
     inner_states: Mapping[str, MaskedState]  # label -> that label's masked state
 
 
-def _mask_of(mask: Mask, tree) -> Any:
+def mask_of(mask: Mask, tree) -> Any:
+    """The mask pytree of `mask` for `tree`: `mask(tree)` for a function, else `mask`."""
     return mask(tree) if callable(mask) else mask
 
 
@@ -95,7 +97,7 @@ def structure_error(what: str, prefix, tree, error: Exception) -> ValueError:
                       f"one value for a whole subtree): {detail}")
 
 
-def _check_mask(mask_tree, tree, what: str) -> None:
+def check_mask(mask_tree, tree, what: str) -> None:
     """ValueError unless `mask_tree` is a prefix of `tree`'s structure with bool leaves."""
     try:
         jax.tree_util.tree_map(lambda m, _: m, mask_tree, tree)
@@ -107,7 +109,7 @@ def _check_mask(mask_tree, tree, what: str) -> None:
                             f"a leaf of type {type(leaf).__name__}: {leaf!r}")
 
 
-def _select(mask_tree, tree):
+def select(mask_tree, tree):
     """`tree` with every masked-out leaf (or subtree) replaced by `MaskedNode()`."""
     return jax.tree_util.tree_map(lambda m, t: t if m else MaskedNode(), mask_tree, tree)
 
@@ -143,16 +145,16 @@ def masked(inner: Optimizer, mask: Mask) -> Optimizer:
     """
 
     def init(params):
-        mask_tree = _mask_of(mask, params)
-        _check_mask(mask_tree, params, "mask")
-        return MaskedState(inner_state=inner.init(_select(mask_tree, params)))
+        mask_tree = mask_of(mask, params)
+        check_mask(mask_tree, params, "mask")
+        return MaskedState(inner_state=inner.init(select(mask_tree, params)))
 
     def update(updates, state, params=None):
         check_state(state, MaskedState, "masked")
-        mask_tree = _mask_of(mask, updates)
-        _check_mask(mask_tree, updates, "mask")
-        inner_params = None if params is None else _select(mask_tree, params)
-        new_updates, inner_state = inner.update(_select(mask_tree, updates),
+        mask_tree = mask_of(mask, updates)
+        check_mask(mask_tree, updates, "mask")
+        inner_params = None if params is None else select(mask_tree, params)
+        new_updates, inner_state = inner.update(select(mask_tree, updates),
                                                 state.inner_state, inner_params)
         merged = jax.tree_util.tree_map(lambda m, new, old: new if m else old,
                                         mask_tree, new_updates, updates,
@@ -192,7 +194,7 @@ def set_to_zero() -> Optimizer:
     return Optimizer(init, update)
 
 
-def _labels_of(labels, tree, transforms) -> Any:
+def labels_of(labels, tree, transforms) -> Any:
     label_tree = labels(tree) if callable(labels) else labels
     try:
         jax.tree_util.tree_map(lambda label, _: label, label_tree, tree)
@@ -244,13 +246,13 @@ def multi_transform(transforms: Mapping[str, Optimizer], param_labels: Any) -> O
                       jax.tree_util.tree_map(lambda other: other == label, label_tree))
 
     def init(params):
-        label_tree = _labels_of(param_labels, params, transforms)
+        label_tree = labels_of(param_labels, params, transforms)
         return MultiTransformState({label: group(label_tree, label).init(params)
                                     for label in transforms})
 
     def update(updates, state, params=None):
         check_state(state, MultiTransformState, "multi_transform")
-        label_tree = _labels_of(param_labels, updates, transforms)
+        label_tree = labels_of(param_labels, updates, transforms)
         inner_states = {}
         for label in transforms:
             updates, inner_states[label] = group(label_tree, label).update(
@@ -267,6 +269,15 @@ def freeze(optimizer: Optimizer, trainable: Mask) -> Optimizer:
     `= multi_transform({"train": optimizer, "frozen": set_to_zero()}, labels)` with the labels
     taken from `trainable`: frozen params stay bitwise unchanged through `apply_updates` and
     the optimizer keeps no buffers for them (its state covers the trainable leaves only).
+
+    A frozen leaf has no gradient (PyTorch's `requires_grad=False`): `fdl.train` (`fit`,
+    `sweep`, `make_train_step`, gradient accumulation) does not differentiate it, so its
+    gradient is exact zeros, XLA computes nothing for it, and a NaN that would only reach it
+    is no non-finite step; every transform of the optimizer, in a `chain` too (a
+    `clip_by_global_norm` before it: the norm of the trainable gradients), sees those zeros.
+    `fdl.optim.frozen.frozen_leaves(optimizer, params)` says which leaves are frozen.
+    `multi_transform` with an explicit `set_to_zero()` label is not freeze (optax's
+    semantics): those gradients are computed and count, so their NaN stops `fit`.
 
     Args:
       optimizer: the optimizer of the trainable leaves.
@@ -286,8 +297,8 @@ def freeze(optimizer: Optimizer, trainable: Mask) -> Optimizer:
     """
 
     def labels(tree):
-        mask_tree = _mask_of(trainable, tree)
-        _check_mask(mask_tree, tree, "trainable")
+        mask_tree = mask_of(trainable, tree)
+        check_mask(mask_tree, tree, "trainable")
         return jax.tree_util.tree_map(lambda m: "train" if m else "frozen", mask_tree)
 
     return multi_transform({"train": optimizer, "frozen": set_to_zero()}, labels)

@@ -16,12 +16,18 @@ A streamed epoch (`stream_run.py`) is several calls, one per chunk of its batche
 leaves, already in order), each passing `step0`, the epoch's index of its first batch.
 
 NaN guard, in two programs compiled from this one function (`plan.guarded`):
-- The fast program (`run_epochs`, `guarded=False`) trains without any per-step check and does
-  not donate its inputs. At its end it computes ONE flag: every step's loss was finite (their
+- The fast program (`run_epochs`, `guarded=False`) trains without a per-step flag and does
+  not donate its inputs. Every step sets a param to NaN where its gradient is not finite
+  (`step.mark_non_finite_grads`: an elementwise select fused into the update; a NaN
+  gradient whose update is zeroed, a `set_to_zero` leaf's, would leave nothing behind
+  otherwise). At its end it computes ONE flag: every step's loss was finite (their
   row-weighted sum is: a NaN or inf loss makes it non-finite) and every floating leaf of the
-  final params and optimizer state is finite (a non-finite gradient that reaches an update
-  leaves a non-finite param or moment behind: NaN and inf do not leave the arithmetic of
-  SGD, Adam and the rest). Success costs nothing per step.
+  final params and optimizer state is finite (a non-finite gradient or update leaves a
+  non-finite param or moment behind: NaN and inf do not leave the arithmetic of SGD, Adam
+  and the rest). So it checks the gradients, the updates, the params and the state of every
+  step, with no reduction per step. A leaf frozen by `fdl.optim.freeze` has no gradient
+  (`step.loss_grad_state`: zeros, computed by nobody), so a would-be NaN there is none in
+  either program.
 - Only when that flag is False does `fit` run the call again from the same inputs with the
   guarded program (`run_epochs_guarded`, `guarded=True`, no progress callback): `guard.ok`
   turns False at the first step that is not finite (`step.apply_step`: its loss, gradients,
@@ -183,7 +189,8 @@ def _one_epoch(plan: EpochPlan, data, key, progress_every, token, carry, epoch, 
         if step0 is not None:  # a stream's chunk: its batch `step` is the epoch's `step0 + step`
             step = step0 + step
         new_params, new_state, loss, pred, finite = apply_step(
-            train_spec, params, opt_state, xb, target, jax.random.fold_in(step_key, step))
+            train_spec, params, opt_state, xb, target, jax.random.fold_in(step_key, step),
+            mark_grads=not plan.guarded)  # the fast program: a NaN gradient marks its param
         new_totals = add_batch(spec.metrics, totals, pred, yb, loss, size)
         if plan.guarded:
             good = guard.ok & finite
@@ -282,8 +289,8 @@ streamed chunk with accumulation (`plan.accumulate` > 1; `micro_batches.py`): th
 `Group` of the chunk before (None: a fresh one) and the epoch's index of its last batch when
 this chunk holds it (traced int32; -1: not here); the call then returns the chunk's open
 group as a sixth value. The
-fast program (`plan.guarded` False) ends with `guard.ok`: every loss and the final state are
-finite. Nothing is donated: the
+fast program (`plan.guarded` False) ends with `guard.ok`: every step's gradients, every loss
+and the final state are finite. Nothing is donated: the
 inputs are the start of a replay, and the state `fit` hands back on Ctrl-C."""
 
 run_epochs_guarded = jax.jit(_run_epochs, static_argnames=("plan",))

@@ -231,9 +231,13 @@ def fit(model: ModelLike, params: PyTree, loss_fn: Callable, optimizer: Optimize
     optimizer state are all finite (so an infinite learning rate or Adam's second moment
     overflowing stops at that step). The first step that is not raises FloatingPointError with
     `.params .opt_state` of the state before it, `.history`, `.epoch` and `.step` (within that
-    epoch, from 0). A call is checked per step only when its end check (the losses, the final
-    params and optimizer state) finds something non-finite: a NaN gradient that leaves nothing
-    behind (a frozen leaf's, whose update is zero) is not a stop then. The caller's arrays are
+    epoch, from 0). The compiled program marks a param NaN where its gradient is not finite
+    and checks, at its end, the losses and the final params and optimizer state; only a call
+    that finds something non-finite is run again with the whole check per step to find the
+    step: both use this one definition, so a NaN gradient of a `set_to_zero` leaf (computed, its update zeroed) stops
+    at its step. A leaf frozen by `fdl.optim.freeze` has no gradient (PyTorch's
+    `requires_grad=False`: it is not differentiated, its gradient is zeros and XLA computes
+    nothing for it), so a NaN that would only reach it is no stop. The caller's arrays are
     never donated or invalidated.
 
     Examples:

@@ -42,7 +42,8 @@ are in-memory `fit`'s. A carried group keeps its `start` in every program (a chu
 replayed guarded with the group that the fast program of the chunk before it left), and the
 guarded program of a chunk that ends inside a group checks the unfinished group's sums (and
 the model's state): a non-finite one is a non-finite group, discarded whole as above (its
-update would have been non-finite). The fast program's flag includes the group's sums.
+update would have been non-finite). The fast program's flag includes every update's
+averaged gradients (`step.mark_non_finite_grads`) and an open group's sums.
 """
 from typing import Any, Callable, NamedTuple
 
@@ -91,7 +92,8 @@ def _update(spec, guarded: bool, epoch, step, state, keep_start: bool):
         trainable(params))
     loss = group.loss / group.rows.astype(group.loss.dtype)
     new_params, new_opt_state, finite = apply_grads(spec, params, opt_state, mean,
-                                                    _model_state(params), loss)
+                                                    _model_state(params), loss,
+                                                    mark_grads=not guarded)
     if guarded:
         good = guard.ok & finite
         first_bad = guard.ok & ~good
