@@ -10,7 +10,7 @@ composes the transforms of `transforms`, `adaptive` and `clipping`; `masking` ap
 leaf (masks, labels, freezing), and `frozen` reads which leaves a `freeze` leaves without a
 gradient (for `fdl.train`); `schedules` holds learning-rate schedules `step -> lr`.
 """
-from funcdl.optim import frozen, hyperparams, schedules  # noqa: F401 (frozen: for fdl.train, not in __all__)
+from funcdl.optim import frozen, hyperparams, schedules  # noqa: F401 (frozen: fdl.train's)
 from funcdl.optim.alias import adagrad, adam, adamw, momentum, rmsprop, sgd
 from funcdl.optim.base import EmptyState, Optimizer, apply_updates, chain, identity
 from funcdl.optim.clipping import clip_by_global_norm
