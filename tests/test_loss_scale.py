@@ -19,7 +19,7 @@ import pytest
 
 from funcdl import autodiff, checkpoint, losses, nn, ops, optim, train
 from funcdl.train import LossScaleState, loss_scale
-from train_reference import counting_compilations
+from train_reference import assert_bitwise_equal, counting_compilations
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GOLDEN_DIR = ROOT / "tests" / "golden"
@@ -88,11 +88,6 @@ def fit16(epochs, batch_size=8, opt=None, **options):
 def assert_close(actual, expected):
     jax.tree_util.tree_map(lambda a, e: np.testing.assert_allclose(
         np.asarray(a), np.asarray(e), rtol=1e-5, atol=1e-6), actual, expected)
-
-
-def assert_bitwise_equal(actual, expected):
-    jax.tree_util.tree_map(lambda a, e: np.testing.assert_array_equal(
-        np.asarray(a), np.asarray(e)), actual, expected)
 
 
 # ---- (a) fit against the reference loop ------------------------------------------------------

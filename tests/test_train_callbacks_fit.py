@@ -18,7 +18,8 @@ import pytest
 from funcdl import checkpoint, optim, train
 from funcdl.train import loop
 from funcdl.train.callbacks import BestCheckpoint, CSVLogger, EarlyStopping, TensorBoard
-from train_reference import BATCH, LOSS, MODEL, N_ROWS, PARAMS, X, Y, counting_compilations
+from train_reference import (BATCH, LOSS, MODEL, N_ROWS, PARAMS, X, Y, assert_bitwise_equal,
+                             counting_compilations)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KEY = jax.random.key(3)
@@ -31,12 +32,6 @@ STEPS = math.ceil(N_ROWS / BATCH)  # 4 steps per epoch
 def fit(epochs, opt=SGD, params=PARAMS, x=X, **options):
     options = {"batch_size": BATCH, "key": KEY, "validation": VALIDATION, **options}
     return train.fit(MODEL, params, LOSS, opt, x, Y, epochs=epochs, progress=False, **options)
-
-
-def assert_bitwise_equal(actual, expected):
-    jax.tree_util.tree_map(
-        lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)),
-        actual, expected)
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 
 from funcdl import checkpoint, optim, train
-from train_reference import ADAM, BATCH, LOSS, MODEL, PARAMS, X, Y
-
-
-def assert_bitwise_equal(actual, expected):
-    jax.tree_util.tree_map(
-        lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)),
-        actual, expected)
+from train_reference import ADAM, BATCH, LOSS, MODEL, PARAMS, X, Y, assert_bitwise_equal
 
 
 SLOW = pytest.mark.slow  # one more compiled epoch program each: ~2-4 s on 2 busy cores

@@ -15,7 +15,8 @@ import pytest
 
 from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.train import chunks, host_arrays, stream_run
-from train_reference import counting_compilations, run_on_four_host_devices
+from train_reference import (assert_bitwise_equal, counting_compilations,
+                             run_on_four_host_devices)
 
 RNG = np.random.RandomState(0)
 X = RNG.randn(100, 5).astype(np.float32)
@@ -27,12 +28,6 @@ ADAM = optim.adam(1e-2)
 LOSS = losses.mse_loss
 KW = dict(progress=False, key=jax.random.key(3), validation=(X[:30], Y[:30]),
           metrics={"mae": lambda p, t: jnp.abs(p - t).mean(), "r2": metrics.r2_score()})
-
-
-def assert_bitwise_equal(actual, expected):
-    jax.tree_util.tree_map(
-        lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)),
-        actual, expected)
 
 
 class Batches:

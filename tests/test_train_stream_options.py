@@ -14,7 +14,8 @@ import pytest
 from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.train import chunks
 from funcdl.train.lr_history import first_count
-from train_reference import assert_trees_close, counting_compilations, run_on_four_host_devices
+from train_reference import (assert_bitwise_equal, assert_trees_close, counting_compilations,
+                             run_on_four_host_devices)
 
 RNG = np.random.RandomState(0)
 X = RNG.randn(100, 5).astype(np.float32)
@@ -30,12 +31,6 @@ CLASSIFIER_PARAMS = CLASSIFIER.init(jax.random.key(1), X)
 ADAM = optim.adam(1e-2)
 KW = dict(progress=False, key=jax.random.key(3), epochs=3, validation=(X[:30], Y[:30]),
           metrics={"mae": lambda p, t: jnp.abs(p - t).mean(), "r2": metrics.r2_score()})
-
-
-def assert_bitwise_equal(actual, expected):
-    jax.tree_util.tree_map(
-        lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)),
-        actual, expected)
 
 
 class Batches:

@@ -94,3 +94,10 @@ def run_on_four_host_devices(script, path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "MESH OK" in result.stdout, result.stderr[-3000:]
     return result
+
+
+def assert_bitwise_equal(actual, expected):
+    """Every leaf of `actual` equals `expected`'s bit for bit (NaN equal to NaN)."""
+    jax.tree_util.tree_map(
+        lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)),
+        actual, expected)
