@@ -16,7 +16,7 @@ import pytest
 from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.train import chunks, host_arrays, stream_run
 from train_reference import (assert_bitwise_equal, counting_compilations,
-                             run_on_four_host_devices)
+                             run_on_four_host_devices, with_and_without_a_bad_row)
 
 RNG = np.random.RandomState(0)
 X = RNG.randn(100, 5).astype(np.float32)
@@ -186,14 +186,8 @@ def test_a_streamed_nan_stop_checkpoints_its_epoch_start_and_resume_runs_it_agai
 
 @pytest.mark.slow  # 4 fits and both guarded programs: ~7 s of CPU
 def test_a_memory_map_resumes_a_nan_stop_at_its_step_as_in_memory_fit(tmp_path, small_chunks):
-    bad = X.copy()
-    bad[70, 0] = np.inf
-    np.save(tmp_path / "bad.npy", bad)
-    np.save(tmp_path / "x.npy", X)
     runs = []
-    for name, bad_x, good_x in [("map", np.load(tmp_path / "bad.npy", mmap_mode="r"),
-                                 np.load(tmp_path / "x.npy", mmap_mode="r")),
-                                ("memory", bad, X)]:
+    for name, bad_x, good_x in with_and_without_a_bad_row(tmp_path, X):
         path = tmp_path / f"{name}.safetensors"
         kwargs = dict(epochs=2, batch_size=BATCH, checkpoint=path)
         with pytest.raises(FloatingPointError) as stop:

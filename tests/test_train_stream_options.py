@@ -15,7 +15,7 @@ from funcdl import checkpoint, losses, metrics, nn, optim, train
 from funcdl.train import chunks
 from funcdl.train.lr_history import first_count
 from train_reference import (assert_bitwise_equal, assert_trees_close, counting_compilations,
-                             run_on_four_host_devices)
+                             run_on_four_host_devices, with_and_without_a_bad_row)
 
 RNG = np.random.RandomState(0)
 X = RNG.randn(100, 5).astype(np.float32)
@@ -259,14 +259,8 @@ def test_an_accumulated_memory_map_resumes_a_nan_stop_at_its_groups_start(tmp_pa
                                                                           small_chunks):
     """Shuffled, k = 3: the stop is at the first micro-batch of the non-finite group, the
     checkpoint holds that step, and a resume from it is in-memory fit's, bitwise."""
-    bad = X.copy()
-    bad[70, 0] = np.inf
-    np.save(tmp_path / "bad.npy", bad)
-    np.save(tmp_path / "x.npy", X)
     runs = []
-    for name, bad_x, good_x in [("map", np.load(tmp_path / "bad.npy", mmap_mode="r"),
-                                 np.load(tmp_path / "x.npy", mmap_mode="r")),
-                                ("memory", bad, X)]:
+    for name, bad_x, good_x in with_and_without_a_bad_row(tmp_path, X):
         path = tmp_path / f"{name}.safetensors"
         options = dict(epochs=2, batch_size=BATCH, accumulate=3, checkpoint=path)
         with pytest.raises(FloatingPointError) as stop:

@@ -101,3 +101,14 @@ def assert_bitwise_equal(actual, expected):
     jax.tree_util.tree_map(
         lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)),
         actual, expected)
+
+
+def with_and_without_a_bad_row(folder, x, row=70):
+    """`[(name, bad_x, good_x)]`: `x` with an inf at `[row, 0]` and as it is, both as memory
+    maps of .npy files in `folder` ("map") and as arrays ("memory")."""
+    bad = x.copy()
+    bad[row, 0] = np.inf
+    np.save(folder / "bad.npy", bad)
+    np.save(folder / "x.npy", x)
+    return [("map", np.load(folder / "bad.npy", mmap_mode="r"),
+             np.load(folder / "x.npy", mmap_mode="r")), ("memory", bad, x)]
