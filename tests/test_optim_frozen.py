@@ -33,9 +33,12 @@ CASES = [
     (optim.freeze(optim.freeze(SGD, {"a": False, "b": True, "c": True}),
                   {"a": True, "b": True, "c": False}),  # the inner one sees c hidden
      {"a": True, "b": False, "c": {"w": True, "v": True}}),
+    (optim.chain(optim.freeze(SGD, {"a": False, "b": True, "c": True}),
+                 optim.clip_by_global_norm(1.0)),  # the freeze sees the gradients first
+     {"a": True, "b": False, "c": {"w": False, "v": False}}),
     (optim.chain(optim.clip_by_global_norm(1.0), optim.freeze(SGD, {"a": False, "b": True,
                                                                     "c": True})),
-     {"a": True, "b": False, "c": {"w": False, "v": False}}),
+     {"a": False, "b": False, "c": {"w": False, "v": False}}),  # the clip reads a's too
     (optim.masked(optim.freeze(SGD, {"a": False, "b": True, "c": True}),
                   {"a": True, "b": True, "c": False}),  # c passes through: not frozen
      {"a": True, "b": False, "c": {"w": False, "v": False}}),

@@ -88,10 +88,9 @@ def _body_and_head():
     return model, model.init(jax.random.key(0), x), x, y
 
 
-# The body's gradient is finite and large against max_norm: when it counts in the global norm
-# (the frozen gradient computed, as before), the head's updates are clipped by another factor.
-CLIPPED = optim.chain(optim.clip_by_global_norm(0.05),
-                      optim.freeze(optim.sgd(0.5), [False, {}, True]))
+# The freeze first, then a clip of the updates it passes on (the head's only).
+CLIPPED = optim.chain(optim.freeze(optim.sgd(0.5), [False, {}, True]),
+                      optim.clip_by_global_norm(0.05))
 
 
 def _hand_written(model, params, x, y, steps, batch):
@@ -165,3 +164,18 @@ def test_a_sweep_trains_on_past_a_frozen_nan_gradient_and_stops_at_a_set_to_zero
     for leaf, start in zip(jax.tree_util.tree_leaves(params_k),
                            jax.tree_util.tree_leaves(PARAMS)):
         np.testing.assert_array_equal(np.asarray(leaf), np.broadcast_to(start, leaf.shape))
+
+
+def test_a_clip_before_the_freeze_reads_the_frozen_gradients_as_optaxs_set_to_zero():
+    """`freeze(opt, trainable)` is `multi_transform({"train": opt, "frozen": set_to_zero()})`
+    in `fit` too: a `clip_by_global_norm` chained before it sees the frozen gradients (they are
+    computed), so the two optimizers train bitwise alike. The body's gradient is large against
+    max_norm, so leaving it out of the norm would clip the head by another factor."""
+    model, params, x, y = _body_and_head()
+    clip = optim.clip_by_global_norm(0.05)
+    frozen = optim.chain(clip, optim.freeze(optim.sgd(0.5), [False, {}, True]))
+    zeroed = optim.chain(clip, optim.multi_transform(
+        {"train": optim.sgd(0.5), "frozen": optim.set_to_zero()}, ["frozen", {}, "train"]))
+    runs = [train.fit(model, params, losses.mse_loss, opt, x, y, epochs=2, **FIT)[0]
+            for opt in (frozen, zeroed)]
+    assert _bits(runs[0]) == _bits(runs[1])

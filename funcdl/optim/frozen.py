@@ -11,8 +11,10 @@ NamedTuple `(init, update)`:
 
 - `freeze(inner, trainable)`: the leaves where `trainable` is False, and those `inner`
   freezes among the trainable ones (a nested freeze);
-- `chain(*transforms)`: a leaf any of them freezes (no gradient for the whole chain, as
-  `requires_grad=False` gives none to every later step, `clip_by_global_norm` included);
+- `chain(first, *rest)`: the leaves `first` freezes. Only `first` sees the gradients (the
+  rest see its updates, zeros for a leaf it freezes whatever its gradient); a freeze further
+  on is not used, since a transform before it (`clip_by_global_norm`) reads every gradient,
+  frozen ones included, as optax's `multi_transform` with `set_to_zero` has it;
 - `masked(inner, mask)`, `multi_transform(transforms, labels)`: what each inner transform
   freezes among its own leaves;
 - anything else (`set_to_zero()` among them: optax's semantics, the gradient is computed and
@@ -57,10 +59,8 @@ def _walk(optimizer, tree) -> List[bool]:
         inner = _within(arguments["optimizer"], mask_tree, tree)
         return [not t or i for t, i in zip(trainable, inner)]
     if record.constructor is chain:
-        frozen = [False] * n_leaves
-        for part in arguments["transforms"]:
-            frozen = [a or b for a, b in zip(frozen, _walk(part, tree))]
-        return frozen
+        parts = arguments["transforms"]
+        return _walk(parts[0], tree) if parts else [False] * n_leaves
     if record.constructor is masking.masked:
         mask_tree = masking.mask_of(arguments["mask"], tree)
         masking.check_mask(mask_tree, tree, "mask")

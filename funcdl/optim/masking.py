@@ -273,9 +273,11 @@ def freeze(optimizer: Optimizer, trainable: Mask) -> Optimizer:
     A frozen leaf has no gradient (PyTorch's `requires_grad=False`): `fdl.train` (`fit`,
     `sweep`, `make_train_step`, gradient accumulation) does not differentiate it, so its
     gradient is exact zeros, XLA computes nothing for it, and a NaN that would only reach it
-    is no non-finite step; every transform of the optimizer, in a `chain` too (a
-    `clip_by_global_norm` before it: the norm of the trainable gradients), sees those zeros.
-    `fdl.optim.frozen.frozen_leaves(optimizer, params)` says which leaves are frozen.
+    is no non-finite step. That changes no number (the update of a frozen leaf is zero
+    whatever its gradient), so it holds where the freeze sees the gradients first: not after
+    a `clip_by_global_norm` in a `chain`, which reads the frozen gradients too (optax's
+    semantics). `fdl.optim.frozen.frozen_leaves(optimizer, params)` says which leaves are
+    frozen.
     `multi_transform` with an explicit `set_to_zero()` label is not freeze (optax's
     semantics): those gradients are computed and count, so their NaN stops `fit`.
 
